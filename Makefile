@@ -1,0 +1,84 @@
+# dlkdd - run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+CONFIG ?= configs/arid6-mini.yaml
+OUT ?= runs/$(notdir $(basename $(CONFIG)))
+DEVICE ?= auto
+NPROC ?= 1
+SET ?=
+ALPHA ?=
+GAMMA ?=
+TAU ?=
+SEED ?=
+VIEWS ?=
+FORMAT ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# torchrun for NPROC>1, plain python otherwise
+ifeq ($(NPROC),1)
+RUN := $(BIN)/dlkdd --device $(DEVICE)
+else
+RUN := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m dlkdd --device $(DEVICE)
+endif
+SEEDOPT := $(if $(SEED),--seed $(SEED),)
+SETOPTS := $(foreach s,$(SET),--set $(s))
+KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if $(TAU),--tau $(TAU),)
+STUDENT_OUT ?= $(OUT)/student$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
+
+.PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: CONFIG=$(CONFIG) OUT=$(OUT) DEVICE=$(DEVICE) NPROC=$(NPROC) TORCH=$(TORCH)"
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install "$(TORCH)"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with test extras
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/python -m pytest
+
+demo: $(STAMP) ## The whole pipeline on arid6 (or a synthetic set): teacher, cache, student, baseline
+	$(BIN)/python -m dlkdd.demo --out runs/demo $(SEEDOPT)
+
+data-check: $(STAMP) ## Decode every clip of CONFIG, list bad ones, print statistics
+	$(BIN)/dlkdd data check --config $(CONFIG) $(SETOPTS)
+
+synth: $(STAMP) ## Write a small synthetic low-light dataset to data/synth
+	$(BIN)/dlkdd synth data/synth
+
+enhancer: $(STAMP) ## Train ZeroDCE zero-reference on CONFIG's dark frames -> OUT/enhancer
+	$(BIN)/dlkdd --device $(DEVICE) $(SEEDOPT) enhancer --config $(CONFIG) $(SETOPTS) --out $(OUT)/enhancer
+
+teacher: $(STAMP) ## Train the teacher (enhancer + R(2+1)D-BERT) -> OUT/teacher/teacher.pt
+	$(RUN) $(SEEDOPT) teacher --config $(CONFIG) $(SETOPTS) --out $(OUT)/teacher
+
+cache-logits: $(STAMP) ## Run the teacher once over the training set -> cache/ (reused if present)
+	$(RUN) $(SEEDOPT) cache-logits --config $(CONFIG) $(SETOPTS) --teacher $(OUT)/teacher/teacher.pt $(if $(VIEWS),--views $(VIEWS),) $(if $(FORMAT),--format $(FORMAT),)
+
+student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED=) -> OUT/student*/
+	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --teacher-ckpt $(OUT)/teacher/teacher.pt $(KDOPTS) --out $(STUDENT_OUT)
+
+baseline: $(STAMP) ## The same student without distillation (backbone only) -> OUT/baseline/
+	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --no-kd --out $(OUT)/baseline$(if $(SEED),-s$(SEED),)
+
+pretrain: $(STAMP) ## ActLumos stage 1: self-supervised student pre-training -> OUT/pretrain/
+	$(RUN) $(SEEDOPT) pretrain --config $(CONFIG) $(SETOPTS) --out $(OUT)/pretrain
+
+evaluate: $(STAMP) ## Evaluate OUT/student/student.pt on CONFIG's test list
+	$(BIN)/dlkdd --device $(DEVICE) evaluate $(STUDENT_OUT)/student.pt --config $(CONFIG) --json $(STUDENT_OUT)/eval.json
+
+bench: $(STAMP) ## Benchmarks (cache vs online KD, inference cost, data, precompute) -> bench-out/
+	$(BIN)/dlkdd --device $(DEVICE) bench --preset mini --json bench-out/bench.json
+
+clean: ## Remove runs/ and the caches (keeps .venv)
+	rm -rf runs bench-out
+	find cache -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,62 @@
+"""The ``dlkdd`` command: a click group with global options, one command per pipeline step.
+
+    dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify
+          | student | pretrain | evaluate | predict | bench
+
+Heavy imports live inside the commands (``dlkdd --help`` is instant).
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from dlkdd import __version__
+from dlkdd.commands.common import Context
+
+# (module, attribute) of every command; a module is imported when the group is built, which is
+# cheap because command modules import torch & co. only inside their functions.
+_COMMANDS = [
+    ("dlkdd.commands.data", "synth"),
+    ("dlkdd.commands.data", "data"),
+    ("dlkdd.commands.models", "enhancer"),
+    ("dlkdd.commands.models", "enhance"),
+    ("dlkdd.commands.train", "teacher"),
+    ("dlkdd.commands.train", "student"),
+    ("dlkdd.commands.train", "pretrain"),
+    ("dlkdd.commands.cache", "cache_logits"),
+    ("dlkdd.commands.cache", "cache"),
+    ("dlkdd.commands.evaluate", "evaluate"),
+    ("dlkdd.commands.evaluate", "predict"),
+    ("dlkdd.commands.bench", "bench"),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dlkdd")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... (auto: CUDA if available)")
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+@click.pass_context
+def main(ctx: click.Context, device: str, seed: int | None, verbose: int) -> None:
+    """dlkdd - dual-light knowledge distillation for action recognition in dark video."""
+    from dlkdd.utils import setup_logging
+
+    setup_logging(verbose)
+    ctx.obj = Context(device=device, seed=seed, verbose=verbose)
+
+
+def _register() -> None:
+    for mod_name, attr in _COMMANDS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:  # a step not built yet
+            if e.name != mod_name:
+                raise
+            continue
+        cmd = getattr(mod, attr, None)
+        if cmd is not None:
+            main.add_command(cmd)
+
+
+_register()

@@ -1,0 +1,75 @@
+"""Options shared by commands: ``--config``, ``--set key=value`` and the global context."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+
+@dataclass
+class Context:
+    """Global options of the ``dlkdd`` group (``ctx.obj``)."""
+
+    device: str = "auto"
+    seed: int | None = None
+    verbose: int = 0
+
+
+def config_options(required: bool = True) -> Callable:
+    """Add ``--config C`` and repeatable ``--set key=value`` to a command."""
+
+    def deco(f: Callable) -> Callable:
+        f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help="Override a config value, dotted keys (repeatable), e.g. --set kd.tau=4")(f)
+        f = click.option("--config", "config_path", type=click.Path(dir_okay=False), required=required,
+                         help="YAML preset, e.g. configs/arid6-mini.yaml")(f)
+        return f
+
+    return deco
+
+
+def load_cli_config(config_path: str | None, overrides: tuple[str, ...] = (), extra: dict[str, Any] | None = None):
+    """Load the config, turning a bad value into a clean click error naming the key.
+
+    ``extra``: overrides from dedicated CLI options (e.g. ``--tau``), applied last; None values skipped.
+    The global ``--seed`` (if given) overrides ``seed``.
+    """
+    from dlkdd.config import ConfigError, load_config
+
+    ctx = click.get_current_context(silent=True)
+    items = list(overrides)
+    extra = {k: v for k, v in (extra or {}).items() if v is not None}
+    if ctx is not None and isinstance(ctx.obj, Context) and ctx.obj.seed is not None:
+        extra.setdefault("seed", ctx.obj.seed)
+    try:
+        cfg = load_config(config_path, items)
+        if extra:
+            cfg = cfg.replace(**extra)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--config/--set") from None
+    return cfg
+
+
+def get_device(ctx: click.Context | None = None) -> str:
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.obj, Context):
+        return ctx.obj.device
+    return "auto"
+
+
+def friendly_errors(f: Callable) -> Callable:
+    """Turn dlkdd's expected errors (bad video, bad cache, bad checkpoint...) into one-line
+    ``Error: ...`` messages with exit code 1, instead of tracebacks."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dlkdd.errors import DlkddError
+
+        try:
+            return f(*args, **kwargs)
+        except DlkddError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
