@@ -1,0 +1,643 @@
+"""The offline logit cache: one store of teacher logits per (teacher, manifest, view spec).
+
+A store is a Zarr v3 directory (``*.zarr``, default) or an HDF5 file (``*.h5``) holding, for
+N clips, V stored views per clip, C classes, P = 8 view parameters
+(:meth:`dlkdd.data.views.View.to_array`) and an optional feature size D:
+
+    keys      (N,)      str      manifest keys (``Jump/Jump_8_3``), in manifest order, unique
+    logits    (N,V,C)   float16 | float32   raw pre-softmax teacher logits (tau chosen later)
+    views     (N,V,P)   float64  the view each logit row was computed on, replayable exactly
+    done      (N,)      bool     row i fully written (set only after its data)
+    features  (N,V,D)   float16 | float32   optional teacher features (``feature_dim > 0``)
+
+plus JSON metadata (``schema_version``, ``teacher_sha256``, ``manifest_sha256``, ``classes``,
+``num_classes``, ``views_per_clip``, ``clip``, ``view_seed``, ``dtype``, ``complete``, ...).
+Metadata is JSON only: Zarr group attributes, or one JSON string attribute ``dlkdd_meta`` in
+HDF5. Nothing read from a store is ever unpickled or evaluated.
+
+Layout and concurrency
+----------------------
+Zarr: every per-clip array is chunked one clip per chunk (``logits`` (1,V,C), ``views``
+(1,V,P), ``features`` (1,V,D), ``done`` (1,), uncompressed) and no sharding, so each row is its
+own set of files. zarr-python's LocalStore writes each chunk to a temporary file and renames
+it into place (atomic), so processes writing *disjoint rows* never touch the same file and
+never lose each other's rows - this is what sharded multi-process precompute relies on. A
+per-row ``done`` chunk (rather than a packed bit-array) is what makes ``done`` safe to update
+concurrently; its cost is one tiny file per clip. Row data is written before ``done[i]``, so a
+writer killed mid-row leaves ``done[i] = False`` and the row is recomputed on resume.
+Metadata (``set_meta``/``mark_complete``) must be written by one coordinating process only.
+
+HDF5: a single writer (HDF5 without SWMR does not allow concurrent writers, nor readers while
+a writer has the file open); chunks of up to 64 rows; the file is flushed after every
+``write``/``write_many``, so a killed writer loses at most the row being written.
+
+Readers (e.g. in DataLoader workers after ``fork``) open the file lazily in each process: the
+store remembers the pid that opened it and re-opens in a child, so no h5py handle or zarr
+event loop is shared across ``fork``; pickling (spawn) carries only the path and mode.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from dlkdd.cache.keying import normalize_fmt
+from dlkdd.errors import CacheError
+
+__all__ = ["LogitStore", "SCHEMA_VERSION", "VIEW_PARAMS", "detect_format"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+VIEW_PARAMS = 8  # = dlkdd.data.views.VIEW_PARAMS: start, stride, frames, y0, x0, h, w, flip
+_DTYPES = ("float16", "float32")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_H5_META_ATTR = "dlkdd_meta"
+_H5_ROWS_PER_CHUNK = 64
+_ARRAYS = ("keys", "logits", "views", "done")
+
+
+def _json_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """Deep-copy ``meta`` through strict JSON (no NaN, no objects), or raise naming the key."""
+    for k, v in meta.items():
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise CacheError(f"{where}: metadata key {k!r} is not plain JSON ({e}); pass lists/dicts/str/numbers") from None
+    return json.loads(json.dumps(meta, allow_nan=False))
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``zarr`` or ``hdf5`` for an existing store, from its contents (not its name)."""
+    p = Path(path)
+    if not p.exists():
+        raise CacheError(f"no logit cache at {p}; build it with `dlkdd cache-logits --config <cfg> --teacher <ckpt>`")
+    if p.is_dir():
+        if (p / "zarr.json").is_file():
+            return "zarr"
+        raise CacheError(f"{p} is a directory but not a Zarr v3 logit store (no zarr.json)")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CacheError(f"cannot read {p}: {e}") from None
+    if head == _HDF5_SIGNATURE:
+        return "hdf5"
+    raise CacheError(f"{p} is not a logit store (neither a Zarr directory nor an HDF5 file)")
+
+
+def _fmt_for_new(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        return normalize_fmt(fmt)
+    suf = path.suffix.lower()
+    if suf in (".h5", ".hdf5"):
+        return "hdf5"
+    return "zarr"
+
+
+# --------------------------------------------------------------------------------------------
+# backends: the few storage operations LogitStore needs, one class per format
+# --------------------------------------------------------------------------------------------
+class _ZarrBackend:
+    fmt = "zarr"
+
+    def __init__(self, group: Any):
+        self.g = group
+        self.arrays = {name: group[name] for name in group.array_keys()}
+
+    @classmethod
+    def create(cls, path: Path, keys: Sequence[str], V: int, C: int, P: int, dtype: str, D: int,
+               meta: dict[str, Any]) -> "_ZarrBackend":
+        import zarr
+
+        N = len(keys)
+        g = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        k = g.create_array("keys", shape=(N,), dtype=str, chunks=(max(N, 1),))
+        if N:
+            k[:] = np.asarray(list(keys), dtype=object)
+        g.create_array("logits", shape=(N, V, C), dtype=dtype, chunks=(1, V, C), fill_value=np.nan)
+        g.create_array("views", shape=(N, V, P), dtype="float64", chunks=(1, V, P), fill_value=np.nan)
+        g.create_array("done", shape=(N,), dtype="bool", chunks=(1,), fill_value=False, compressors=None)
+        if D > 0:
+            g.create_array("features", shape=(N, V, D), dtype=dtype, chunks=(1, V, D), fill_value=np.nan)
+        g.attrs.update(meta)  # metadata last: a store without schema_version is not a store
+        return cls(g)
+
+    @classmethod
+    def open(cls, path: Path, mode: str) -> "_ZarrBackend":
+        import zarr
+
+        try:
+            g = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        except Exception as e:  # zarr raises several types for a bad/foreign directory
+            raise CacheError(f"{path} is not a readable Zarr v3 logit store: {e}") from None
+        return cls(g)
+
+    def meta(self) -> dict[str, Any]:
+        return dict(self.g.attrs.asdict())
+
+    def set_meta(self, kv: dict[str, Any]) -> None:
+        self.g.attrs.update(kv)
+
+    def keys(self) -> list[str]:
+        return [str(k) for k in self.arrays["keys"][:].tolist()]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.arrays[name].shape)
+
+    def has(self, name: str) -> bool:
+        return name in self.arrays
+
+    def read(self, name: str, idx: Any) -> np.ndarray:
+        return np.asarray(self.arrays[name][idx])
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.arrays[name].oindex[rows])
+
+    def write_rows(self, name: str, rows: np.ndarray, data: np.ndarray) -> None:
+        self.arrays[name].oindex[rows] = data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.arrays = {}
+
+
+class _H5Backend:
+    fmt = "hdf5"
+
+    def __init__(self, f: Any):
+        self.f = f
+
+    @classmethod
+    def create(cls, path: Path, keys: Sequence[str], V: int, C: int, P: int, dtype: str, D: int,
+               meta: dict[str, Any]) -> "_H5Backend":
+        import h5py
+
+        N = len(keys)
+        rows = max(1, min(N, _H5_ROWS_PER_CHUNK))
+        f = h5py.File(str(path), "w-")
+        try:
+            f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), shape=(N,),
+                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("logits", shape=(N, V, C), dtype=dtype, chunks=(rows, V, C), fillvalue=np.nan)
+            f.create_dataset("views", shape=(N, V, P), dtype="float64", chunks=(rows, V, P), fillvalue=np.nan)
+            f.create_dataset("done", shape=(N,), dtype="bool", chunks=(max(1, min(N, 4096)),), fillvalue=False)
+            if D > 0:
+                f.create_dataset("features", shape=(N, V, D), dtype=dtype, chunks=(rows, V, D), fillvalue=np.nan)
+            f.attrs[_H5_META_ATTR] = json.dumps(meta)
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return cls(f)
+
+    @classmethod
+    def open(cls, path: Path, mode: str) -> "_H5Backend":
+        import h5py
+
+        try:
+            f = h5py.File(str(path), mode)
+        except OSError as e:
+            raise CacheError(f"cannot open HDF5 logit store {path}: {e} (another process may be writing it)") from None
+        return cls(f)
+
+    def meta(self) -> dict[str, Any]:
+        raw = self.f.attrs.get(_H5_META_ATTR)
+        if raw is None:
+            return {}
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        try:
+            out = json.loads(str(raw))
+        except json.JSONDecodeError as e:
+            raise CacheError(f"{self.f.filename}: metadata is not valid JSON ({e})") from None
+        if not isinstance(out, dict):
+            raise CacheError(f"{self.f.filename}: metadata is not a JSON object")
+        return out
+
+    def set_meta(self, kv: dict[str, Any]) -> None:
+        m = self.meta()
+        m.update(kv)
+        self.f.attrs[_H5_META_ATTR] = json.dumps(m)
+        self.f.flush()
+
+    def keys(self) -> list[str]:
+        return [str(k) for k in self.f["keys"].asstr()[:].tolist()]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.f[name].shape)
+
+    def has(self, name: str) -> bool:
+        return name in self.f
+
+    def read(self, name: str, idx: Any) -> np.ndarray:
+        return np.asarray(self.f[name][idx])
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        # h5py fancy indexing needs increasing, unique indices
+        uniq, inv = np.unique(rows, return_inverse=True)
+        return np.asarray(self.f[name][uniq])[inv]
+
+    def write_rows(self, name: str, rows: np.ndarray, data: np.ndarray) -> None:
+        order = np.argsort(rows)
+        self.f[name][rows[order]] = data[order]
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except Exception:  # pragma: no cover - already closed
+            pass
+
+
+_BACKENDS = {"zarr": _ZarrBackend, "hdf5": _H5Backend}
+
+
+# --------------------------------------------------------------------------------------------
+class LogitStore:
+    """A logit store on disk; see the module docstring for layout and guarantees.
+
+    Build with :meth:`create` (opened for writing) or :meth:`open` (``mode="r"`` or ``"r+"``).
+    The file is opened lazily in each process, so a read-only store can be handed to
+    DataLoader workers (fork or spawn).
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r", fmt: str | None = None):
+        if mode not in ("r", "r+"):
+            raise CacheError(f"LogitStore mode must be 'r' or 'r+', got {mode!r}")
+        self._path = Path(path)
+        self._mode = mode
+        self._fmt = fmt or detect_format(self._path)
+        self._backend: Any = None
+        self._pid: int | None = None
+        self._meta: dict[str, Any] | None = None
+        self._keys: list[str] | None = None
+        self._index: dict[str, int] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._backend_now()  # open once now so that errors surface at open time
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, keys: Sequence[str], views_per_clip: int, num_classes: int,
+               meta: dict[str, Any] | None = None, dtype: str = "float16", feature_dim: int = 0,
+               fmt: str | None = None, overwrite: bool = False, view_params: int = VIEW_PARAMS) -> "LogitStore":
+        """Create an empty store for ``keys`` (manifest order) and return it opened ``r+``.
+
+        ``meta`` (JSON only) is stored as given, plus ``schema_version``, ``num_clips``,
+        ``num_classes``, ``views_per_clip``, ``view_params``, ``feature_dim``, ``dtype``,
+        ``complete=False``, ``created`` and ``dlkdd_version`` (set here, overriding ``meta``).
+        Raises :class:`CacheError` if ``path`` exists (unless ``overwrite``), for duplicate or
+        empty keys, a bad dtype, or ``meta["classes"]`` not of length ``num_classes``.
+        """
+        from dlkdd import __version__
+
+        p = Path(path)
+        fmt_ = _fmt_for_new(p, fmt)
+        keys = [str(k) for k in keys]
+        V, C, P, D = int(views_per_clip), int(num_classes), int(view_params), int(feature_dim)
+        if dtype not in _DTYPES:
+            raise CacheError(f"cache dtype must be one of {', '.join(_DTYPES)}, got {dtype!r} (config key cache.dtype)")
+        if V < 1 or C < 1 or P < 1 or D < 0:
+            raise CacheError(f"{p}: need views_per_clip >= 1, num_classes >= 1, view_params >= 1, feature_dim >= 0; "
+                             f"got {V}, {C}, {P}, {D}")
+        if any(not k for k in keys):
+            raise CacheError(f"{p}: empty key in the key list")
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise CacheError(f"{p}: duplicate key {dup!r}; store keys must be unique (check the manifest)")
+        meta = _json_meta(dict(meta or {}), str(p))
+        if "classes" in meta and len(meta["classes"]) != C:
+            raise CacheError(f"{p}: meta['classes'] has {len(meta['classes'])} names but num_classes={C}")
+        meta.update(
+            schema_version=SCHEMA_VERSION, num_clips=len(keys), num_classes=C, views_per_clip=V, view_params=P,
+            feature_dim=D, dtype=dtype, complete=False,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), dlkdd_version=__version__,
+        )
+        meta.setdefault("skipped_keys", [])
+        if p.exists() or p.is_symlink():
+            if not overwrite:
+                raise CacheError(f"{p} already exists; pass overwrite=True (or delete it) to rebuild the cache")
+            _remove_store(p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        backend = _BACKENDS[fmt_].create(p, keys, V, C, P, dtype, D, meta)
+        backend.close()
+        log.info("created %s logit store %s: %d clips x %d views x %d classes (%s)", fmt_, p, len(keys), V, C, dtype)
+        return cls(p, mode="r+", fmt=fmt_)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "LogitStore":
+        """Open an existing store; :class:`CacheError` if missing, not a store, or of a newer schema."""
+        return cls(path, mode=mode)
+
+    # ---- per-process lazy handle -----------------------------------------------------------
+    def _backend_now(self) -> Any:
+        pid = os.getpid()
+        if self._backend is not None and self._pid == pid:
+            return self._backend
+        # a handle inherited across fork is dropped without closing (the parent still owns it)
+        self._backend = None
+        backend = _BACKENDS[self._fmt].open(self._path, self._mode)
+        try:
+            meta = backend.meta()
+            self._check_schema(meta)
+            missing = [a for a in _ARRAYS if not backend.has(a)]
+            if missing:
+                raise CacheError(f"{self._path}: logit store lacks array(s) {', '.join(missing)}; rebuild it")
+            self._shapes = {a: backend.shape(a) for a in (*_ARRAYS, "features") if backend.has(a)}
+        except BaseException:
+            backend.close()
+            raise
+        self._meta = meta
+        self._backend, self._pid = backend, pid
+        return backend
+
+    def _check_schema(self, meta: dict[str, Any]) -> None:
+        if "schema_version" not in meta:
+            raise CacheError(f"{self._path} is not a dlkdd logit store (no schema_version in its metadata)")
+        v = meta["schema_version"]
+        if not isinstance(v, int) or v < 1:
+            raise CacheError(f"{self._path}: invalid schema_version {v!r}")
+        if v > SCHEMA_VERSION:
+            raise CacheError(f"{self._path} was written by a newer dlkdd (cache schema {v} > {SCHEMA_VERSION}); "
+                             f"upgrade dlkdd or rebuild the cache")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        state["_pid"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def fmt(self) -> str:
+        return self._fmt
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the metadata (as of opening / the last ``set_meta``; see :meth:`refresh`)."""
+        self._backend_now()
+        return json.loads(json.dumps(self._meta))
+
+    def refresh(self) -> None:
+        """Re-read the metadata from disk (another process may have changed it)."""
+        self._meta = self._backend_now().meta()
+
+    @property
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = self._backend_now().keys()
+        return list(self._keys)
+
+    @property
+    def num_clips(self) -> int:
+        self._backend_now()
+        return int(self._shapes["logits"][0])
+
+    @property
+    def views_per_clip(self) -> int:
+        self._backend_now()
+        return int(self._shapes["logits"][1])
+
+    @property
+    def num_classes(self) -> int:
+        self._backend_now()
+        return int(self._shapes["logits"][2])
+
+    @property
+    def view_params(self) -> int:
+        self._backend_now()
+        return int(self._shapes["views"][2])
+
+    @property
+    def feature_dim(self) -> int:
+        self._backend_now()
+        return int(self._shapes["features"][2]) if "features" in self._shapes else 0
+
+    @property
+    def dtype(self) -> str:
+        return str(self.meta.get("dtype", "float16"))
+
+    @property
+    def done(self) -> np.ndarray:
+        """bool (N,), re-read from disk on every access."""
+        return self._backend_now().read("done", slice(None)).astype(bool, copy=False)
+
+    @property
+    def is_complete(self) -> bool:
+        """True when the ``complete`` flag is set (set only after every row was done)."""
+        self._backend_now()
+        return bool(self._meta.get("complete", False))
+
+    def missing_indices(self) -> np.ndarray:
+        """Row indices not written yet (int64), for resuming a precompute."""
+        return np.flatnonzero(~self.done)
+
+    # ---- lookup ----------------------------------------------------------------------------
+    def index_of(self, key: str) -> int:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys)}
+        try:
+            return self._index[key]
+        except KeyError:
+            raise CacheError(f"key {key!r} is not in logit store {self._path}; "
+                             f"the store was built for another manifest - rebuild it") from None
+
+    # ---- writing ---------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self._mode != "r+":
+            raise CacheError(f"logit store {self._path} is open read-only; open it with mode='r+' to write")
+
+    def _check_rows(self, idx: np.ndarray) -> None:
+        n = self.num_clips
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise CacheError(f"{self._path}: row index out of range [0, {n}): {idx.tolist()}")
+        if len(np.unique(idx)) != idx.size:
+            raise CacheError(f"{self._path}: repeated row index in one write: {idx.tolist()}")
+
+    def _prep(self, name: str, a: Any, shape: tuple[int, ...], dtype: str, rows: np.ndarray) -> np.ndarray:
+        arr = np.asarray(_np(a))
+        if arr.shape != shape:
+            raise CacheError(f"{self._path}: {name} must have shape {shape}, got {arr.shape}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(dtype)
+        finite = np.isfinite(out).reshape(shape[0], -1).all(axis=1)
+        if not finite.all():
+            keys = self.keys
+            bad = [keys[int(r)] for r in rows[~finite][:5]]
+            raise CacheError(f"{self._path}: non-finite {name} for {bad} (after casting to {dtype}; "
+                             f"a float16 cache overflows above 65504 - use cache.dtype=float32)")
+        return out
+
+    def write(self, i: int, logits: Any, views: Any, features: Any = None) -> None:
+        """Write row ``i``: logits (V,C), views (V,P), optional features (V,D); then ``done[i]``."""
+        self.write_many([int(i)], np.asarray(_np(logits))[None], np.asarray(_np(views))[None],
+                        None if features is None else np.asarray(_np(features))[None])
+
+    def write_many(self, indices: Sequence[int] | np.ndarray, logits: Any, views: Any, features: Any = None) -> None:
+        """Write rows ``indices``: logits (B,V,C), views (B,V,P), features (B,V,D); then their ``done``.
+
+        Non-finite values (after the cast to the store dtype) are refused with :class:`CacheError`.
+        """
+        self._require_writable()
+        b = self._backend_now()
+        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64).reshape(-1)
+        self._check_rows(idx)
+        B, V, C, P = idx.size, self.views_per_clip, self.num_classes, self.view_params
+        dtype = self.dtype
+        lg = self._prep("logits", logits, (B, V, C), dtype, idx)
+        vw = self._prep("views", views, (B, V, P), "float64", idx)
+        ft = None
+        if features is not None:
+            if not self.feature_dim:
+                raise CacheError(f"{self._path}: store has no features array (created with feature_dim=0)")
+            ft = self._prep("features", features, (B, V, self.feature_dim), dtype, idx)
+        if self.feature_dim and ft is None:
+            raise CacheError(f"{self._path}: store expects features (feature_dim={self.feature_dim}); pass features=")
+        if B == 0:
+            return
+        b.write_rows("logits", idx, lg)
+        b.write_rows("views", idx, vw)
+        if ft is not None:
+            b.write_rows("features", idx, ft)
+        b.flush()
+        b.write_rows("done", idx, np.ones(B, dtype=bool))  # done strictly after the data
+        b.flush()
+
+    def set_meta(self, **kv: Any) -> None:
+        """Update metadata keys (JSON only). One coordinating process only."""
+        self._require_writable()
+        if "schema_version" in kv and kv["schema_version"] != SCHEMA_VERSION:
+            raise CacheError(f"{self._path}: schema_version is fixed at {SCHEMA_VERSION}")
+        kv = _json_meta(kv, str(self._path))
+        b = self._backend_now()
+        b.set_meta(kv)
+        self._meta = b.meta()
+
+    def mark_complete(self) -> None:
+        """Set ``complete=True`` - only after checking that every row is done (else CacheError)."""
+        self._require_writable()
+        done = self.done
+        if not done.all():
+            miss = np.flatnonzero(~done)
+            keys = self.keys
+            shown = ", ".join(keys[int(r)] for r in miss[:5]) + (" ..." if miss.size > 5 else "")
+            raise CacheError(f"{self._path}: {miss.size} of {done.size} clips have no logits yet ({shown}); "
+                             f"resume `dlkdd cache-logits` to fill them before marking the store complete")
+        self.set_meta(complete=True)
+
+    # ---- reading ---------------------------------------------------------------------------
+    def _check_done(self, rows: np.ndarray) -> None:
+        d = self._backend_now().read_rows("done", rows) if rows.size else np.ones(0, bool)
+        if not np.all(d):
+            bad = rows[~np.asarray(d, dtype=bool)]
+            keys = self.keys
+            raise CacheError(f"{self._path}: no logits stored yet for {[keys[int(r)] for r in bad[:5]]}; "
+                             f"finish `dlkdd cache-logits` first")
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(logits float32 (V,C), views float64 (V,P)) of row ``i``; CacheError if not written."""
+        lg, vw = self.read_many([int(i)])
+        return lg[0], vw[0]
+
+    def read_key(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.read(self.index_of(key))
+
+    def read_many(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits float32 (B,V,C), views float64 (B,V,P)) of rows ``indices``."""
+        rows = self._rows(indices)
+        self._check_done(rows)
+        b = self._backend_now()
+        return (b.read_rows("logits", rows).astype(np.float32, copy=False),
+                b.read_rows("views", rows).astype(np.float64, copy=False))
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """All rows: (logits float32 (N,V,C), views float64 (N,V,P)); CacheError if any is missing."""
+        return self.read_many(np.arange(self.num_clips))
+
+    def read_features(self, i: int) -> np.ndarray:
+        """Features float32 (V,D) of row ``i``; CacheError if the store has none."""
+        if not self.feature_dim:
+            raise CacheError(f"{self._path} holds no teacher features (built with cache.features=false)")
+        rows = self._rows([int(i)])
+        self._check_done(rows)
+        return self._backend_now().read_rows("features", rows)[0].astype(np.float32, copy=False)
+
+    def _rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = self.num_clips
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise CacheError(f"{self._path}: row index out of range [0, {n}): {rows.tolist()[:10]}")
+        return np.where(rows < 0, rows + n, rows)
+
+    def read_raw(self, name: str) -> np.ndarray:
+        """A whole array as stored (no done check, no cast) - for inspection / verification."""
+        b = self._backend_now()
+        if name == "keys":
+            return np.asarray(b.keys(), dtype=object)
+        if not b.has(name):
+            raise CacheError(f"{self._path} has no array {name!r}")
+        return b.read(name, slice(None))
+
+    # ---- life cycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._backend is not None and self._pid == os.getpid():
+            self._backend.close()
+        self._backend = None
+        self._pid = None
+
+    def __enter__(self) -> "LogitStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __repr__(self) -> str:
+        return (f"LogitStore({str(self._path)!r}, fmt={self._fmt}, mode={self._mode!r}, "
+                f"clips={self.num_clips}, views={self.views_per_clip}, classes={self.num_classes})")
+
+
+def _np(a: Any) -> Any:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else a
+
+
+def _remove_store(p: Path) -> None:
+    """Delete an existing store for ``overwrite=True`` - but never an unrelated file or directory."""
+    if p.is_symlink():
+        p.unlink()
+        return
+    try:
+        detect_format(p)
+    except CacheError:
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+            return
+        raise CacheError(f"{p} exists and is not a logit store; refusing to overwrite it - choose another path") from None
+    if p.is_dir():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
