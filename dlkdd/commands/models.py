@@ -1,0 +1,72 @@
+"""``dlkdd enhancer`` (zero-reference ZeroDCE training) and ``dlkdd enhance`` (enhance one video).
+
+Heavy imports (torch, av, matplotlib) happen inside the commands.
+"""
+from __future__ import annotations
+
+import click
+
+from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+
+
+@click.command("enhancer")
+@config_options()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output directory: DIR/enhancer.pt and DIR/metrics.json")
+@friendly_errors
+def enhancer(config_path: str, overrides: tuple[str, ...], out_dir: str) -> None:
+    """Train ZeroDCE zero-reference on the training list's own dark frames.
+
+    Random enhancer.crop crops of enhancer.frames_per_clip frames per video, Adam
+    (enhancer.lr), enhancer.epochs epochs; fine-tunes from enhancer.weights when it exists.
+    Use the result with --set enhancer.weights=DIR/enhancer.pt.
+    """
+    from dlkdd.enhance import train_enhancer
+    from dlkdd.utils import resolve_device
+
+    cfg = load_cli_config(config_path, overrides)
+    device = resolve_device(get_device())
+    metrics = train_enhancer(cfg, out_dir, device=str(device))
+    last = metrics["epochs"][-1]
+    click.echo(f"wrote {metrics['checkpoint']} (epoch {last['epoch']}: loss {last['loss']:.5f}, tv {last['tv']:.5f}, "
+               f"spa {last['spa']:.5f}, col {last['col']:.5f}, exp {last['exp']:.5f})")
+
+
+@click.command("enhance")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["zerodce", "gamma", "retinex"]), default="zerodce", show_default=True,
+              help="Which enhancer.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="ZeroDCE weights: official Epoch99.pth or a `dlkdd enhancer` enhancer.pt "
+                   "[default: ../shared/data/zerodce/Epoch99.pth]")
+@click.option("--gamma", type=float, default=None, help="Gamma of --kind gamma [default: 3.0]")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: rows of original | enhanced for ~4 frames")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Only the first N frames.")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Frames per batch.")
+@friendly_errors
+def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float | None, preview: str | None,
+            max_frames: int | None, batch: int) -> None:
+    """Enhance every frame of VIDEO and write OUT (H.264 MP4, same fps)."""
+    from dlkdd.config import ConfigError, EnhancerConfig
+    from dlkdd.enhance import enhance_video
+    from dlkdd.models.enhancers import build_enhancer
+    from dlkdd.utils import resolve_device
+
+    kw = {"kind": kind}
+    if weights is not None:
+        kw["weights"] = weights
+    if gamma is not None:
+        kw["gamma"] = gamma
+    enh_cfg = EnhancerConfig(**kw)
+    try:
+        enh_cfg.validate()
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+    module = build_enhancer(enh_cfg)
+    device = resolve_device(get_device())
+    res = enhance_video(video, out, module, device=device, batch=batch, max_frames=max_frames, preview=preview)
+    click.echo(f"wrote {out}: {res['frames']} frames {res['width']}x{res['height']} @ {res['fps']:.3g} fps, "
+               f"mean brightness {res['mean_in']:.3f} -> {res['mean_out']:.3f}"
+               + (f"; preview {preview}" if preview else ""))

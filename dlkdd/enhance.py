@@ -1,0 +1,316 @@
+"""Zero-reference training of ZeroDCE on a dataset's own dark frames, and video enhancement.
+
+Training (``dlkdd enhancer``): each epoch visits every training video once, takes
+``enhancer.frames_per_clip`` random frames and one random ``enhancer.crop`` square crop of
+them, and trains DCE-Net on batches of ``train.batch_size`` videos (``batch_size *
+frames_per_clip`` images ``(N,3,crop,crop)``) with the four zero-reference losses
+(:mod:`dlkdd.models.zerodce_losses`), Adam (lr ``enhancer.lr``, weight decay 1e-4) and
+gradient-norm clipping at 0.1 - the optimiser settings of the official Zero-DCE training
+script (Guo et al., CVPR 2020). It starts from ``enhancer.weights`` when that file exists
+(fine-tuning), else from the official random initialisation. Outputs ``DIR/enhancer.pt``
+(``{"schema_version", "dlkdd_version", "kind": "enhancer", "arch": {"enhancer": spec},
+"config", "model": state_dict, "epoch", "metrics", "history"}``) and ``DIR/metrics.json``.
+
+Enhancement (``dlkdd enhance``): :func:`enhance_frames` maps uint8 ``(T,H,W,3)`` frames
+through any enhancer in batches of frames; :func:`enhance_video` decodes a video, enhances
+it, writes an H.264 MP4 and optionally a side-by-side preview PNG (:func:`save_preview`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlkdd.errors import DataError, TrainingError, VideoError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EnhancerFrames",
+    "train_enhancer",
+    "enhance_frames",
+    "enhance_video",
+    "save_preview",
+    "CHECKPOINT_SCHEMA",
+    "WEIGHT_DECAY",
+    "GRAD_CLIP",
+]
+
+CHECKPOINT_SCHEMA = 1
+WEIGHT_DECAY = 1e-4  # official Zero-DCE training script
+GRAD_CLIP = 0.1  # official Zero-DCE training script (gradient-norm clipping)
+
+
+class EnhancerFrames(torch.utils.data.Dataset):
+    """Item ``i``: ``frames_per_clip`` random frames of video ``i`` of ``manifest``, one random
+    ``crop x crop`` box (the same for all its frames), float32 ``(F,3,crop,crop)`` in [0,1].
+
+    Randomness comes from a generator seeded by ``(seed, epoch, i)`` (call :meth:`set_epoch`),
+    so an epoch is reproducible whatever the worker count. A video smaller than ``crop`` is
+    resized up (bilinear) to fit. A bad video yields ``{"error": message}`` instead of raising,
+    so the training loop reports it (worker processes would otherwise lose the exception type).
+    """
+
+    def __init__(self, manifest: Any, frames_per_clip: int, crop: int, seed: int = 0) -> None:
+        self.manifest = manifest
+        self.frames_per_clip = int(frames_per_clip)
+        self.crop = int(crop)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from dlkdd.data.video import decode, probe
+
+        entry = self.manifest[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        try:
+            n = probe(entry.path).num_frames
+            if n < 1:
+                raise VideoError(entry.path, "no frames")
+            k = self.frames_per_clip
+            idx = np.sort(rng.choice(n, size=k, replace=n < k)).tolist()
+            frames = decode(entry.path, idx)
+        except VideoError as e:
+            return {"error": str(e), "key": entry.key}
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        h, w = x.shape[-2:]
+        if min(h, w) < self.crop:
+            s = self.crop / min(h, w)
+            x = F.interpolate(x, size=(max(self.crop, math.ceil(h * s)), max(self.crop, math.ceil(w * s))),
+                              mode="bilinear", align_corners=False).clamp_(0, 1)
+            h, w = x.shape[-2:]
+        y0 = int(rng.integers(0, h - self.crop + 1))
+        x0 = int(rng.integers(0, w - self.crop + 1))
+        return {"frames": x[:, :, y0:y0 + self.crop, x0:x0 + self.crop].contiguous(), "key": entry.key}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [it for it in items if "frames" in it]
+    return {
+        "frames": torch.cat([it["frames"] for it in ok]) if ok else None,
+        "errors": [it["error"] for it in items if "error" in it],
+    }
+
+
+def _checkpoint(cfg: Any, model: nn.Module, spec: dict, epoch: int, metrics: dict, history: list) -> dict[str, Any]:
+    from dlkdd import __version__
+
+    return {
+        "schema_version": CHECKPOINT_SCHEMA,
+        "dlkdd_version": __version__,
+        "kind": "enhancer",
+        "arch": {"enhancer": spec},
+        "config": cfg.to_dict(),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "epoch": epoch,
+        "metrics": metrics,
+        "history": history,
+    }
+
+
+def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
+    """Zero-reference training of ZeroDCE on ``cfg``'s training videos (see module docstring).
+
+    Writes ``out_dir/enhancer.pt`` (after every epoch, atomically) and ``out_dir/metrics.json``;
+    returns the metrics dict ``{"epochs": [{"epoch", "loss", "tv", "spa", "col", "exp",
+    "images", "steps", "time_s"}, ...], "checkpoint": path, "init": weights or "random"}``.
+    Raises :class:`DataError` for bad videos when ``data.on_bad_clip`` is ``error`` (they are
+    skipped with a warning when it is ``skip``) and :class:`TrainingError` on a non-finite loss.
+    """
+    from tqdm import tqdm
+
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.models.enhancers import enhancer_spec
+    from dlkdd.models.zerodce import ZeroDCE
+    from dlkdd.models.zerodce_losses import zero_reference_loss
+    from dlkdd.utils import atomic_path, atomic_write_json, resolve_device, seed_everything
+
+    ecfg = cfg.enhancer
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "enhancer.pt"
+    dev = resolve_device(device if isinstance(device, str) else str(device))
+    seed_everything(cfg.seed)
+
+    manifest = manifest_from_config(cfg.data, "train")
+    if len(manifest) == 0:
+        raise DataError(f"{cfg.data.train_list}: the training list is empty")
+    model = ZeroDCE()
+    init = "random"
+    if ecfg.weights and Path(ecfg.weights).is_file():
+        model = ZeroDCE.from_official(ecfg.weights)
+        init = str(ecfg.weights)
+        log.info("fine-tuning ZeroDCE from %s", ecfg.weights)
+    else:
+        log.info("training ZeroDCE from scratch (enhancer.weights %r not found)", ecfg.weights)
+    model.to(dev).train()
+    spec = dict(enhancer_spec(ecfg), kind="zerodce", weights=str(ckpt_path))
+
+    opt = torch.optim.Adam(model.parameters(), lr=ecfg.lr, weight_decay=WEIGHT_DECAY)
+    ds = EnhancerFrames(manifest, ecfg.frames_per_clip, ecfg.crop, seed=cfg.seed)
+    workers = int(cfg.train.workers)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=workers, collate_fn=_collate,
+        generator=gen, pin_memory=dev.type == "cuda", drop_last=False,
+    )
+    max_steps = int(getattr(cfg.train, "max_steps_per_epoch", 0) or 0)
+    history: list[dict[str, Any]] = []
+    reported_bad: set[str] = set()
+    terms = ("loss", "tv", "spa", "col", "exp")
+    for epoch in range(ecfg.epochs):
+        ds.set_epoch(epoch)
+        sums = dict.fromkeys(terms, 0.0)
+        images = steps = 0
+        t0 = time.time()
+        total = len(loader) if not max_steps else min(max_steps, len(loader))
+        bar = tqdm(loader, total=total, desc=f"enhancer epoch {epoch + 1}/{ecfg.epochs}", disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        for batch in bar:
+            if batch["errors"]:
+                if cfg.data.on_bad_clip == "error":
+                    raise DataError("bad training video(s): " + "; ".join(batch["errors"])
+                                    + " (fix or remove them, or set data.on_bad_clip=skip)")
+                for msg in batch["errors"]:
+                    if msg not in reported_bad:
+                        reported_bad.add(msg)
+                        log.warning("skipping bad video: %s", msg)
+            x = batch["frames"]
+            if x is None:
+                continue
+            x = x.to(dev, non_blocking=True)
+            _, enhanced, r = model(x)
+            losses = zero_reference_loss(x, enhanced, r)
+            if not torch.isfinite(losses["loss"]):
+                raise TrainingError(f"non-finite ZeroDCE loss at epoch {epoch + 1}, step {steps + 1}: "
+                                    + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                                    + " (lower enhancer.lr)")
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            opt.step()
+            n = x.shape[0]
+            for k in terms:
+                sums[k] += float(losses[k].detach()) * n
+            images += n
+            steps += 1
+            bar.set_postfix({k: f"{float(losses[k]):.4f}" for k in terms})
+            if max_steps and steps >= max_steps:
+                break
+        bar.close()
+        if images == 0:
+            raise DataError("no usable training frames: every video of the training list failed to decode")
+        row = {"epoch": epoch + 1, **{k: sums[k] / images for k in terms}, "images": images, "steps": steps,
+               "time_s": round(time.time() - t0, 3)}
+        history.append(row)
+        log.info("enhancer epoch %d/%d: %s", epoch + 1, ecfg.epochs,
+                 " ".join(f"{k}={row[k]:.5f}" for k in terms))
+        ckpt = _checkpoint(cfg, model, spec, epoch + 1, row, history)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(ckpt, tmp)
+        metrics = {"epochs": history, "checkpoint": str(ckpt_path), "init": init,
+                   "bad_videos": sorted(reported_bad)}
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+@torch.no_grad()
+def enhance_frames(enhancer: nn.Module, frames: np.ndarray, device: str | torch.device = "cpu", batch: int = 16,
+                   progress: bool = True, desc: str = "enhance") -> np.ndarray:
+    """Enhance uint8 RGB frames ``(T,H,W,3)`` -> uint8 ``(T,H,W,3)``, ``batch`` frames at a time
+    (as ``(batch,3,H,W)`` images in [0,1]); the output is clamped to [0,1] and rounded."""
+    from tqdm import tqdm
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames (T,H,W,3), got shape {frames.shape}")
+    dev = torch.device(device)
+    enhancer = enhancer.to(dev).eval()
+    out = np.empty_like(frames, dtype=np.uint8)
+    batch = max(1, int(batch))
+    for s in tqdm(range(0, len(frames), batch), desc=desc, unit="batch", disable=not progress, leave=False):
+        x = torch.from_numpy(np.ascontiguousarray(frames[s:s + batch])).to(dev).permute(0, 3, 1, 2).float() / 255.0
+        y = enhancer(x)
+        if isinstance(y, (tuple, list)):  # a bare ZeroDCE: (after_4, enhanced, r)
+            y = y[1]
+        out[s:s + batch] = (y.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return out
+
+
+def save_preview(path: str | Path, original: np.ndarray, enhanced: np.ndarray, rows: int = 4,
+                 title: str = "") -> Path:
+    """A PNG of ``rows`` frames spread evenly over the video: each row ``original | enhanced``
+    (uint8 ``(T,H,W,3)`` both), with frame numbers and mean brightness in the titles."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from dlkdd.utils import atomic_path
+
+    t = len(original)
+    idx = sorted(set(np.linspace(0, t - 1, num=min(rows, t)).round().astype(int).tolist()))
+    h, w = original.shape[1:3]
+    fig, axes = plt.subplots(len(idx), 2, figsize=(2 * 3.2, len(idx) * 3.2 * h / w + 0.4), squeeze=False)
+    for r, i in enumerate(idx):
+        for c, (img, name) in enumerate(((original[i], "original"), (enhanced[i], "enhanced"))):
+            ax = axes[r][c]
+            ax.imshow(img)
+            ax.set_title(f"{name} #{i} (mean {img.mean() / 255:.3f})", fontsize=8)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def enhance_video(in_path: str | Path, out_path: str | Path, enhancer: nn.Module, device: str | torch.device = "cpu",
+                  batch: int = 16, max_frames: int | None = None, preview: str | Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Decode ``in_path``, enhance every frame (or the first ``max_frames``), write ``out_path``
+    (H.264 MP4, same fps) and optionally a preview PNG. Returns
+    ``{"frames", "fps", "height", "width", "mean_in", "mean_out", "seconds"}``.
+
+    A missing or undecodable video raises :class:`VideoError` naming the file.
+    """
+    from dlkdd.data.video import decode, probe
+    from dlkdd.data.writer import write_video
+
+    t0 = time.time()
+    info = probe(in_path)
+    indices: Sequence[int] | None = None
+    if max_frames:
+        indices = list(range(min(int(max_frames), info.num_frames)))
+    frames = decode(in_path, indices)
+    if len(frames) == 0:
+        raise VideoError(str(in_path), "no frames decoded")
+    enhanced = enhance_frames(enhancer, frames, device=device, batch=batch, progress=progress,
+                              desc=f"enhance {Path(in_path).name}")
+    write_video(out_path, enhanced, fps=info.fps or 30.0)
+    if preview:
+        save_preview(preview, frames, enhanced, title=f"{Path(in_path).name}: {type(enhancer).__name__}")
+    res = {
+        "frames": int(len(frames)), "fps": float(info.fps or 30.0), "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]), "mean_in": float(frames.mean() / 255.0),
+        "mean_out": float(enhanced.mean() / 255.0), "seconds": round(time.time() - t0, 3),
+    }
+    log.info("enhanced %s -> %s: %d frames, mean %.3f -> %.3f", in_path, out_path, res["frames"],
+             res["mean_in"], res["mean_out"])
+    return res
