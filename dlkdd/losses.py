@@ -1,0 +1,115 @@
+"""Loss functions of dlkdd, as pure functions (no state, no modules).
+
+Shapes: logits ``(B, C)`` float, labels ``(B,)`` int64, embeddings ``(B, D)`` float.
+Every function returns a 0-d tensor (or a dict of named 0-d tensors) that carries a
+``grad_fn`` whenever an input requires grad.
+
+- :func:`kd_loss` - Hinton et al. 2015, "Distilling the Knowledge in a Neural Network":
+  ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``.
+- :func:`kd_alpha`, :func:`distillation_loss` - DL-KDD (Chang, Chen & Tseng):
+  ``L = CE(y, z_s) + alpha_t * KL(p_t^tau || p_s^tau)``, ``alpha_t = alpha_0 * gamma**epoch``
+  (paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5).
+- :func:`supcon_loss` - Khosla et al. 2020, "Supervised Contrastive Learning" (L_out).
+- :func:`info_nce` - Chen et al. 2020, SimCLR's NT-Xent (symmetric InfoNCE).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["kd_loss", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
+            tau2_scale: bool = False) -> torch.Tensor:
+    """Knowledge-distillation term ``KL(p_t^tau || p_s^tau)``, mean over the batch.
+
+    ``p_t^tau = softmax(z_t / tau)``, ``p_s^tau = softmax(z_s / tau)`` over the C classes;
+    ``KL = (1/B) * sum_b sum_c p_t[b,c] * (log p_t[b,c] - log p_s[b,c])`` (``batchmean``, the
+    true KL divergence per sample). With ``tau2_scale`` the result is multiplied by ``tau**2``,
+    which keeps the gradient magnitude independent of tau (Hinton et al. 2015, section 2).
+    The teacher logits are treated as constants (detached).
+
+    Args: student_logits ``(B, C)``, teacher_logits ``(B, C)``, tau > 0.
+    Returns: a 0-d tensor.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"kd_loss: student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    if tau <= 0:
+        raise ValueError(f"kd_loss: tau must be > 0, got {tau}")
+    log_ps = F.log_softmax(student_logits.float() / tau, dim=-1)
+    log_pt = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)
+    kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")
+    return kl * (tau * tau) if tau2_scale else kl
+
+
+def kd_alpha(alpha0: float, gamma: float, epoch: int) -> float:
+    """DL-KDD's decaying distillation weight ``alpha_t = alpha_0 * gamma**epoch`` (epoch from 0)."""
+    return float(alpha0) * float(gamma) ** int(epoch)
+
+
+def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+                      alpha: float, tau: float, tau2_scale: bool = False) -> dict[str, torch.Tensor | float]:
+    """DL-KDD student objective ``L = CE(y, z_s) + alpha * KL(p_t^tau || p_s^tau)``.
+
+    ``alpha`` is the already-decayed weight (:func:`kd_alpha`). Returns the named terms
+    (timm style): ``loss`` (total), ``task_loss`` (CE), ``kd_loss`` (the KL term before alpha),
+    and the floats ``alpha`` and ``tau`` used, for logging.
+    """
+    task = F.cross_entropy(student_logits.float(), labels)
+    kd = kd_loss(student_logits, teacher_logits, tau, tau2_scale)
+    return {"loss": task + float(alpha) * kd, "task_loss": task, "kd_loss": kd,
+            "alpha": float(alpha), "tau": float(tau)}
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss, the ``L_out`` form of Khosla et al. 2020 (eq. 2).
+
+    For anchor i with positives ``P(i) = {p != i : y_p = y_i}`` and others ``A(i) = {a != i}``::
+
+        l_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a in A(i)} exp(z_i.z_a / T) )
+        L   = mean of l_i over the anchors with |P(i)| > 0
+
+    ``z``: ``(B, D)`` L2-normalised embeddings; ``labels``: ``(B,)``. If no anchor has a positive
+    (every class appears once) the loss is ``0`` - a zero tensor still attached to ``z``'s graph,
+    so ``backward()`` works and gives zero gradients, never NaN. (Khosla et al.'s reference code
+    further scales by ``T / base_T``; that constant factor is left out here.)
+    """
+    if z.dim() != 2 or labels.shape != z.shape[:1]:
+        raise ValueError(f"supcon_loss: expected z (B,D) and labels (B,), got {tuple(z.shape)} and {tuple(labels.shape)}")
+    b = z.shape[0]
+    zf = z.float()
+    sim = zf @ zf.t() / temperature
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    # log-softmax over A(i) (every other sample): mask the diagonal out of the denominator
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return zf.sum() * 0.0
+    # where pos is False log_prob may be -inf (diagonal): zero it before the product
+    pos_log = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
+    per_anchor = -pos_log[has_pos] / n_pos[has_pos]
+    return per_anchor.mean()
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE / NT-Xent between two views (Chen et al. 2020, SimCLR, eq. 1).
+
+    ``z1``, ``z2``: ``(B, D)`` embeddings of two views of the same B clips (L2-normalised here,
+    so the similarity is the cosine). With ``z = [z1; z2]`` (2B rows) and ``s_ij = z_i.z_j / T``,
+    anchor k's positive is its other view and the remaining ``2B - 2`` rows are negatives::
+
+        l_k = -log( exp(s_{k,pos(k)}) / sum_{j != k} exp(s_kj) ),   L = mean over the 2B anchors
+    """
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"info_nce: expected two (B,D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2], 0).float(), dim=1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, target)

@@ -1,0 +1,189 @@
+"""Self-contained training checkpoints: atomic save, safe load, compatibility checks.
+
+A checkpoint is a dict saved with ``torch.save`` and loaded with ``torch.load(weights_only=True)``
+(no pickled code is ever executed). Fields (docs/INTERNALS.md): ``schema_version``,
+``dlkdd_version``, ``kind`` (teacher | student | baseline | pretrain | enhancer), ``arch`` (enough to
+rebuild the model), ``config`` (resolved dict), ``classes``, ``model`` (state dict), ``enhancer``
+(state dict or None), ``optimizer``, ``scheduler``, ``epoch`` (0-based index of the last completed
+epoch), ``rng``, ``metrics``, ``history``, ``best_top1``, ``extra``.
+
+Everything stored must be weights_only-loadable: tensors, str/int/float/bool/None, lists, tuples,
+dicts. :func:`to_plain` converts numpy arrays/scalars and paths; :func:`get_rng_state` returns the
+torch/CUDA/numpy/python RNG states in that form and :func:`set_rng_state` restores them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from dlkdd import __version__
+from dlkdd.errors import CheckpointError
+from dlkdd.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHECKPOINT_FIELDS = ("schema_version", "dlkdd_version", "kind", "arch", "config", "classes", "model",
+                     "enhancer", "optimizer", "scheduler", "epoch", "rng", "metrics", "history",
+                     "best_top1", "extra")
+KINDS = ("teacher", "student", "baseline", "pretrain", "enhancer")
+
+__all__ = ["SCHEMA_VERSION", "CHECKPOINT_FIELDS", "save_checkpoint", "load_checkpoint", "check_compatible",
+           "get_rng_state", "set_rng_state", "to_plain"]
+
+
+def to_plain(obj: Any) -> Any:
+    """Recursively convert ``obj`` to types ``torch.load(weights_only=True)`` accepts.
+
+    numpy arrays -> tensors, numpy scalars -> Python numbers, paths -> str; containers recurse.
+    """
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj)).clone()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, (str, int)) else str(k)): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [to_plain(v) for v in obj]
+        return tuple(out) if isinstance(obj, tuple) else out
+    if isinstance(obj, (torch.dtype, torch.device, torch.Size)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (weights_only load): {obj!r:.80}")
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The torch CPU, CUDA (all devices, if any), numpy global and python ``random`` states."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"name": str(np_state[0]), "keys": [int(k) for k in np_state[1]], "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            log.warning("checkpoint holds CUDA RNG states of %d devices, this machine has %d: not restored",
+                        len(cuda), torch.cuda.device_count())
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    v, s, g = state["python"]
+    random.setstate((v, tuple(s), g))
+
+
+def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
+    """Save ``fields`` (see the module docstring) atomically to ``path``.
+
+    ``schema_version`` and ``dlkdd_version`` are filled in. A kill during the save leaves the
+    previous file intact. Returns the path.
+    """
+    unknown = sorted(set(fields) - set(CHECKPOINT_FIELDS))
+    if unknown:
+        raise ValueError(f"save_checkpoint: unknown field(s) {unknown}; put free-form data under extra=")
+    ckpt = {"schema_version": SCHEMA_VERSION, "dlkdd_version": __version__}
+    ckpt.update({k: to_plain(v) for k, v in fields.items() if k not in ("schema_version", "dlkdd_version")})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    log.debug("saved checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a dlkdd checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises :class:`CheckpointError` for a missing file, a truncated or corrupt file, a file that
+    is not a dlkdd checkpoint, or a newer schema than this dlkdd supports.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (e.g. {path / 'last.pt'})")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found; check the path or train one first")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: holds objects that cannot be loaded safely (weights_only): not a dlkdd checkpoint "
+            f"or a tampered one ({str(e).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path}: truncated or corrupt checkpoint ({size} bytes; {type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); re-run the step that wrote it, "
+            f"or use the other of last.pt/best.pt") from None
+    if not isinstance(ckpt, dict) or "schema_version" not in ckpt or "dlkdd_version" not in ckpt:
+        what = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path}: not a dlkdd checkpoint ({what}); a published R(2+1)D state dict goes in "
+            f"model.pretrained instead")
+    sv = ckpt["schema_version"]
+    if not isinstance(sv, int) or sv > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint schema {sv} written by dlkdd {ckpt.get('dlkdd_version')}; this dlkdd "
+            f"({__version__}) reads schema <= {SCHEMA_VERSION}: upgrade dlkdd")
+    for k in CHECKPOINT_FIELDS:
+        ckpt.setdefault(k, None)
+    return ckpt
+
+
+def _num_classes(ckpt: dict[str, Any]) -> int | None:
+    arch = ckpt.get("arch") or {}
+    if isinstance(arch, dict) and arch.get("num_classes") is not None:
+        return int(arch["num_classes"])
+    if ckpt.get("classes"):
+        return len(ckpt["classes"])
+    return None
+
+
+def check_compatible(ckpt: dict[str, Any], kind: str | Iterable[str] | None = None, num_classes: int | None = None,
+                     arch: dict[str, Any] | None = None, path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`CheckpointError` naming every difference between ``ckpt`` and what is expected.
+
+    ``kind``: one kind or several allowed ones; ``num_classes``: expected class count;
+    ``arch``: expected architecture dict (every key given must match the checkpoint's).
+    """
+    where = f"{path}: " if path is not None else "checkpoint: "
+    problems = []
+    if kind is not None:
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+        if ckpt.get("kind") not in kinds:
+            problems.append(f"kind is {ckpt.get('kind')!r}, expected {' or '.join(map(repr, kinds))}")
+    if num_classes is not None:
+        have = _num_classes(ckpt)
+        if have != num_classes:
+            problems.append(f"class count is {have}, the data has {num_classes}")
+    if arch is not None:
+        have_arch = ckpt.get("arch") or {}
+        for k in sorted(arch):
+            a, b = have_arch.get(k, "<missing>"), arch[k]
+            if isinstance(a, tuple):
+                a = list(a)
+            if isinstance(b, tuple):
+                b = list(b)
+            if a != b:
+                problems.append(f"architecture '{k}' is {a!r}, expected {b!r}")
+    if problems:
+        raise CheckpointError(where + "; ".join(problems))
