@@ -1,0 +1,129 @@
+"""The action classifier (normalise -> R(2+1)D trunk -> temporal head) and the teacher.
+
+Classifier: x (B,3,T,H,W) float in [0,1] -> (x - mean) / std -> ``backbone.features``
+(B,512,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
+the head's feature vector (B,512). The backbone is a :class:`VideoResNet` whose ``fc`` is an
+``nn.Identity`` (no parameters), so the state dict holds ``mean``, ``std``, ``backbone.*``
+(torchvision/IG65M names) and ``head.*``.
+
+Teacher (DL-KDD, Chang, Chen & Tseng): x (B,3,T,H,W) in [0,1] -> frozen enhancer (eval mode,
+no gradient; ZeroDCE or another ``dlkdd.models.enhancers`` module) -> Classifier.
+
+``arch_dict(model_cfg, num_classes)`` is the plain dict stored in checkpoints (``arch``) and
+``classifier_from_arch(arch)`` rebuilds an untrained Classifier of that architecture.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .bert_head import AvgHead, BertHead
+from .r2plus1d import build_r2plus1d, load_pretrained
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Classifier", "Teacher", "build_classifier", "arch_dict", "classifier_from_arch"]
+
+HEADS = ("bert", "avg")
+
+
+class Classifier(nn.Module):
+    """normalise -> R(2+1)D trunk -> temporal head. Input sizes are free (T,H,W >= 1)."""
+
+    def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        self.backbone_name = backbone_name
+        self.head_name = head
+        self.num_classes = int(num_classes)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1, 1))
+        self.backbone = build_r2plus1d(backbone_name, num_classes)
+        self.backbone.fc = nn.Identity()
+        dim = self.backbone.feature_dim
+        if head == "bert":
+            self.head: nn.Module = BertHead(dim, num_classes, dropout=bert_dropout,
+                                            head_dropout=head_dropout, token_keep=token_keep)
+        else:
+            self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x (B,3,T,H,W) in [0,1] -> logits (B,C) or (logits, feature (B,512))."""
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"Classifier expects clips (B,3,T,H,W), got {tuple(x.shape)}")
+        x = (x - self.mean) / self.std
+        return self.head(self.backbone.features(x), return_features=return_features)
+
+
+class Teacher(nn.Module):
+    """Frozen enhancer -> classifier. The enhancer never trains: its parameters have
+    ``requires_grad=False``, it stays in eval mode through ``.train()``, and runs under
+    ``torch.no_grad``. Enhancers exposing ``enhance(x)`` (ZeroDCE) are called through it,
+    others as ``enhancer(x)``; either maps (B,3,T,H,W) in [0,1] to the same shape."""
+
+    def __init__(self, enhancer: nn.Module, classifier: Classifier):
+        super().__init__()
+        self.enhancer = enhancer
+        self.classifier = classifier
+        for p in self.enhancer.parameters():
+            p.requires_grad_(False)
+        self.enhancer.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":
+        super().train(mode)
+        self.enhancer.eval()
+        return self
+
+    def enhance(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,T,H,W) in [0,1] -> enhanced clip, same shape, no gradient."""
+        with torch.no_grad():
+            fn = getattr(self.enhancer, "enhance", None)
+            return fn(x) if callable(fn) else self.enhancer(x)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        return self.classifier(self.enhance(x), return_features=return_features)
+
+
+def arch_dict(model_cfg: Any, num_classes: int) -> dict[str, Any]:
+    """Plain (JSON/YAML-friendly) description of the classifier, stored in checkpoints as ``arch``."""
+    mean, std = model_cfg.norm_stats()
+    return {
+        "backbone": model_cfg.backbone,
+        "head": model_cfg.head,
+        "num_classes": int(num_classes),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "normalize": model_cfg.normalize,
+        "dropouts": {"head": float(model_cfg.head_dropout), "bert": float(model_cfg.bert_dropout)},
+        "token_keep": float(model_cfg.token_keep),
+    }
+
+
+def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
+    """Rebuild an (untrained) Classifier from :func:`arch_dict`'s output."""
+    drops = arch.get("dropouts", {}) or {}
+    return Classifier(
+        backbone_name=arch["backbone"],
+        num_classes=int(arch["num_classes"]),
+        head=arch.get("head", "bert"),
+        mean=arch["mean"],
+        std=arch["std"],
+        head_dropout=float(drops.get("head", 0.8)),
+        bert_dropout=float(drops.get("bert", 0.1)),
+        token_keep=float(arch.get("token_keep", 0.8)),
+    )
+
+
+def build_classifier(model_cfg: Any, num_classes: int) -> Classifier:
+    """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (a
+    published R(2+1)D checkpoint or a dlkdd checkpoint) into the trunk when set."""
+    model = classifier_from_arch(arch_dict(model_cfg, num_classes))
+    if model_cfg.pretrained:
+        load_pretrained(model.backbone, model_cfg.pretrained)
+    return model
