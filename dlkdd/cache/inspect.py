@@ -1,0 +1,209 @@
+"""Inspecting logit stores: list a cache directory, describe one store, verify one store.
+
+The logic behind ``dlkdd cache ls [DIR] | info PATH | verify PATH``. Nothing here raises for a
+broken store: ``list_stores`` reports it with an ``error`` field, ``verify_store`` returns
+the problems as a list of one-line messages (empty list = the store is sound).
+
+A store counts as *complete* only when its ``complete`` flag is set **and** every ``done``
+entry is true, so a store whose writer died is never shown as complete.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlkdd.cache.store import SCHEMA_VERSION, LogitStore
+from dlkdd.errors import CacheError
+
+__all__ = ["STORE_SUFFIXES", "disk_usage", "list_stores", "store_info", "verify_store"]
+
+STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
+_SHOW = 5  # how many offending keys a message names
+
+
+def disk_usage(path: str | os.PathLike) -> tuple[int, int]:
+    """(bytes allocated on disk, apparent bytes) of a file or a directory tree."""
+    p = Path(path)
+    files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else []
+    disk = apparent = 0
+    for q in files:
+        try:
+            st = q.stat()
+        except OSError:
+            continue
+        apparent += st.st_size
+        disk += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return disk, apparent
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:12] if sha else "-"
+
+
+def _names(keys: list[str], rows: np.ndarray) -> str:
+    shown = ", ".join(repr(keys[int(r)]) for r in rows[:_SHOW])
+    return shown + (f" ... (+{rows.size - _SHOW} more)" if rows.size > _SHOW else "")
+
+
+def list_stores(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """One summary dict per store directly under ``cache_dir`` (sorted by name; [] if none).
+
+    Keys: ``path``, ``fmt``, ``teacher`` (short sha), ``teacher_kind``, ``manifest`` (short sha),
+    ``clips``, ``views``, ``classes``, ``done``, ``dtype``, ``size_bytes`` (on disk),
+    ``complete``; a store that cannot be opened has ``error`` and ``complete=False``.
+    """
+    d = Path(cache_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.iterdir()):
+        if p.suffix.lower() not in STORE_SUFFIXES:
+            continue
+        size, _ = disk_usage(p)
+        row: dict[str, Any] = {"path": str(p), "size_bytes": size, "complete": False}
+        try:
+            with LogitStore.open(p) as s:
+                m = s.meta
+                done = s.done
+                row.update(
+                    fmt=s.fmt, teacher=_short(m.get("teacher_sha256")), teacher_kind=m.get("teacher_kind", "-"),
+                    manifest=_short(m.get("manifest_sha256")), clips=s.num_clips, views=s.views_per_clip,
+                    classes=s.num_classes, done=int(done.sum()), dtype=m.get("dtype"),
+                    complete=bool(m.get("complete", False)) and bool(done.all()),
+                )
+        except CacheError as e:
+            row["error"] = str(e)
+        except Exception as e:  # a corrupt store must not break listing the others
+            row["error"] = f"{p}: unreadable ({type(e).__name__}: {e})"
+        out.append(row)
+    return out
+
+
+def store_info(path: str | os.PathLike) -> dict[str, Any]:
+    """All metadata of one store plus ``path``, ``fmt``, shapes, ``done``/``clips`` counts and sizes.
+
+    Raises :class:`CacheError` if it cannot be opened.
+    """
+    with LogitStore.open(path) as s:
+        m = s.meta
+        done = s.done
+        size, apparent = disk_usage(s.path)
+        info = {
+            "path": str(s.path), "fmt": s.fmt, **m,
+            "shape": {"clips": s.num_clips, "views": s.views_per_clip, "classes": s.num_classes,
+                      "view_params": s.view_params, "feature_dim": s.feature_dim},
+            "done": int(done.sum()), "clips": s.num_clips,
+            "complete": bool(m.get("complete", False)) and bool(done.all()),
+            "complete_flag": bool(m.get("complete", False)),
+            "size_bytes": size, "apparent_bytes": apparent,
+            "bytes_per_clip": (size / s.num_clips) if s.num_clips else 0.0,
+        }
+    return info
+
+
+def verify_store(path: str | os.PathLike, manifest: Any = None) -> list[str]:
+    """Problems found in a store (empty list: OK). Reads every row.
+
+    Checks: known schema version; ``complete`` flag set; every ``done`` true; keys present,
+    non-empty and unique; (with ``manifest``: same keys in the same order, same classes, same
+    manifest sha256); every logit/view/feature of a done row finite; metadata consistent with
+    the arrays (``num_clips`` = N = len(keys), ``num_classes`` = C = len(classes),
+    ``views_per_clip`` = V, ``view_params`` = P, ``dtype`` = the logits dtype).
+    """
+    p = Path(path)
+    try:
+        s = LogitStore.open(p)
+    except CacheError as e:
+        return [str(e)]
+    except Exception as e:
+        return [f"{p}: unreadable ({type(e).__name__}: {e})"]
+    problems: list[str] = []
+    with s:
+        try:
+            _verify_open(s, manifest, problems)
+        except CacheError as e:
+            problems.append(str(e))
+        except Exception as e:  # corrupt chunk etc.
+            problems.append(f"{p}: unreadable data ({type(e).__name__}: {e})")
+    return problems
+
+
+def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
+    p = s.path
+    m = s.meta
+    N, V, C, P = s.num_clips, s.views_per_clip, s.num_classes, s.view_params
+    if m.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"{p}: schema_version {m.get('schema_version')!r} is not {SCHEMA_VERSION}")
+
+    # --- metadata vs arrays
+    def expect(key: str, actual: Any, what: str) -> None:
+        if key not in m:
+            problems.append(f"{p}: metadata lacks {key!r}")
+        elif m[key] != actual:
+            problems.append(f"{p}: metadata {key}={m[key]!r} but {what} is {actual!r}")
+
+    keys = [str(k) for k in s.read_raw("keys").tolist()]
+    expect("num_clips", N, "the logits array's clip count")
+    if len(keys) != N:
+        problems.append(f"{p}: {len(keys)} keys but {N} logit rows")
+    expect("num_classes", C, "the logits array's class count")
+    expect("views_per_clip", V, "the logits array's view count")
+    expect("view_params", P, "the views array's parameter count")
+    if s.read_raw("views").shape[:2] != (N, V):
+        problems.append(f"{p}: views array shape {s.read_raw('views').shape} does not match logits (N={N}, V={V})")
+    classes = m.get("classes")
+    if classes is None:
+        problems.append(f"{p}: metadata lacks 'classes'")
+    elif len(classes) != C:
+        problems.append(f"{p}: metadata lists {len(classes)} classes but num_classes/logits have {C}")
+    logits = s.read_raw("logits")
+    if "dtype" in m and str(logits.dtype) != m["dtype"]:
+        problems.append(f"{p}: metadata dtype={m['dtype']!r} but logits are stored as {logits.dtype}")
+
+    # --- keys
+    if any(not k for k in keys):
+        problems.append(f"{p}: {sum(1 for k in keys if not k)} empty key(s)")
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dups = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
+        problems.append(f"{p}: {len(keys) - len(set(keys))} duplicate key(s): {dups[:_SHOW]}")
+
+    # --- completeness
+    done = s.done
+    if not m.get("complete", False):
+        problems.append(f"{p}: not complete (complete flag unset; {int(done.sum())}/{done.size} clips done) - "
+                        f"resume `dlkdd cache-logits` to finish it")
+    if not done.all():
+        problems.append(f"{p}: {int((~done).sum())} clip(s) without logits (done=false): {_names(keys, np.flatnonzero(~done))}")
+
+    # --- values of written rows
+    arrays = {"logits": logits, "views": s.read_raw("views")}
+    if s.feature_dim:
+        arrays["features"] = s.read_raw("features")
+    for name, a in arrays.items():
+        ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
+        bad = np.flatnonzero(done[: ok.size] & ~ok)
+        if bad.size:
+            problems.append(f"{p}: non-finite {name} in {bad.size} clip(s): {_names(keys, bad)}")
+
+    # --- against a manifest
+    if manifest is not None:
+        mkeys = [str(k) for k in manifest.keys()]
+        if mkeys != keys:
+            missing = [k for k in mkeys if k not in set(keys)]
+            extra = [k for k in keys if k not in set(mkeys)]
+            if missing or extra:
+                problems.append(f"{p}: keys differ from the manifest: {len(missing)} manifest key(s) missing "
+                                f"{missing[:_SHOW]}, {len(extra)} extra {extra[:_SHOW]}")
+            else:
+                problems.append(f"{p}: same keys as the manifest but in another order")
+        mclasses = list(manifest.classes)
+        if classes is not None and list(classes) != mclasses:
+            problems.append(f"{p}: classes {list(classes)} differ from the manifest's {mclasses}")
+        msha = manifest.sha256()
+        if m.get("manifest_sha256") != msha:
+            problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
+                            f"manifest's {_short(msha)}")
