@@ -125,9 +125,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path}: truncated or corrupt checkpoint (not a torch zip archive, {path.stat().st_size} bytes); "
+                f"re-run the step that wrote it, or use the other of last.pt/best.pt") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln] or [str(e).splitlines()[0]]
         raise CheckpointError(
             f"{path}: holds objects that cannot be loaded safely (weights_only): not a dlkdd checkpoint "
-            f"or a tampered one ({str(e).splitlines()[0][:200]})") from None
+            f"or a tampered one ({lines[0][:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         size = path.stat().st_size
         raise CheckpointError(
