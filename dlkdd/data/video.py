@@ -218,8 +218,12 @@ class VideoReader:
                 best = pi
         return best
 
-    def get(self, indices: Sequence[int] | None = None) -> np.ndarray:
-        """Frames at ``indices`` (display order, repeats allowed) as uint8 ``(T,H,W,3)``; None: all."""
+    def get(self, indices: Sequence[int] | None = None, verify_all: bool = False) -> np.ndarray:
+        """Frames at ``indices`` (display order, repeats allowed) as uint8 ``(T,H,W,3)``; None: all.
+
+        ``verify_all``: decode the whole stream (converting only the requested frames) and raise
+        if any frame fails or the stream is short; ``decoded_frames`` then holds the count.
+        """
         n = self.num_frames
         if indices is None:
             wanted = list(range(n))
@@ -231,14 +235,23 @@ class VideoReader:
             if bad:
                 raise VideoError(self.path, f"frame {bad[0]} requested but the video has {n} frames")
         need = set(wanted)
-        lo, hi = min(need), max(need)
-        start = self._start_packet(lo)
+        start = 0 if verify_all else self._start_packet(min(need))
         got: dict[int, np.ndarray] = {}
+        seen: set[int] = set()
         for idx, fr in self._decode_frames(start):
+            seen.add(idx)
             if idx in need and idx not in got:
                 got[idx] = fr.to_ndarray(format="rgb24")
-                if len(got) == len(need):
+                if len(got) == len(need) and not verify_all:
                     break
+        if verify_all:
+            self.decoded_frames = len(seen)
+            if len(seen) < n:
+                missing = sorted(set(range(n)) - seen)
+                if missing[0] > max(seen, default=-1):
+                    raise VideoError(self.path, f"truncated: decoded {len(seen)} of {max(n, self.header_frames)} "
+                                                f"frames (the stream ends early; re-copy the file)")
+                raise VideoError(self.path, f"corrupted stream: frame {missing[0]} of {n} could not be decoded")
         if len(got) < len(need):
             missing = sorted(need - set(got))
             if indices is None or missing[0] > max(got, default=-1):

@@ -1,0 +1,202 @@
+"""Dataset checks: does every clip decode, how many per class, what do the frames look like.
+
+* :func:`check_dataset` (``dlkdd data check``): decodes every clip of the chosen splits,
+  collects each bad one with its one-line reason, counts clips per class, frame statistics
+  (min/mean/max frames), and on the training clips the mean luma (BT.601) and per-channel
+  mean/std of pixels in [0,1] (from ``stats_frames`` evenly spaced frames per clip) - the
+  statistics ``model.normalize: dataset`` uses.
+* :func:`scan_clips` / :func:`apply_bad_clip_policy`: the cheaper check training runs before
+  it starts (open + demux each clip: catches missing, empty, non-video, audio-only and
+  truncated files), honouring ``data.on_bad_clip`` (error | skip).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dlkdd.data.manifest import Manifest, manifest_from_config
+from dlkdd.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BadClip", "SplitReport", "CheckReport", "check_dataset", "scan_clips", "apply_bad_clip_policy"]
+
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
+
+
+@dataclass
+class BadClip:
+    split: str
+    key: str
+    path: str
+    source: str
+    reason: str
+
+    def line(self) -> str:
+        where = f" (listed at {self.source})" if self.source else ""
+        return f"{self.path}: {self.reason}{where}"
+
+
+@dataclass
+class SplitReport:
+    split: str
+    clips: int
+    class_counts: list[int]
+    frames: list[int] = field(default_factory=list)  # per good clip
+
+    def frame_stats(self) -> tuple[int, float, int] | None:
+        if not self.frames:
+            return None
+        return min(self.frames), float(np.mean(self.frames)), max(self.frames)
+
+
+@dataclass
+class CheckReport:
+    classes: list[str]
+    splits: dict[str, SplitReport]
+    bad: list[BadClip]
+    overlap: list[str] = field(default_factory=list)  # keys in both train and test
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    mean_luma: float | None = None  # of 255
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+    def lines(self) -> list[str]:
+        out = []
+        names = list(self.splits)
+        out.append(f"{len(self.classes)} classes; " + ", ".join(f"{s}: {self.splits[s].clips} clips" for s in names))
+        w = max([len(c) for c in self.classes] + [5])
+        out.append(f"  {'class':<{w}} " + " ".join(f"{s:>7}" for s in names))
+        for i, c in enumerate(self.classes):
+            out.append(f"  {c:<{w}} " + " ".join(f"{self.splits[s].class_counts[i]:>7}" for s in names))
+        for s in names:
+            fs = self.splits[s].frame_stats()
+            if fs:
+                out.append(f"frames ({s}): min {fs[0]}, mean {fs[1]:.1f}, max {fs[2]}")
+        if self.mean is not None:
+            out.append(f"mean luma (train): {self.mean_luma:.1f}/255")
+            out.append("pixel mean (train, RGB): [" + ", ".join(f"{v:.4f}" for v in self.mean) + "]")
+            out.append("pixel std  (train, RGB): [" + ", ".join(f"{v:.4f}" for v in self.std) + "]")
+        if self.overlap:
+            out.append(f"warning: {len(self.overlap)} clips are in both train and test (first: {self.overlap[0]})")
+        if self.bad:
+            out.append(f"{len(self.bad)} bad clips:")
+            out.extend(f"  [{b.split}] {b.line()}" for b in self.bad)
+        else:
+            out.append("all clips decode")
+        return out
+
+    def stats_yaml(self) -> str:
+        """A config snippet selecting the dataset's own normalisation."""
+        if self.mean is None:
+            raise DataError("no training-set statistics (check the train split: --split train or all)")
+        import yaml
+
+        snippet = {"model": {"normalize": "dataset", "mean": [round(float(v), 5) for v in self.mean],
+                             "std": [round(float(v), 5) for v in self.std]}}
+        return (f"# per-channel statistics of the training clips (mean luma {self.mean_luma:.1f}/255), "
+                f"written by dlkdd data check\n" + yaml.safe_dump(snippet, sort_keys=False, default_flow_style=None))
+
+
+def _reason(e: BaseException) -> str:
+    from dlkdd.errors import VideoError
+
+    if isinstance(e, VideoError):
+        return e.reason
+    return f"undecodable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool = True) -> CheckReport:
+    """Decode every clip of ``split`` (train | test | all) of ``cfg.data``; see the module docstring."""
+    from tqdm import tqdm
+
+    from dlkdd.data.video import VideoReader
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be train, test or all, got {split!r}")
+    names = ["train", "test"] if split == "all" else [split]
+    manifests: dict[str, Manifest] = {}
+    for s in names:
+        if split == "all" and s == "test" and not cfg.data.test_list:
+            continue
+        manifests[s] = manifest_from_config(cfg.data, s, check_files=False)
+    classes = next(iter(manifests.values())).classes
+    for s, m in manifests.items():
+        if m.classes != classes:
+            raise DataError(f"the {s} list's classes differ from the train list's ({len(m.classes)} vs {len(classes)})")
+    bad: list[BadClip] = []
+    splits: dict[str, SplitReport] = {}
+    s1 = np.zeros(3)
+    s2 = np.zeros(3)
+    npx = 0
+    for s, m in manifests.items():
+        rep = SplitReport(s, len(m), m.class_counts())
+        for e in tqdm(m.entries, desc=f"check {s}", unit="clip", disable=not progress, leave=False):
+            try:
+                with VideoReader(e.path) as r:
+                    n = r.num_frames
+                    k = min(stats_frames, n) if s == "train" else 1
+                    pick = np.unique(np.linspace(0, n - 1, k).round().astype(int))
+                    frames = r.get(pick, verify_all=True)
+                    decoded = r.decoded_frames
+            except Exception as ex:  # every failure becomes a listed bad clip, never a traceback
+                bad.append(BadClip(s, e.key, e.path, e.source, _reason(ex)))
+                continue
+            rep.frames.append(int(decoded))
+            if s == "train":
+                x = frames.reshape(-1, 3).astype(np.float64) / 255.0
+                s1 += x.sum(0)
+                s2 += (x * x).sum(0)
+                npx += x.shape[0]
+        splits[s] = rep
+    report = CheckReport(classes, splits, bad)
+    if "train" in manifests and "test" in manifests:
+        test_keys = set(manifests["test"].keys())
+        report.overlap = [k for k in manifests["train"].keys() if k in test_keys]
+    if npx:
+        mean = s1 / npx
+        std = np.sqrt(np.maximum(s2 / npx - mean**2, 0.0))
+        report.mean = tuple(float(v) for v in mean)
+        report.std = tuple(float(v) for v in std)
+        report.mean_luma = float(mean @ _LUMA * 255.0)
+    return report
+
+
+def scan_clips(manifest: Manifest, progress: bool = True, decode: bool = False) -> list[tuple[int, str]]:
+    """``(index, reason)`` of the clips that fail to open (``decode``: or to fully decode)."""
+    from tqdm import tqdm
+
+    from dlkdd.data.video import VideoReader
+
+    out = []
+    for i, e in enumerate(tqdm(manifest.entries, desc="scan clips", unit="clip", disable=not progress, leave=False)):
+        try:
+            with VideoReader(e.path) as r:
+                if decode:
+                    r.get([0], verify_all=True)
+        except Exception as ex:
+            out.append((i, _reason(ex)))
+    return out
+
+
+def apply_bad_clip_policy(manifest: Manifest, on_bad_clip: str, progress: bool = True,
+                          decode: bool = False) -> Manifest:
+    """Scan ``manifest``; ``on_bad_clip="error"``: raise :class:`DataError` listing the bad clips;
+    ``"skip"``: return the manifest without them (logged)."""
+    bad = scan_clips(manifest, progress=progress, decode=decode)
+    if not bad:
+        return manifest
+    lines = [f"{manifest[i].path}: {reason}" for i, reason in bad]
+    if on_bad_clip == "skip":
+        for ln in lines:
+            log.warning("skipping bad clip %s", ln)
+        drop = {j for j, _ in bad}
+        return manifest.subset([i for i in range(len(manifest)) if i not in drop])
+    shown = "; ".join(lines[:5]) + (f"; ... ({len(lines) - 5} more)" if len(lines) > 5 else "")
+    raise DataError(f"{len(bad)} bad clips: {shown}. Run 'dlkdd data check --config ...' for the full list, "
+                    f"or --set data.on_bad_clip=skip to train without them")
