@@ -181,7 +181,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                     flag = (~finite).to(torch.float32).reshape(1)
                     finite = ddp.all_reduce_sum(flag)[0] == 0
                 if not bool(finite):
-                    vals = {k: float(v) for k, v in terms.items() if isinstance(v, (torch.Tensor, float, int))}
+                    vals = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                            for k, v in terms.items() if isinstance(v, (torch.Tensor, float, int))}
                     bad = [k for k, v in vals.items() if not math.isfinite(v)] or ["loss (on another rank)"]
                     raise TrainingError(
                         f"non-finite {', '.join(bad)} at epoch {epoch}, step {i} (batch keys: {_keys_of(batch)}); "
