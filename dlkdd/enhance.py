@@ -203,11 +203,12 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
             nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
             n = x.shape[0]
+            vals = {k: float(losses[k].detach()) for k in terms}
             for k in terms:
-                sums[k] += float(losses[k].detach()) * n
+                sums[k] += vals[k] * n
             images += n
             steps += 1
-            bar.set_postfix({k: f"{float(losses[k]):.4f}" for k in terms})
+            bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()})
             if max_steps and steps >= max_steps:
                 break
         bar.close()
