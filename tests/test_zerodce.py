@@ -126,6 +126,11 @@ def test_load_dlkdd_checkpoint_dicts(tmp_path):
     # a teacher checkpoint: its "model" is the classifier, "enhancer" the DCE-Net
     torch.save({"kind": "teacher", "model": {"fc.weight": torch.zeros(2, 2)}, "enhancer": m.state_dict()}, p)
     assert torch.equal(load_zerodce_state_dict(p)["e_conv1.weight"], m.e_conv1.weight)
+    # a teacher whose model state dict holds the enhancer under "enhancer."
+    teacher_sd = {f"enhancer.{k}": v for k, v in m.state_dict().items()}
+    teacher_sd["classifier.fc.weight"] = torch.zeros(2, 2)
+    torch.save({"kind": "teacher", "model": teacher_sd, "enhancer": None}, p)
+    assert torch.equal(load_zerodce_state_dict(p)["e_conv7.bias"], m.e_conv7.bias)
 
 
 # --- losses on hand-computed cases --------------------------------------------------------

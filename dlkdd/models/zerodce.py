@@ -175,9 +175,14 @@ def _extract_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
         sub = obj.get(key)
         if isinstance(sub, Mapping) and "e_conv1.weight" in sub:
             return sub
-    # DataParallel-style "module." prefix
-    if any(isinstance(k, str) and k.startswith("module.e_conv") for k in obj):
-        return {k[len("module."):]: v for k, v in obj.items()}
+    # prefixed keys: DataParallel's "module.", or a Teacher state dict's "enhancer."
+    for holder in (obj, obj.get("model")):
+        if not isinstance(holder, Mapping):
+            continue
+        for prefix in ("module.", "enhancer."):
+            sub = {k[len(prefix):]: v for k, v in holder.items() if isinstance(k, str) and k.startswith(prefix + "e_conv")}
+            if sub:
+                return sub
     return obj  # let the key check report what is wrong
 
 
