@@ -73,10 +73,15 @@ def test_golden_logits(name, ref, classes):
     np.testing.assert_allclose(out.numpy(), golden[ref], atol=1e-4, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def r18():
+    return build_r2plus1d("r2plus1d_18", 7).eval()
+
+
 @pytest.mark.parametrize("thw", [(8, 56, 56), (16, 64, 48), (4, 32, 32), (3, 17, 23)])
-def test_features_and_logits_shapes(thw):
+def test_features_and_logits_shapes(r18, thw):
     t, h, w = thw
-    m = build_r2plus1d("r2plus1d_18", 7).eval()
+    m = r18
     x = torch.rand(2, 3, t, h, w)
     with torch.no_grad():
         f = m.features(x)
