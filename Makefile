@@ -62,10 +62,10 @@ teacher: $(STAMP) ## Train the teacher (enhancer + R(2+1)D-BERT) -> OUT/teacher/
 	$(RUN) $(SEEDOPT) teacher --config $(CONFIG) $(SETOPTS) --out $(OUT)/teacher
 
 cache-logits: $(STAMP) ## Run the teacher once over the training set -> cache/ (reused if present)
-	$(RUN) $(SEEDOPT) cache-logits --config $(CONFIG) $(SETOPTS) --teacher $(OUT)/teacher/teacher.pt $(if $(VIEWS),--views $(VIEWS),) $(if $(FORMAT),--format $(FORMAT),)
+	$(RUN) $(SEEDOPT) cache-logits --config $(CONFIG) $(SETOPTS) --teacher $(OUT)/teacher/teacher.pt --path-file $(OUT)/cache-path.txt $(if $(VIEWS),--views $(VIEWS),) $(if $(FORMAT),--format $(FORMAT),)
 
 student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED=) -> OUT/student*/
-	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --teacher-ckpt $(OUT)/teacher/teacher.pt $(KDOPTS) --out $(STUDENT_OUT)
+	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --cache-path-file $(OUT)/cache-path.txt $(KDOPTS) --out $(STUDENT_OUT)
 
 baseline: $(STAMP) ## The same student without distillation (backbone only) -> OUT/baseline/
 	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --no-kd --out $(OUT)/baseline$(if $(SEED),-s$(SEED),)

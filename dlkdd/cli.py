@@ -23,7 +23,7 @@ _COMMANDS = [
     ("dlkdd.commands.models", "enhance"),
     ("dlkdd.commands.train", "teacher"),
     ("dlkdd.commands.train", "student"),
-    ("dlkdd.commands.train", "pretrain"),
+    ("dlkdd.commands.actlumos", "pretrain"),
     ("dlkdd.commands.cache", "cache_logits"),
     ("dlkdd.commands.cache", "cache"),
     ("dlkdd.commands.evaluate", "evaluate"),

@@ -1,0 +1,108 @@
+"""``dlkdd cache-logits`` and ``dlkdd cache ls | info | verify``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+
+
+@click.command("cache-logits")
+@config_options()
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher checkpoint (teacher.pt from `dlkdd teacher`).")
+@click.option("--views", type=int, default=None, help="K stored views per clip (cache.views, default 8).")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default=None, help="Store format.")
+@click.option("--out", type=click.Path(), default=None, help="Store path (default: derived under cache.dir).")
+@click.option("--features", is_flag=True, default=None, help="Also store the teacher's CLS features.")
+@click.option("--overwrite", is_flag=True, help="Rebuild the store even if it exists.")
+@click.option("--path-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the store's path into this text file (used by `make student`).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features, overwrite, path_file, no_progress):
+    """Run the teacher once over every training clip (K views each) into a logit store."""
+    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.utils import atomic_write_text
+
+    if views is not None and views < 1:
+        raise click.BadParameter(f"must be >= 1, got {views}", param_hint="--views")
+    cfg = load_cli_config(config_path, overrides, {"cache.views": views})
+    path = precompute_logits(cfg, teacher_path, out=out, views=views, fmt=fmt, device=get_device(),
+                             features=features, progress=not no_progress, config_path=config_path,
+                             overwrite=overwrite)
+    if path_file:
+        atomic_write_text(path_file, f"{path}\n")
+    click.echo(str(path))
+
+
+@click.group()
+def cache():
+    """Inspect logit stores: ls, info, verify."""
+
+
+@cache.command("ls")
+@click.argument("directory", default="cache", type=click.Path(file_okay=False))
+def cache_ls(directory):
+    """One line per store under DIRECTORY (default: cache/)."""
+    from dlkdd.cache.inspect import list_stores
+
+    rows = list_stores(directory)
+    if not rows:
+        click.echo(f"no logit stores under {directory}")
+        return
+    click.echo(f"{'store':<44} {'teacher':<13} {'kind':<9} {'manifest':<13} {'clips':>6} {'views':>5} "
+               f"{'classes':>7} {'size':>9}  complete")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{Path(r['path']).name:<44} unreadable: {r['error']}")
+            continue
+        state = "yes" if r["complete"] else f"NO ({r.get('done', 0)}/{r.get('clips', 0)} done)"
+        click.echo(f"{Path(r['path']).name:<44} {str(r.get('teacher')):<13} {str(r.get('teacher_kind')):<9} "
+                   f"{str(r.get('manifest')):<13} {r.get('clips', 0):>6} {r.get('views', 0):>5} "
+                   f"{r.get('classes', 0):>7} {_size(r.get('size_bytes', 0)):>9}  {state}")
+
+
+@cache.command("info")
+@click.argument("path", type=click.Path())
+@friendly_errors
+def cache_info(path):
+    """All metadata of one store, as JSON."""
+    from dlkdd.cache.inspect import store_info
+
+    info = store_info(path)
+    click.echo(json.dumps(info, indent=2, default=str))
+
+
+@cache.command("verify")
+@click.argument("path", type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Also check the keys against this config's training list.")
+@friendly_errors
+def cache_verify(path, config_path):
+    """Exit 0 only if the store is complete, every key present, every logit finite, metadata consistent."""
+    from dlkdd.cache.inspect import verify_store
+
+    manifest = None
+    if config_path:
+        from dlkdd.data.manifest import manifest_from_config
+
+        cfg = load_cli_config(config_path)
+        manifest = manifest_from_config(cfg.data, "train")
+    problems = verify_store(path, manifest)
+    if problems:
+        for p in problems:
+            click.echo(f"FAIL {path}: {p}", err=True)
+        sys.exit(1)
+    click.echo(f"OK {path}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

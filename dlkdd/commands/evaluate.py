@@ -1,0 +1,81 @@
+"""``dlkdd evaluate`` and ``dlkdd predict``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Evaluate on this config's test list.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root (without --config).")
+@click.option("--list", "list_path", type=click.Path(dir_okay=False), default=None, help="Test list (without --config).")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None, help="Class table (without --config).")
+@click.option("--format", "fmt", type=click.Choice(["arid", "dark48", "csv"]), default="arid", show_default=True,
+              help="List format (without --config).")
+@click.option("--clips", type=int, default=1, show_default=True, help="Temporal clips per video (multi-view test).")
+@click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops per clip.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Confusion-matrix PNG (default: beside --json, or none).")
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--no-progress", is_flag=True)
+@friendly_errors
+def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
+             no_progress):
+    """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.evaluation import evaluate_checkpoint, plot_confusion
+
+    if clips < 1:
+        raise click.BadParameter(f"must be >= 1, got {clips}", param_hint="--clips")
+    if config_path:
+        cfg = load_cli_config(config_path, overrides)
+        data_cfg = cfg.data
+    elif list_path and mapping:
+        from dlkdd.config import DataConfig
+
+        data_cfg = DataConfig(format=fmt, root=root or "", test_list=list_path, mapping=mapping)
+    else:
+        raise click.UsageError("give --config C, or --root R --list L --mapping M")
+    manifest = manifest_from_config(data_cfg, "test")
+    m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
+                            progress=not no_progress)
+    click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
+               f"{clips} clip(s) x {crops} crop(s))")
+    for c, a in zip(m["classes"], m["per_class"]):
+        click.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}%'}")
+    if json_out:
+        from dlkdd.utils import atomic_write_json
+
+        atomic_write_json(json_out, m)
+        click.echo(f"metrics: {json_out}")
+        plot = plot or str(Path(json_out).with_suffix(".png"))
+    if plot:
+        click.echo(f"confusion matrix: {plot_confusion(m, plot)}")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--topk", type=int, default=5, show_default=True)
+@click.option("--window-stride", type=int, default=0, help="Frames between sliding windows (default: half a clip).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@friendly_errors
+def predict(checkpoint, videos, topk, window_stride, as_json):
+    """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
+    from dlkdd.evaluation import format_predictions, load_model, predict_video
+    from dlkdd.utils import resolve_device
+
+    if topk < 1:
+        raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
+    dev = resolve_device(get_device())
+    model, ckpt = load_model(checkpoint, dev)
+    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
+    click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))

@@ -1,0 +1,66 @@
+"""``dlkdd teacher`` and ``dlkdd student``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+
+
+@click.command()
+@config_options()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (OUT/teacher.pt).")
+@click.option("--resume", type=click.Path(), default=None,
+              help="Continue an interrupted run from its directory (its last.pt).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def teacher(config_path, overrides, out, resume, no_progress):
+    """Train the teacher: frozen light enhancer -> R(2+1)D-BERT, cross-entropy on enhanced clips."""
+    from dlkdd.teacher import train_teacher
+
+    cfg = load_cli_config(config_path, overrides)
+    res = train_teacher(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
+    click.echo(f"teacher: {Path(out) / 'teacher.pt'}  val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
+
+
+@click.command()
+@config_options()
+@click.option("--cache", "cache_path", type=click.Path(), default=None,
+              help="Logit store from `dlkdd cache-logits` (a .zarr directory or .h5 file).")
+@click.option("--cache-path-file", type=click.Path(dir_okay=False), default=None,
+              help="A text file holding the store path (written by `cache-logits --path-file`).")
+@click.option("--no-kd", is_flag=True, help="Cross-entropy only: the 'backbone only' baseline.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (OUT/student.pt).")
+@click.option("--alpha", type=float, default=None, help="kd.alpha: initial KD weight alpha_0 (paper 1.5).")
+@click.option("--gamma", type=float, default=None, help="kd.gamma: per-epoch decay of alpha (paper 0.95).")
+@click.option("--tau", type=float, default=None, help="kd.tau: distillation temperature (paper 5).")
+@click.option("--tau2-scale/--no-tau2-scale", default=None, help="Multiply the KL term by tau^2 (Hinton).")
+@click.option("--resume", type=click.Path(), default=None, help="Continue an interrupted run from its directory.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alpha, gamma, tau, tau2_scale, resume,
+            no_progress):
+    """Train the student on the dark clips from the cached teacher logits (never loads the teacher)."""
+    from dlkdd.student import train_student
+
+    if cache_path_file and not cache_path:
+        p = Path(cache_path_file)
+        if not p.is_file():
+            raise click.BadParameter(f"{p} does not exist; run `make cache-logits` (or `dlkdd cache-logits "
+                                     f"--path-file {p}`) first", param_hint="--cache-path-file")
+        cache_path = p.read_text().strip()
+    if no_kd and cache_path:
+        raise click.BadParameter("--no-kd trains without the cache; drop --cache", param_hint="--no-kd")
+    if not no_kd and not cache_path:
+        raise click.BadParameter("give --cache PATH (from `dlkdd cache-logits`) or --no-kd", param_hint="--cache")
+    cfg = load_cli_config(config_path, overrides,
+                          {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
+    res = train_student(cfg, out, cache=cache_path, no_kd=no_kd, device=get_device(), resume=resume,
+                        progress=not no_progress, config_path=config_path)
+    click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  val top-1 {_fmt(res.get('top1'))}"
+               f"  top-5 {_fmt(res.get('top5'))}")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}%"

@@ -1,0 +1,84 @@
+"""Build models from configs and rebuild them from self-contained checkpoints.
+
+A checkpoint's ``arch`` is :func:`dlkdd.models.classifier.arch_dict` (backbone, head,
+``num_classes``, normalisation, dropouts) plus
+
+- ``family``: ``"dlkdd"`` (enhancer -> classifier) or ``"actlumos"`` (dual-stream fusion teacher);
+- ``enhancer``: :func:`dlkdd.models.enhancers.enhancer_spec` for a teacher, ``None`` for a
+  student (a student never has an enhancer);
+- ``actlumos``: the ActLumos settings (fusion, projection size) for that family.
+
+The weights (``ckpt["model"]``) are the whole model's state dict, enhancer included, so
+``evaluate`` / ``predict`` / ``cache-logits`` need nothing but the checkpoint file.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from dlkdd.errors import CheckpointError
+from dlkdd.models.classifier import Classifier, Teacher, arch_dict, build_classifier, classifier_from_arch
+from dlkdd.models.enhancers import build_enhancer, enhancer_from_spec, enhancer_spec
+
+__all__ = ["teacher_arch", "student_arch", "build_teacher", "build_student", "model_from_checkpoint"]
+
+
+def student_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """``arch`` of a student / baseline classifier (no enhancer)."""
+    return dict(arch_dict(cfg.model, num_classes), family="dlkdd", enhancer=None)
+
+
+def teacher_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """``arch`` of the teacher of ``cfg.model.teacher`` (dlkdd: enhancer + classifier; actlumos)."""
+    if cfg.model.teacher == "actlumos":
+        from dlkdd.actlumos.teacher import actlumos_arch
+
+        return actlumos_arch(cfg, num_classes)
+    return dict(arch_dict(cfg.model, num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
+
+
+def build_student(cfg: Any, num_classes: int) -> Classifier:
+    """The student: R(2+1)D-BERT on dark clips (``model.pretrained`` initialises the trunk)."""
+    return build_classifier(cfg.model, num_classes)
+
+
+def build_teacher(cfg: Any, num_classes: int) -> nn.Module:
+    """The teacher of ``cfg.model.teacher``: frozen enhancer -> classifier, or ActLumos."""
+    if cfg.model.teacher == "actlumos":
+        from dlkdd.actlumos.teacher import build_actlumos_teacher
+
+        return build_actlumos_teacher(cfg, num_classes)
+    return Teacher(build_enhancer(cfg.enhancer), build_classifier(cfg.model, num_classes))
+
+
+def _sub_state(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> nn.Module:
+    """Rebuild the model stored in a dlkdd checkpoint (teacher, student, baseline...), in eval mode."""
+    arch = ckpt.get("arch")
+    state = ckpt.get("model")
+    if not isinstance(arch, Mapping) or not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: not a dlkdd model checkpoint (no 'arch'/'model'); "
+                              "expected a teacher.pt / student.pt written by dlkdd")
+    family = arch.get("family", "dlkdd")
+    if family == "actlumos":
+        from dlkdd.actlumos.teacher import actlumos_from_arch
+
+        model = actlumos_from_arch(arch)
+    elif arch.get("enhancer"):
+        enh = enhancer_from_spec(arch["enhancer"], _sub_state(state, "enhancer.") or None
+                                 if arch["enhancer"].get("kind") == "zerodce" else None)
+        model = Teacher(enh, classifier_from_arch(arch))
+    else:
+        model = classifier_from_arch(arch)
+    try:
+        model.load_state_dict(dict(state))
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise CheckpointError(f"{path}: weights do not fit the architecture it declares "
+                              f"({arch.get('backbone')}, {arch.get('num_classes')} classes): {' '.join(lines[:3])}"
+                              ) from None
+    return model.eval()

@@ -1,0 +1,115 @@
+"""What the training commands share: data with the bad-clip policy, loaders, one training run.
+
+``prepare_data(cfg)`` reads the train/test manifests, scans the training clips and applies
+``data.on_bad_clip`` (``error``: stop before the first step listing every bad clip; ``skip``:
+drop them, warn, and report the skipped keys). ``run_training`` builds loaders, AdamW and the
+schedule, runs :func:`dlkdd.train.engine.fit` (resumable) and writes the self-contained final
+checkpoint ``OUT/<kind>.pt`` plus ``OUT/metrics.json``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dlkdd.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PreparedData", "find_bad_clips", "prepare_data", "run_training"]
+
+
+@dataclass
+class PreparedData:
+    train: Any  # Manifest (bad clips removed under on_bad_clip=skip)
+    test: Any | None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train.classes)
+
+
+def find_bad_clips(manifest: Any, progress: bool = True) -> list[tuple[str, str, str]]:
+    """``[(key, path, reason)]`` for every clip of ``manifest`` that does not fully decode."""
+    from dlkdd.data.check import scan_clips
+
+    return [(manifest[i].key, manifest[i].path, reason) for i, reason in scan_clips(manifest, progress, decode=True)]
+
+
+def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: bool = True) -> PreparedData:
+    """Manifests of ``cfg.data`` with the bad-clip policy applied to the training split."""
+    from dlkdd.data.manifest import manifest_from_config
+
+    train = manifest_from_config(cfg.data, "train")
+    test = manifest_from_config(cfg.data, "test") if need_test and cfg.data.test_list else None
+    skipped: list[str] = []
+    if scan:
+        bad = find_bad_clips(train, progress=progress)
+        if bad:
+            listing = "\n".join(f"  {path}: {reason}" for _, path, reason in bad)
+            if cfg.data.on_bad_clip == "error":
+                raise DataError(f"{len(bad)} bad training clip(s) in {cfg.data.train_list}:\n{listing}\n"
+                                "Fix or remove them, or train without them with --set data.on_bad_clip=skip")
+            skipped = [k for k, _, _ in bad]
+            log.warning("skipping %d bad training clip(s) (data.on_bad_clip=skip):\n%s", len(bad), listing)
+            train = train.without(skipped)
+    if test is not None and list(test.classes) != list(train.classes):
+        raise DataError(f"the test list {cfg.data.test_list} has other classes than the training list")
+    return PreparedData(train, test, skipped)
+
+
+def run_training(cfg: Any, model: Any, train_ds: Any, val_ds: Any | None, objective: Callable, *, kind: str,
+                 arch: Mapping[str, Any], classes: list[str], out_dir: str | Path, info: Any,
+                 resume: str | Path | None = None, extra: Mapping[str, Any] | None = None,
+                 epoch_extras: Callable[[int], Mapping[str, Any]] | None = None, progress: bool = True,
+                 lr: float | None = None, filename: str | None = None) -> dict[str, Any]:
+    """Train ``model`` (already built) and write ``OUT/{last,best}.pt``, logs, ``OUT/<filename>``.
+
+    ``kind``: teacher | student | baseline | pretrain (stored in the checkpoint); ``filename``
+    (default ``<kind>.pt``): the final self-contained checkpoint. Returns the final metrics dict.
+    """
+    from dlkdd.data.dataset import collate
+    from dlkdd.train import distributed as ddp
+    from dlkdd.train.checkpoint import load_checkpoint, save_checkpoint
+    from dlkdd.train.engine import fit, prepare_model, steps_per_epoch
+    from dlkdd.train.optim import build_optimizer, build_scheduler
+
+    out_dir = Path(out_dir)
+    tc = cfg.train
+    epochs = int(tc.epochs)
+    model = prepare_model(model, info.device)
+    model = ddp.wrap_ddp(model, info)
+    train_loader = ddp.build_loader(train_ds, info, tc.batch_size, shuffle=True, seed=cfg.seed, workers=tc.workers,
+                                    drop_last=len(train_ds) > tc.batch_size * info.world_size, collate_fn=collate)
+    val_loader = None
+    if val_ds is not None:
+        val_loader = ddp.build_loader(val_ds, info, tc.batch_size, shuffle=False, seed=cfg.seed, workers=tc.workers,
+                                      even=False, collate_fn=collate)
+    optimizer = build_optimizer(ddp.unwrap(model), tc, lr=lr)
+    spe = steps_per_epoch(len(train_loader), tc.accum_steps, tc.max_steps_per_epoch)
+    scheduler = build_scheduler(optimizer, tc, spe)
+    from dlkdd import __version__
+
+    fields = {"kind": kind, "arch": dict(arch), "config": cfg.to_dict(), "classes": list(classes),
+              "extra": dict(extra or {}), "dlkdd_version": __version__}
+    if resume is not None and not (Path(resume) / "last.pt").exists() and not Path(resume).is_file():
+        from dlkdd.errors import CheckpointError
+
+        raise CheckpointError(f"--resume {resume}: no last.pt there; nothing to resume (start without --resume)")
+    final = fit(model, train_loader, val_loader, optimizer, scheduler, objective, out_dir, epochs, info.device,
+                len(classes), ckpt_fields=fields, resume=resume, seed=cfg.seed, eval_every=tc.eval_every,
+                accum_steps=tc.accum_steps, amp=tc.amp, max_steps=tc.max_steps_per_epoch,
+                epoch_extras=epoch_extras, info=info, progress=progress)
+    if info.is_main:
+        # the deliverable: the final weights, self-contained, without optimiser state
+        last = load_checkpoint(out_dir / "last.pt")
+        for k in ("optimizer", "scheduler", "rng"):
+            last[k] = None
+        final_path = out_dir / (filename or f"{kind}.pt")
+        save_checkpoint(final_path, **last)
+        log.info("%s checkpoint: %s (val top1 %s)", kind, final_path, final.get("top1"))
+    ddp.barrier()
+    return final
+

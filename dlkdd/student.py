@@ -1,0 +1,78 @@
+"""``dlkdd student``: train the student on the original dark clips from cached soft targets.
+
+``L = CE(y, z_s) + alpha_t * KL(softmax(z_t/tau) || softmax(z_s/tau))``, ``alpha_t = alpha_0 gamma^epoch``
+(DL-KDD, Chang, Chen & Tseng; paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5). The teacher
+logits come only from the cache (:class:`dlkdd.cache.dataset.CachedViewDataset`): this module
+never builds or loads the teacher. ``no_kd=True`` trains the same network with CE alone (the
+paper's "backbone only" row) on fresh random views.
+
+Out: ``OUT/student.pt`` (kind ``student`` or ``baseline``), ``OUT/metrics.json``, logs, curves.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_student"]
+
+
+def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None, no_kd: bool = False,
+                  device: str = "auto", resume: str | Path | None = None, progress: bool = True,
+                  config_path: str | None = None) -> dict[str, Any]:
+    from dlkdd.data.dataset import VideoDataset
+    from dlkdd.models.build import build_student, student_arch
+    from dlkdd.runs import prepare_data, run_training
+    from dlkdd.train import distributed as ddp
+    from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
+    from dlkdd.utils import resolve_device, seed_everything
+
+    if not no_kd and not cache:
+        from dlkdd.errors import CacheError
+
+        raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
+                         "baseline without distillation")
+    info = ddp.init_distributed(resolve_device(device))
+    try:
+        seed_everything(cfg.seed)
+        extra: dict[str, Any] = {}
+        if no_kd:
+            data = prepare_data(cfg, progress=progress and info.is_main)
+            train_ds = VideoDataset(data.train, cfg.clip, train=True, seed=cfg.seed)
+            objective = CrossEntropyObjective()
+            epoch_extras = None
+            kind = "baseline"
+        else:
+            from dlkdd.cache.dataset import CachedViewDataset
+            from dlkdd.cache.match import check_store_matches
+            from dlkdd.cache.store import LogitStore
+
+            store = LogitStore.open(cache)
+            # the cache was built on the clips that decoded: the same skipped keys apply here
+            skipped = list(store.meta.get("skipped_keys") or [])
+            data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
+            if skipped:
+                data.train = data.train.without(skipped)
+                data.skipped = skipped
+            check_store_matches(store, data.train, cfg, config_path=config_path)
+            store.close()
+            train_ds = CachedViewDataset(data.train, cfg.clip, cache, seed=cfg.seed)
+            objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+            epoch_extras = objective.extras
+            kind = "student"
+            extra["cache"] = str(cache)
+            extra["teacher_sha256"] = LogitStore.open(cache).meta.get("teacher_sha256")
+        extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
+        n = len(data.classes)
+        model = build_student(cfg, n)
+        val_ds = VideoDataset(data.test, cfg.clip, train=False) if data.test is not None else None
+        log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
+                 "" if no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
+        final = run_training(cfg, model, train_ds, val_ds, objective, kind=kind, arch=student_arch(cfg, n),
+                             classes=data.classes, out_dir=out_dir, info=info, resume=resume, extra=extra,
+                             epoch_extras=epoch_extras, progress=progress, filename="student.pt")
+        return final
+    finally:
+        ddp.cleanup()
