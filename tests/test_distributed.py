@@ -1,0 +1,105 @@
+"""DDP on CPU (gloo, 2 processes): one training step on per-rank halves equals a single-process
+step on the whole batch, and the reduced train/eval metrics equal the single-process ones."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from dlkdd.train.distributed import (DistInfo, SeededRandomSampler, ShardSampler, build_sampler, init_distributed,
+                                     unwrap, wrap_ddp)
+from dlkdd.train.engine import evaluate, train_one_epoch
+from dlkdd.train.objectives import CrossEntropyObjective
+
+C = 3
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv3d(3, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                         nn.Linear(2, C))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return {"video": torch.randn(8, 3, 2, 6, 6, generator=g), "label": torch.arange(8) % C,
+            "key": [f"k{i}" for i in range(8)]}
+
+
+def _half(batch, rank):
+    return {k: v[rank * 4:(rank + 1) * 4] for k, v in batch.items()}
+
+
+def _step(model, batches):
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_m = train_one_epoch(model, batches, opt, None, CrossEntropyObjective(), "cpu", 0, amp="fp32",
+                              progress=False)
+    eval_m = evaluate(model, batches, "cpu", C, amp="fp32", progress=False)
+    return train_m, eval_m
+
+
+def _worker(rank, port, out_dir):
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    info = init_distributed("cpu")
+    assert info.distributed and info.rank == rank and info.is_main == (rank == 0)
+    model = wrap_ddp(_model(), info)
+    train_m, eval_m = _step(model, [_half(_batch(), rank)])
+    torch.save({"state": unwrap(model).state_dict(), "train": train_m, "eval": eval_m},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    from dlkdd.train.distributed import cleanup
+
+    cleanup()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(120)
+def test_ddp_step_equals_single_process(tmp_path):
+    # fork (like DataLoader workers; the child sets 1 intra-op thread first): the children share the
+    # parent's imports, so the DDP constructor's torch._dynamo import is paid once, here
+    import torch._dynamo  # noqa: F401
+
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    single = _model()
+    train_m, eval_m = _step(single, [_batch()])
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in single.state_dict().items():
+        assert torch.equal(r0["state"][k], r1["state"][k]), k  # ranks agree exactly
+        torch.testing.assert_close(r0["state"][k], v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(single.state_dict()["4.weight"], _model().state_dict()["4.weight"])
+    for r in (r0, r1):
+        assert r["train"]["clips"] == 8
+        assert r["train"]["loss"] == pytest.approx(train_m["loss"], rel=1e-6)
+        assert r["train"]["top1"] == pytest.approx(train_m["top1"])
+        assert r["eval"]["n"] == 8 and r["eval"]["confusion"] == eval_m["confusion"]
+        assert r["eval"]["loss"] == pytest.approx(eval_m["loss"], rel=1e-5)
+
+
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info = init_distributed("cpu")
+    assert info == DistInfo() and not info.distributed
+    m = nn.Linear(2, 2)
+    assert wrap_ddp(m, info) is m and unwrap(m) is m
+    s = build_sampler(list(range(10)), info, shuffle=True, seed=3)
+    assert isinstance(s, SeededRandomSampler)
+    s.set_epoch(1)
+    a = list(s)
+    s.set_epoch(2)
+    b = list(s)
+    s.set_epoch(1)
+    assert list(s) == a and a != b and sorted(a) == list(range(10))
+    two = DistInfo(rank=1, world_size=2, local_rank=1, is_main=False)
+    shard = build_sampler(list(range(5)), two, shuffle=False, even=False)
+    assert isinstance(shard, ShardSampler) and list(shard) == [1, 3]
