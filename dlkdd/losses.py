@@ -77,7 +77,8 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> to
     further scales by ``T / base_T``; that constant factor is left out here.)
     """
     if z.dim() != 2 or labels.shape != z.shape[:1]:
-        raise ValueError(f"supcon_loss: expected z (B,D) and labels (B,), got {tuple(z.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"supcon_loss: expected z (B,D) and labels (B,), got {tuple(z.shape)} and "
+                         f"{tuple(labels.shape)}")
     b = z.shape[0]
     zf = z.float()
     sim = zf @ zf.t() / temperature
@@ -106,7 +107,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
         l_k = -log( exp(s_{k,pos(k)}) / sum_{j != k} exp(s_kj) ),   L = mean over the 2B anchors
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"info_nce: expected two (B,D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(f"info_nce: expected two (B,D) tensors of the same shape, got {tuple(z1.shape)} and "
+                         f"{tuple(z2.shape)}")
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], 0).float(), dim=1)
     sim = z @ z.t() / temperature

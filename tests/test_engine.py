@@ -269,6 +269,9 @@ def test_fit_resume_is_exact(tmp_path, workers):
     straight, m_straight = _run(tmp_path / "a", 3, workers)
     _run(tmp_path / "b", 2, workers)
     resumed, m_resumed = _run(tmp_path / "b", 3, workers, resume=tmp_path / "b")
+    if workers == 0:  # resuming a finished run trains nothing and reports the same final metrics
+        _, again = _run(tmp_path / "b", 3, workers, resume=tmp_path / "b")
+        assert again["top1"] == m_resumed["top1"] and again["val"]["confusion"] == m_resumed["val"]["confusion"]
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert _strip(m_straight["history"]) == _strip(m_resumed["history"])
@@ -281,7 +284,8 @@ def test_fit_resume_is_exact(tmp_path, workers):
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert rows[2]["alpha"] == pytest.approx(1.5 * 0.9 ** 2) and "train_kd_loss" in rows[0] and "val_top1" in rows[0]
     header = (out / "log.csv").read_text().splitlines()[0].split(",")
-    assert {"epoch", "train_loss", "train_task_loss", "train_top1", "val_top1", "val_top5", "lr", "alpha"} <= set(header)
+    assert {"epoch", "train_loss", "train_task_loss", "train_top1", "val_top1", "val_top5", "lr",
+            "alpha"} <= set(header)
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] == 2 and ck["kind"] == "student" and len(ck["history"]) == 3 and ck["classes"] == ["a", "b", "c"]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -297,3 +301,15 @@ def test_fit_resume_refuses_other_kind(tmp_path):
     with pytest.raises(CheckpointError, match="kind is 'student', expected 'teacher'"):
         fit(model, [], None, opt, None, CrossEntropyObjective(), tmp_path / "a", 2, "cpu", C,
             ckpt_fields={"kind": "teacher"}, resume=tmp_path / "a", progress=False)
+
+
+def test_bf16_autocast_on_cpu_when_asked():
+    torch.manual_seed(0)
+    model = TinyNet()
+    opt = build_optimizer(model, Cfg)
+    m = train_one_epoch(model, _loader(SynthClips(8)), opt, None, CrossEntropyObjective(), "cpu", 0, amp="bf16",
+                        grad_clip=1.0, progress=False)
+    assert math.isfinite(m["loss"]) and m["grad_norm"] > 0 and m["clips"] == 8
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    r = evaluate(model, _loader(SynthClips(8, train=False)), "cpu", C, amp="bf16", progress=False)
+    assert r["n"] == 8

@@ -392,13 +392,17 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
     if resume is not None:
         static = dict(ckpt_fields() if callable(ckpt_fields) else (ckpt_fields or {}))
         st = resume_state(resume, model, optimizer, scheduler, kind=static.get("kind"))
-        start_epoch, history, best_top1, best_epoch = st["start_epoch"], st["history"], st["best_top1"], st["best_epoch"]
+        start_epoch, history = st["start_epoch"], st["history"]
+        best_top1, best_epoch = st["best_top1"], st["best_epoch"]
+    val: dict[str, Any] | None = None
+    train_m: dict[str, Any] = {}
+    if resume is not None:  # a run resumed after its last epoch still reports its final metrics
+        done = st["ckpt"].get("metrics") or {}
+        val, train_m = done.get("val"), done.get("train") or {}
     logger = EpochLogger(out_dir, history)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     last_good: Path | None = (out_dir / "last.pt") if (out_dir / "last.pt").exists() else None
-    val: dict[str, Any] | None = None
-    train_m: dict[str, Any] = {}
 
     for epoch in range(start_epoch, epochs):
         _set_epoch(train_loader, epoch, seed)
