@@ -156,8 +156,9 @@ def build_loader(dataset: Dataset, info: DistInfo, batch_size: int, shuffle: boo
     reaches them."""
     sampler = build_sampler(dataset, info, shuffle, seed, even=even)
     gen = torch.Generator().manual_seed(loader_seed(seed, 0))
+    kwargs.setdefault("pin_memory", info.device.type == "cuda")
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      generator=gen, pin_memory=info.device.type == "cuda", **kwargs)
+                      generator=gen, **kwargs)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
