@@ -109,6 +109,8 @@ class ModelConfig:
 
     ``normalize``: kinetics | imagenet | dataset. With ``dataset``, ``mean``/``std`` hold the
     training set's own per-channel statistics (``dlkdd data check --write-stats``).
+    ``teacher_normalize``: the teacher's own choice for its *enhanced* input (ZeroDCE output
+    averages about 0.3, close to normal-light video): kinetics | imagenet | dataset.
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
     (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
     ``teacher``: which teacher family ``dlkdd teacher`` trains (dlkdd | actlumos).
@@ -119,6 +121,7 @@ class ModelConfig:
     pretrained: str = ""
     teacher: str = "dlkdd"
     normalize: str = "dataset"
+    teacher_normalize: str = "kinetics"
     mean: tuple[float, float, float] = (0.072, 0.068, 0.067)
     std: tuple[float, float, float] = (0.081, 0.077, 0.069)
     head_dropout: float = 0.8
@@ -130,6 +133,7 @@ class ModelConfig:
         _choice(self.head, "model.head", ("bert", "avg"))
         _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
+        _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")
         _check(all(s > 0 for s in self.std), "model.std", "every std must be > 0")
         for k in ("head_dropout", "bert_dropout"):
@@ -191,6 +195,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
     eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap for smoke tests and benchmarks)
+    sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm (global-batch BN statistics) instead of per-GPU BN
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")

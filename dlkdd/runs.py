@@ -80,7 +80,9 @@ def run_training(cfg: Any, model: Any, train_ds: Any, val_ds: Any | None, object
     tc = cfg.train
     epochs = int(tc.epochs)
     model = prepare_model(model, info.device)
-    model = ddp.wrap_ddp(model, info)
+    model = ddp.wrap_ddp(model, info, sync_bn=bool(getattr(tc, "sync_bn", False)))  # rank 0's init on every rank
+    if info.distributed:  # per-rank dropout / token masks, re-seeded per epoch (exact on resume)
+        epoch_extras = ddp.rank_seeded(info, cfg.seed, epoch_extras)
     train_loader = ddp.build_loader(train_ds, info, tc.batch_size, shuffle=True, seed=cfg.seed, workers=tc.workers,
                                     drop_last=len(train_ds) > tc.batch_size * info.world_size, collate_fn=collate)
     val_loader = None

@@ -6,15 +6,23 @@ process that scores them); the video is decoded once for all K views; teacher in
 batched under ``torch.inference_mode``; the raw logits ``(K, C)`` and the views ``(K, P)`` are
 written to the store's row, then ``done[i]``. ``complete`` is set last, after every row.
 
-Resumable: a killed run continues from the ``done`` mask. Under ``torchrun`` each rank scores a
-disjoint, padding-free share of the missing rows (every row is its own Zarr chunk, so ranks never
-write the same chunk); HDF5 is single-writer, so ranks write per-rank Zarr part stores that rank
-0 merges into the ``.h5`` at the end. A writer lock refuses a second run on the same store.
+Resumable: a killed run continues from the ``done`` mask. A writer lock (held by rank 0)
+refuses a second run on the same store.
+
+Under ``torchrun`` rank 0 creates (or validates) the store and lists the missing rows; each rank
+scores a disjoint, padding-free share of them (:func:`dlkdd.train.distributed.shard_rows`: whole
+storage chunks per rank - a Zarr row is its own chunk, so ranks never write the same chunk or
+shard). HDF5 has a single writer, so there each rank writes its rows into its own Zarr part
+store ``<store>.h5.parts/rank<r>.zarr``; after a barrier rank 0 copies the parts' done rows into
+the ``.h5`` and removes the parts. Parts left by a killed run are merged first on the next run
+(any number of processes), so nothing already scored is lost. The result equals a
+single-process run's: the views depend only on ``(cache.seed, key)``, never on the rank.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,7 @@ from dlkdd.errors import CacheError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clip_views", "precompute_logits", "store_path_for"]
+__all__ = ["clip_views", "precompute_logits", "store_path_for", "parts_dir", "merge_parts"]
 
 
 def _key_seed(seed: int, key: str) -> np.random.Generator:
@@ -135,6 +143,8 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
     k = int(views if views is not None else cfg.cache.views)
     if k < 1:
         raise CacheError(f"--views must be >= 1, got {k}")
+    if fmt is None and out is not None and Path(out).suffix.lower() in (".h5", ".hdf5", ".zarr"):
+        fmt = "zarr" if Path(out).suffix.lower() == ".zarr" else "hdf5"  # --out x.h5 means HDF5
     fmt = fmt or cfg.cache.format
     feats = cfg.cache.features if features is None else bool(features)
     workers = cfg.train.workers if workers is None else int(workers)
@@ -156,9 +166,11 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         if lock is not None:
             lock.acquire()  # a second run on the same store is refused (CacheError)
         try:
-            # ---- rank 0 decides: reuse, resume or create
-            status = "create"
+            # ---- rank 0 decides: reuse, resume or create; merges parts of a killed run; lists the work
+            plan: dict[str, Any] = {}
             if info.is_main:
+                if overwrite and parts_dir(path).exists():
+                    shutil.rmtree(parts_dir(path))
                 if path.exists() and overwrite:
                     from dlkdd.cache.store import _remove_store
 
@@ -170,21 +182,47 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                         if diffs:
                             raise CacheError(f"{path} exists but was built for something else: {'; '.join(diffs)}. "
                                              "Remove it, pass --overwrite, or choose another --out")
-                        status = "reuse" if s.is_complete else "resume"
+                    status = "reuse"
                 else:
                     LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
                                       _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
                                       dtype=cfg.cache.dtype, feature_dim=512 if feats else 0, fmt=fmt).close()
-            status = _broadcast_str(status, info)
-            if status == "reuse":
+                    status = "create"
+                with LogitStore.open(path, mode="r+") as s:
+                    if parts_dir(path).exists():
+                        merge_parts(s)  # rows scored by a killed distributed run
+                    if status == "reuse" and not s.is_complete:
+                        status = "resume"
+                    todo = [int(i) for i in np.flatnonzero(~s.done)]
+                    if status == "resume":
+                        log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
+                    plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
+                            "feature_dim": s.feature_dim, "rows_per_chunk": _rows_per_chunk(s)}
+                if plan["fmt"] == "hdf5" and info.distributed and todo:
+                    parts_dir(path).mkdir(exist_ok=True)
+            plan = ddp.broadcast_object(plan)
+            if plan["status"] == "reuse":
                 if info.is_main:
                     log.info("reusing the complete logit store %s (same teacher, data and views)", path)
                 return path
+            use_parts = plan["fmt"] == "hdf5" and info.distributed
+            mine = ddp.shard_rows(plan["todo"], info.rank, info.world_size, 1 if use_parts else plan["rows_per_chunk"])
+            target = path
+            if use_parts and mine:
+                # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
+                target = parts_dir(path) / f"rank{info.rank}.zarr"
+                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
+                             part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
+                LogitStore.create(target, manifest.keys(), k, len(manifest.classes), pmeta, dtype=plan["dtype"],
+                                  feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
             ddp.barrier()
-            _score(cfg, ckpt, path, manifest, k, feats, info, progress, workers, model_from_checkpoint, teacher_path)
+            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, model_from_checkpoint,
+                   teacher_path)
             ddp.barrier()
             if info.is_main:
                 with LogitStore.open(path, mode="r+") as s:
+                    if use_parts:
+                        merge_parts(s)
                     s.mark_complete()
                 log.info("logit store complete: %s", path)
             ddp.barrier()
@@ -196,32 +234,87 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         ddp.cleanup()
 
 
-def _broadcast_str(value: str, info: Any) -> str:
-    import torch.distributed as dist
+def _feature_dim(ckpt: dict) -> int:
+    """Width of the teacher's ``return_features`` output: 512 (the head's clip feature), or the
+    SupCon projection size ``proj_dim`` for an ActLumos teacher (see dlkdd.actlumos.teacher)."""
+    arch = ckpt.get("arch") or {}
+    if arch.get("family") == "actlumos":
+        return int(arch.get("proj_dim", 128))
+    return 512
 
-    if not info.distributed:
-        return value
-    obj = [value]
-    dist.broadcast_object_list(obj, src=0)
-    return obj[0]
+
+def parts_dir(path: str | Path) -> Path:
+    """Where the ranks of a distributed HDF5 precompute write their part stores: ``<store>.parts/``."""
+    p = Path(path)
+    return p.with_name(p.name + ".parts")
 
 
-def _score(cfg: Any, ckpt: dict, path: Path, manifest: Any, k: int, feats: bool, info: Any, progress: bool,
-           workers: int, model_from_checkpoint: Any, teacher_path: Path) -> None:
-    """Score this rank's share of the rows not yet done and write them."""
+def merge_parts(store: Any, block: int = 256) -> int:
+    """Copy the done rows of every part store under :func:`parts_dir` into ``store`` (open ``r+``),
+    then delete the parts. Parts that do not match the store (other keys, teacher, views, classes)
+    or cannot be read are discarded with a warning. Returns the number of rows copied."""
+    import shutil as _shutil
+
+    from dlkdd.cache.store import LogitStore
+
+    pdir = parts_dir(store.path)
+    if not pdir.is_dir():
+        return 0
+    copied = 0
+    done = store.done
+    meta = store.meta
+    for part in sorted(pdir.glob("rank*.zarr")):
+        try:
+            with LogitStore.open(part) as ps:
+                pm = ps.meta
+                same = (ps.keys == store.keys and ps.views_per_clip == store.views_per_clip
+                        and ps.num_classes == store.num_classes and ps.feature_dim == store.feature_dim
+                        and all(pm.get(x) == meta.get(x) for x in ("teacher_sha256", "manifest_sha256", "view_seed")))
+                if not same:
+                    log.warning("discarding %s: it was written for another store", part)
+                    continue
+                rows = np.flatnonzero(ps.done & ~done)
+                for j in range(0, rows.size, block):
+                    r = rows[j:j + block]
+                    lg, vw = ps.read_many(r)  # float32 view of the part's dtype: exact back in the same dtype
+                    ft = np.stack([ps.read_features(int(i)) for i in r]) if store.feature_dim else None
+                    store.write_many(r, lg, vw, ft)
+                done[rows] = True
+                copied += int(rows.size)
+        except CacheError as e:
+            log.warning("discarding unreadable part %s: %s", part, e)
+    _shutil.rmtree(pdir)
+    if copied:
+        log.info("merged %d rows from the rank part stores into %s", copied, store.path)
+    return copied
+
+
+def _rows_per_chunk(store: Any) -> int:
+    """Rows per storage unit (chunk, or shard if sharded) of a Zarr store's per-row arrays; 1 for HDF5."""
+    import math
+
+    arrays = getattr(store._backend_now(), "arrays", None) or {}
+    rpc = 1
+    for name, a in arrays.items():
+        if name == "keys":  # written once, at creation
+            continue
+        unit = getattr(a, "shards", None) or a.chunks
+        rpc = math.lcm(rpc, int(unit[0]))
+    return rpc
+
+
+def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
+           progress: bool, workers: int, model_from_checkpoint: Any, teacher_path: Path) -> None:
+    """Score rows ``mine`` (this rank's share) and write them into the store at ``path``."""
     import torch
     from tqdm import tqdm
 
     from dlkdd.cache.store import LogitStore
 
+    if not mine:
+        return
     store = LogitStore.open(path, mode="r+")
     try:
-        todo = [int(i) for i in np.flatnonzero(~store.done)]
-        mine = todo[info.rank::info.world_size]  # disjoint, no padding
-        if info.is_main and len(todo) < store.num_clips:
-            log.info("resuming: %d of %d clips already done", store.num_clips - len(todo), store.num_clips)
-        if not mine:
-            return
         model = model_from_checkpoint(ckpt, str(teacher_path)).to(info.device).eval()
         bs = max(1, int(cfg.cache.batch_size))
         pending: list[tuple[int, Any, np.ndarray]] = []

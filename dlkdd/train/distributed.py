@@ -9,13 +9,29 @@ Data order is deterministic per epoch: :func:`build_sampler` returns a sampler s
 ``(seed, epoch)`` (call ``set_epoch``), and :func:`build_loader` gives the DataLoader its own
 generator, re-seeded per epoch by the engine, so a resumed run reads the same batches
 (also with worker processes).
+
+Model init and per-rank randomness: every rank seeds with the config seed before building the
+model, and ``DistributedDataParallel`` broadcasts rank 0's parameters and buffers when it wraps
+the model (``_sync_module_states``), so all ranks start from identical weights. The randomness
+*inside* the forward pass (dropout, the BERT head's token masking) should differ between ranks
+(else every rank draws the same masks for different clips): :func:`seed_rank_rng` re-seeds the
+torch RNG per ``(seed, epoch, rank)`` at the start of each epoch, which also keeps a resumed
+distributed run exact (a checkpoint holds rank 0's RNG state only).
+
+BatchNorm under DDP normalises with each rank's own batch statistics (running statistics are
+rank 0's, broadcast at every forward: ``broadcast_buffers=True``). ``wrap_ddp(..., sync_bn=True)``
+(``train.sync_bn``) converts BatchNorm to ``SyncBatchNorm`` (statistics over the global batch;
+CUDA only, one extra all-reduce per BN layer) - worth it only when the per-GPU batch is tiny.
+
+Sharding rows for writers: :func:`shard_rows` gives each rank whole storage chunks of a list
+of rows, without padding, so no two ranks ever write the same chunk.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sized
+from typing import Any, Callable, Iterator, Mapping, Sequence, Sized
 
 import torch
 import torch.distributed as dist
@@ -27,7 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DistInfo", "init_distributed", "wrap_ddp", "unwrap", "build_sampler", "build_loader",
            "SeededRandomSampler", "ShardSampler", "all_reduce_sum", "barrier", "cleanup", "is_distributed",
-           "loader_seed"]
+           "loader_seed", "seed_rank_rng", "rank_seeded", "broadcast_object", "shard_rows"]
 
 
 @dataclass(frozen=True)
@@ -70,14 +86,28 @@ def init_distributed(device: str | torch.device) -> DistInfo:
         kw = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, **kw)
         log.info("joined process group: rank %d/%d, backend %s, device %s", rank, world, backend, device)
+    if rank != 0:  # one copy of the INFO log (rank 0's); warnings and errors from every rank
+        logging.getLogger("dlkdd").setLevel(max(logging.WARNING, logging.getLogger("dlkdd").getEffectiveLevel()))
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, is_main=rank == 0, device=device)
 
 
-def wrap_ddp(model: nn.Module, info: DistInfo, **kwargs: Any) -> nn.Module:
-    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself."""
+def wrap_ddp(model: nn.Module, info: DistInfo, sync_bn: bool = False, **kwargs: Any) -> nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself.
+
+    DDP broadcasts rank 0's parameters and buffers here, so the ranks start identical.
+    ``sync_bn``: convert BatchNorm layers to ``SyncBatchNorm`` first (CUDA only; ignored with a
+    warning on CPU, where PyTorch's SyncBatchNorm does not run).
+    """
     if not info.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if sync_bn:
+        if info.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("sync_bn ignored on %s: SyncBatchNorm needs CUDA; each rank keeps its own BatchNorm "
+                        "statistics", info.device)
 
     if info.device.type == "cuda":
         return DDP(model, device_ids=[info.device.index], output_device=info.device.index, **kwargs)
@@ -98,6 +128,57 @@ def unwrap(model: nn.Module) -> nn.Module:
 def loader_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch``'s shuffling / worker seeds (same convention as DistributedSampler)."""
     return (int(seed) + int(epoch)) % (2**63)
+
+
+def seed_rank_rng(seed: int, epoch: int, rank: int) -> None:
+    """Seed the torch RNG (CPU and CUDA) of this process for ``epoch`` from ``(seed, epoch, rank)``.
+
+    Called at the start of each epoch of a distributed run: dropout and token masks then differ
+    between ranks, and a resumed run draws the same masks as an uninterrupted one.
+    """
+    import hashlib
+
+    h = hashlib.sha256(f"dlkdd-rank-rng:{int(seed)}:{int(epoch)}:{int(rank)}".encode()).hexdigest()
+    torch.manual_seed(int(h[:15], 16))
+
+
+def rank_seeded(info: DistInfo, seed: int,
+                fn: Callable[[int], Mapping[str, Any]] | None = None) -> Callable[[int], Mapping[str, Any]]:
+    """Wrap an ``epoch_extras(epoch)`` callable of :func:`dlkdd.train.engine.fit` (called at the
+    start of every epoch) so that it first calls :func:`seed_rank_rng` for this rank."""
+
+    def extras(epoch: int) -> Mapping[str, Any]:
+        seed_rank_rng(seed, epoch, info.rank)
+        return fn(epoch) if fn is not None else {}
+
+    return extras
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (picklable) on every rank; ``obj`` itself in a single process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shard_rows(rows: Sequence[int], rank: int, world_size: int, rows_per_chunk: int = 1) -> list[int]:
+    """Rank ``rank``'s share of ``rows``: whole chunks (``row // rows_per_chunk``), dealt round-robin
+    in order of first appearance, without padding. The shares are disjoint, cover ``rows`` exactly,
+    and no chunk is split between ranks (with one row per chunk: ``rows[rank::world_size]``)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, {world_size})")
+    rpc = max(1, int(rows_per_chunk))
+    owner: dict[int, int] = {}
+    mine = []
+    for r in rows:
+        c = int(r) // rpc
+        if c not in owner:
+            owner[c] = len(owner) % world_size
+        if owner[c] == rank:
+            mine.append(int(r))
+    return mine
 
 
 class SeededRandomSampler(Sampler[int]):
