@@ -82,12 +82,12 @@ def r18():
 def test_features_and_logits_shapes(r18, thw):
     t, h, w = thw
     m = r18
-    x = torch.rand(2, 3, t, h, w)
+    x = torch.rand(1, 3, t, h, w)
     with torch.no_grad():
         f = m.features(x)
         out = m(x)
-    assert f.shape == (2, 512, math.ceil(t / 8), math.ceil(h / 16), math.ceil(w / 16))
-    assert out.shape == (2, 7)
+    assert f.shape == (1, 512, math.ceil(t / 8), math.ceil(h / 16), math.ceil(w / 16))
+    assert out.shape == (1, 7)
     with torch.no_grad():
         assert torch.allclose(m.fc(f.mean(dim=(2, 3, 4))), out, atol=1e-5)
 
