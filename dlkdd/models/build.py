@@ -13,6 +13,7 @@ The weights (``ckpt["model"]``) are the whole model's state dict, enhancer inclu
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 from torch import nn
@@ -22,6 +23,11 @@ from dlkdd.models.classifier import Classifier, Teacher, arch_dict, build_classi
 from dlkdd.models.enhancers import build_enhancer, enhancer_from_spec, enhancer_spec
 
 __all__ = ["teacher_arch", "student_arch", "build_teacher", "build_student", "model_from_checkpoint"]
+
+
+def _teacher_model_cfg(cfg: Any) -> Any:
+    """The teacher's classifier settings: the student's, with the teacher's own normalisation."""
+    return dataclasses.replace(cfg.model, normalize=cfg.model.teacher_normalize)
 
 
 def student_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
@@ -35,7 +41,7 @@ def teacher_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
         from dlkdd.actlumos.teacher import actlumos_arch
 
         return actlumos_arch(cfg, num_classes)
-    return dict(arch_dict(cfg.model, num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
+    return dict(arch_dict(_teacher_model_cfg(cfg), num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
 
 
 def build_student(cfg: Any, num_classes: int) -> Classifier:
@@ -49,7 +55,7 @@ def build_teacher(cfg: Any, num_classes: int) -> nn.Module:
         from dlkdd.actlumos.teacher import build_actlumos_teacher
 
         return build_actlumos_teacher(cfg, num_classes)
-    return Teacher(build_enhancer(cfg.enhancer), build_classifier(cfg.model, num_classes))
+    return Teacher(build_enhancer(cfg.enhancer), build_classifier(_teacher_model_cfg(cfg), num_classes))
 
 
 def _sub_state(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

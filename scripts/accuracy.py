@@ -1,0 +1,123 @@
+"""The arid6 accuracy study behind BENCHMARKS.md: backbone only / teacher / student, several seeds.
+
+For each seed: teacher (ZeroDCE + R(2+1)D-BERT) -> cache-logits -> student (KD) and baseline
+(no KD), the dark-input models with ``model.normalize`` = dataset and (``--kinetics``) kinetics.
+Resumable: a run whose ``eval.json`` exists is skipped. Results: ``OUT/results.json`` and
+``OUT/results.md`` (mean +- std over seeds, training time).
+
+    python scripts/accuracy.py --out runs/accuracy --seeds 0 1 2 [--kinetics] [--set k=v ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+log = logging.getLogger("accuracy")
+
+
+def main() -> None:
+    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.config import load_config
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.evaluation import evaluate_checkpoint
+    from dlkdd.student import train_student
+    from dlkdd.teacher import train_teacher
+    from dlkdd.utils import atomic_write_json, atomic_write_text, setup_logging
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/arid6-mini.yaml")
+    ap.add_argument("--out", default="runs/accuracy")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--kinetics", action="store_true", help="also the dark-input models with Kinetics statistics")
+    ap.add_argument("--only", nargs="*", default=None, help="subset of runs: teacher student baseline ...")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    a = ap.parse_args()
+    setup_logging()
+    out = Path(a.out)
+    res_path = out / "results.json"
+    results = json.loads(res_path.read_text()) if res_path.exists() else {}
+
+    def record(name: str, seed: int, run_dir: Path, seconds: float | None, cfg) -> None:
+        test = manifest_from_config(cfg.data, "test")
+        ck = run_dir / ("teacher.pt" if name.startswith("teacher") else "student.pt")
+        m = evaluate_checkpoint(ck, test, device="cpu", workers=cfg.train.workers, progress=False)
+        atomic_write_json(run_dir / "eval.json", m)
+        if seconds is None:
+            seconds = results.get(f"{name}/{seed}", {}).get("train_s")
+        results[f"{name}/{seed}"] = {"name": name, "seed": seed, "top1": m["top1"], "top5": m["top5"], "n": m["n"],
+                                     "train_s": seconds}
+        atomic_write_json(res_path, results)
+        log.info("%s seed %d: top1 %.2f top5 %.2f", name, seed, m["top1"], m["top5"])
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    want = set(a.only) if a.only else None
+    for seed in a.seeds:
+        base = [*a.sets, f"seed={seed}"]
+        cfg = load_config(a.config, base)
+        sd = out / f"seed{seed}"
+        tdir = sd / "teacher"
+        if not (tdir / "eval.json").exists():
+            s = timed(lambda: train_teacher(cfg, tdir, device="cpu", progress=False))
+            record("teacher", seed, tdir, s, cfg)
+        store = {}
+        t0 = time.perf_counter()
+        store["path"] = precompute_logits(cfg, tdir / "teacher.pt", device="cpu", progress=False)
+        results.setdefault(f"cache/{seed}", {"seconds": time.perf_counter() - t0, "path": str(store["path"])})
+        norms = ["dataset", "kinetics"] if a.kinetics else ["dataset"]
+        for norm in norms:
+            ncfg = load_config(a.config, [*base, f"model.normalize={norm}"])
+            for kind in ("student", "baseline"):
+                name = f"{kind}-{norm}"
+                if want and kind not in want and name not in want:
+                    continue
+                rd = sd / name
+                if (rd / "eval.json").exists():
+                    continue
+                s = timed(lambda: train_student(ncfg, rd, cache=None if kind == "baseline" else store["path"],
+                                                no_kd=kind == "baseline", device="cpu", progress=False))
+                record(name, seed, rd, s, ncfg)
+        atomic_write_text(out / "results.md", table(results))
+    atomic_write_text(out / "results.md", table(results))
+    print(table(results))  # noqa: T201
+
+
+def table(results: dict) -> str:
+    groups: dict[str, list[dict]] = {}
+    for k, v in results.items():
+        if "name" in v:
+            groups.setdefault(v["name"], []).append(v)
+
+    def ms(xs: list[float]) -> str:
+        if len(xs) == 1:
+            return f"{xs[0]:.2f}"
+        return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+    order = ["baseline-dataset", "teacher", "student-dataset", "baseline-kinetics", "student-kinetics"]
+    label = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": "Teacher (ZeroDCE + R(2+1)D-BERT)",
+             "student-dataset": "Student DL-KDD (dark, dataset stats)",
+             "baseline-kinetics": "Backbone only (dark, Kinetics stats)",
+             "student-kinetics": "Student DL-KDD (dark, Kinetics stats)"}
+    lines = ["| Model | seeds | Top-1 (%) | Top-5 (%) | per-seed top-1 | train time / run |",
+             "|---|---:|---:|---:|---|---:|"]
+    for name in order + sorted(set(groups) - set(order)):
+        rs = sorted(groups.get(name, []), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        ts = [r["train_s"] for r in rs if r.get("train_s")]
+        per_seed = ", ".join("%.1f" % r["top1"] for r in rs)
+        lines.append(f"| {label.get(name, name)} | {len(rs)} | {ms([r['top1'] for r in rs])} | "
+                     f"{ms([r['top5'] for r in rs])} | {per_seed} | "
+                     f"{(statistics.mean(ts) / 60 if ts else 0):.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
