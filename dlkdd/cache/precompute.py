@@ -186,7 +186,8 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                 else:
                     LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
                                       _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
-                                      dtype=cfg.cache.dtype, feature_dim=512 if feats else 0, fmt=fmt).close()
+                                      dtype=cfg.cache.dtype, feature_dim=_feature_dim(ckpt) if feats else 0,
+                                      fmt=fmt).close()
                     status = "create"
                 with LogitStore.open(path, mode="r+") as s:
                     if parts_dir(path).exists():
