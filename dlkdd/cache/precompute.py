@@ -115,6 +115,7 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "view_seed": int(cfg.cache.seed),
         "config": cfg.to_dict(),
         "skipped_keys": list(skipped),
+        "num_skipped": len(skipped),
     }
 
 
