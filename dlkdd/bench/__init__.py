@@ -1,0 +1,103 @@
+"""``dlkdd bench``: speed and cost of DL-KDD, side by side, in one command.
+
+:func:`run_bench` runs the parts of a preset (:mod:`dlkdd.bench.presets`) and returns one dict
+(written as JSON by the command, with a Markdown report from :mod:`dlkdd.bench.report`):
+
+- ``kd_step`` (:mod:`dlkdd.bench.kd_step`): cached vs online distillation step, ideal speed-up,
+  peak memory, end-to-end variant with the DataLoader;
+- ``inference`` (:mod:`dlkdd.bench.inference`): params, GFLOPs, GMACs, memory, latency of the
+  student, enhancement-based and two-stream inference (the paper's Table 5);
+- ``data`` (:mod:`dlkdd.bench.data_path`): decode ms per clip, loader clips/s with 0/1/2 workers
+  against the training step's clips/s;
+- ``precompute`` (:mod:`dlkdd.bench.precompute`): teacher precompute clips/s for K views and
+  the store's size per clip;
+- ``machine`` (:mod:`dlkdd.bench.machine`), ``preset``, ``parts``, ``settings``, ``dataset`` (which data), ``seconds``.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_bench", "resolve_parts"]
+
+
+def resolve_parts(parts: str | Sequence[str] | None, preset: Any, cuda: bool) -> list[str]:
+    """The parts to run: ``parts`` as given (comma list), else the preset's default for the device."""
+    from dlkdd.bench.presets import ALL_PARTS
+
+    if parts in (None, "", ()):
+        return list(ALL_PARTS if cuda else preset.cpu_parts)
+    names = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
+    bad = [p for p in names if p not in ALL_PARTS]
+    if bad:
+        raise ValueError(f"unknown benchmark part(s) {bad}; choose from {', '.join(ALL_PARTS)}")
+    return [p for p in ALL_PARTS if p in names]
+
+
+def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, device: str = "auto",
+              steps: int | None = None, overrides: Sequence[str] = (), work_dir: str | Path | None = None,
+              seed: int | None = None) -> dict[str, Any]:
+    """Run the benchmark; see the module doc. ``steps`` overrides the preset's timed KD steps."""
+    from dlkdd.bench.machine import machine_info
+    from dlkdd.bench.presets import PRESETS, bench_config
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.utils import resolve_device, seed_everything
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    dev = resolve_device(device)
+    todo = resolve_parts(parts, p, dev.type == "cuda")
+    t_start = time.perf_counter()
+    tmp = None
+    if work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="dlkdd-bench-")
+        work_dir = tmp.name
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg, data_desc = bench_config(p, work, list(overrides) + ([f"seed={seed}"] if seed is not None else []))
+        seed_everything(cfg.seed)
+        manifest = manifest_from_config(cfg.data, "train")
+        n = len(manifest.classes)
+        kd_steps = int(steps) if steps else p.kd_steps
+        result: dict[str, Any] = {
+            "preset": preset, "parts": todo, "machine": machine_info(dev), "dataset": data_desc,
+            "settings": {"backbone": cfg.model.backbone, "head": cfg.model.head, "clip": cfg.clip.__dict__,
+                         "batch": cfg.train.batch_size, "workers": cfg.train.workers, "cache_views": cfg.cache.views,
+                         "kd_steps": kd_steps, "kd_warmup": p.kd_warmup, "classes": n, "train_clips": len(manifest)},
+        }
+        log.info("dlkdd bench --preset %s on %s: %s", preset, dev, ", ".join(todo))
+        if "kd" in todo:
+            from dlkdd.bench.kd_step import bench_kd_step
+
+            result["kd_step"] = bench_kd_step(cfg, manifest, work, dev, p.kd_warmup, kd_steps, p.e2e_steps,
+                                              p.mem_steps)
+        if "inference" in todo:
+            from dlkdd.bench.inference import bench_inference
+
+            result["inference"] = bench_inference(cfg, n, p.inference, dev, p.inference_repeats)
+            result["inference"]["device"] = str(dev)
+        if "data" in todo:
+            from dlkdd.bench.data_path import bench_data
+
+            kd = result.get("kd_step")
+            result["data"] = bench_data(cfg, manifest, dev, p.decode_frames, p.decode_clips, p.loader_workers,
+                                        p.loader_clips,
+                                        step_clips_per_s=(kd["batch"] / kd["student_s_per_step"]) if kd else None,
+                                        e2e=kd.get("e2e") if kd else None)
+        if "precompute" in todo:
+            from dlkdd.bench.precompute import bench_precompute
+
+            result["precompute"] = bench_precompute(cfg, list(manifest.classes), work, dev, p.precompute_clips,
+                                                    p.precompute_views)
+        result["seconds"] = time.perf_counter() - t_start
+        return result
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
