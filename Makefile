@@ -12,6 +12,9 @@ ALPHA ?=
 GAMMA ?=
 TAU ?=
 SEED ?=
+# ActLumos stage 2: the student starts from `make pretrain`'s output, e.g.
+#   PRETRAINED=runs/actlumos-arid6-mini/pretrain/pretrain.pt
+PRETRAINED ?=
 VIEWS ?=
 FORMAT ?=
 BIN := $(VENV)/bin
@@ -25,6 +28,7 @@ RUN := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m dlkdd --device 
 endif
 SEEDOPT := $(if $(SEED),--seed $(SEED),)
 SETOPTS := $(foreach s,$(SET),--set $(s))
+PRETRAINOPT := $(if $(PRETRAINED),--set model.pretrained=$(PRETRAINED),)
 KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if $(TAU),--tau $(TAU),)
 STUDENT_OUT ?= $(OUT)/student$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
@@ -64,8 +68,8 @@ teacher: $(STAMP) ## Train the teacher (enhancer + R(2+1)D-BERT) -> OUT/teacher/
 cache-logits: $(STAMP) ## Run the teacher once over the training set -> cache/ (reused if present)
 	$(RUN) $(SEEDOPT) cache-logits --config $(CONFIG) $(SETOPTS) --teacher $(OUT)/teacher/teacher.pt --path-file $(OUT)/cache-path.txt $(if $(VIEWS),--views $(VIEWS),) $(if $(FORMAT),--format $(FORMAT),)
 
-student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED=) -> OUT/student*/
-	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --cache-path-file $(OUT)/cache-path.txt $(KDOPTS) --out $(STUDENT_OUT)
+student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED= PRETRAINED=) -> OUT/student*/
+	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) $(PRETRAINOPT) --cache-path-file $(OUT)/cache-path.txt $(KDOPTS) --out $(STUDENT_OUT)
 
 baseline: $(STAMP) ## The same student without distillation (backbone only) -> OUT/baseline/
 	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --no-kd --out $(OUT)/baseline$(if $(SEED),-s$(SEED),)

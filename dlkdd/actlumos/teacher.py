@@ -1,0 +1,159 @@
+"""The ActLumos teacher: dark + Retinex streams, one shared R(2+1)D, fusion, BERT head, SupCon.
+
+Suresh Dass et al., "Seeing in the Dark: A Teacher-Student Framework for Dark Video Action
+Recognition via Knowledge Distillation and Contrastive Learning" (ActLumos). Forward::
+
+    x (B,3,T,H,W) dark, in [0,1]
+      dark stream    : (x - mean) / std                                   (dark statistics)
+      Retinex stream : (MSR(x) - retinex_mean) / retinex_std               (frozen, no gradient)
+    one weight-shared R(2+1)D trunk on both -> 2 maps (B,512,T',H',W')
+    fusion (dynamic | static, :mod:`dlkdd.actlumos.fusion`) -> (B,512,T',H',W'), weights (B,T',2)
+    temporal head (BERT | avg) -> logits (B,C), clip embedding (B,512)
+    projection MLP 512 -> 512 -> proj_dim on the clip embedding -> z (B,proj_dim)
+
+``forward(x, return_features=False)`` returns logits, or ``(logits, z)`` with
+``return_features=True``: ``z`` is what :class:`dlkdd.train.objectives.SupConObjective`
+normalises for the supervised contrastive term (Khosla et al. 2020 put the loss on a projection
+of the representation, not on the representation itself). The cache stores this ``z`` under
+``cache.features`` (its ``feature_dim`` is ``proj_dim``, not 512).
+
+Design choices (documented, not from the paper):
+
+- Both streams go through the trunk as one batch of 2B clips (same weights, one pass), so
+  BatchNorm sees both streams' statistics together.
+- Per-stream input normalisation: MSR output is far brighter than the dark clip (ARID: dark
+  mean ~0.07, Retinex ~0.53), so each stream has its own mean/std buffers. The Retinex ones
+  default to :data:`RETINEX_MEAN` / :data:`RETINEX_STD`, measured on the arid6 training clips
+  (18 centred 16x56x56 clips, MSR sigmas 2/8/24); they are stored in the checkpoint ``arch``.
+- Multi-scale Retinex = :class:`dlkdd.models.enhancers.MultiScaleRetinex` with
+  ``enhancer.retinex_sigmas``. ``model.pretrained`` (e.g. Kinetics / IG65M R(2+1)D weights)
+  initialises the shared trunk. The paper uses R(2+1)D-34; the mini preset uses R(2+1)D-18.
+
+The checkpoint ``arch`` is :func:`actlumos_arch`: the classifier arch of
+:func:`dlkdd.models.classifier.arch_dict` plus ``family: "actlumos"``, the Retinex sigmas and
+statistics, the fusion kind and ``proj_dim``; :func:`actlumos_from_arch` rebuilds the model.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from dlkdd.actlumos.fusion import build_fusion
+from dlkdd.models.bert_head import AvgHead, BertHead
+from dlkdd.models.classifier import arch_dict
+from dlkdd.models.enhancers import MultiScaleRetinex
+from dlkdd.models.r2plus1d import build_r2plus1d, load_pretrained
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RETINEX_MEAN", "RETINEX_STD", "ActLumosTeacher", "actlumos_arch", "build_actlumos_teacher",
+           "actlumos_from_arch"]
+
+# per-channel (RGB) statistics of MultiScaleRetinex((2, 8, 24)) on arid6 training clips
+RETINEX_MEAN = (0.535, 0.531, 0.544)
+RETINEX_STD = (0.227, 0.231, 0.206)
+
+
+def _stat(v: Sequence[float]) -> torch.Tensor:
+    return torch.tensor([float(a) for a in v], dtype=torch.float32).view(1, 3, 1, 1, 1)
+
+
+class ActLumosTeacher(nn.Module):
+    """Dual-stream teacher (see the module docstring). State dict: ``mean``, ``std``,
+    ``retinex_mean``, ``retinex_std``, ``backbone.*`` (torchvision names, ``fc`` Identity),
+    ``fusion.*`` (dynamic only), ``head.*``, ``proj.*``."""
+
+    def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+                 retinex_mean: Sequence[float] = RETINEX_MEAN, retinex_std: Sequence[float] = RETINEX_STD,
+                 retinex_sigmas: Sequence[float] = (2.0, 8.0, 24.0), fusion: str = "dynamic", proj_dim: int = 128,
+                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8):
+        super().__init__()
+        if head not in ("bert", "avg"):
+            raise ValueError(f"unknown head {head!r}; choose bert or avg")
+        self.num_classes = int(num_classes)
+        self.fusion_kind = fusion
+        self.register_buffer("mean", _stat(mean))
+        self.register_buffer("std", _stat(std))
+        self.register_buffer("retinex_mean", _stat(retinex_mean))
+        self.register_buffer("retinex_std", _stat(retinex_std))
+        self.enhancer = MultiScaleRetinex(retinex_sigmas).eval()  # no parameters, no buffers
+        self.backbone = build_r2plus1d(backbone_name, num_classes)
+        self.backbone.fc = nn.Identity()
+        dim = self.backbone.feature_dim
+        self.fusion = build_fusion(fusion, dim, streams=2)
+        if head == "bert":
+            self.head: nn.Module = BertHead(dim, num_classes, dropout=bert_dropout, head_dropout=head_dropout,
+                                            token_keep=token_keep)
+        else:
+            self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, int(proj_dim)))
+
+    def train(self, mode: bool = True) -> "ActLumosTeacher":
+        super().train(mode)
+        self.enhancer.eval()
+        return self
+
+    def enhance(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,T,H,W) in [0,1] -> the Retinex-enhanced clip in [0,1], no gradient."""
+        with torch.no_grad():
+            return self.enhancer(x.float()).to(x.dtype)
+
+    def stream_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B,3,T,H,W) in [0,1] -> (dark map, Retinex map), each (B,512,T',H',W')."""
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"ActLumosTeacher expects clips (B,3,T,H,W), got {tuple(x.shape)}")
+        dark = (x - self.mean) / self.std
+        bright = (self.enhance(x) - self.retinex_mean) / self.retinex_std
+        feats = self.backbone.features(torch.cat([dark, bright], dim=0))
+        b = x.shape[0]
+        return feats[:b], feats[b:]
+
+    def fuse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (fused map (B,512,T',H',W'), fusion weights (B,T',2): [:, :, 0] dark, [:, :, 1] Retinex)."""
+        return self.fusion(self.stream_maps(x))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x (B,3,T,H,W) in [0,1] -> logits (B,C), or (logits, projection z (B,proj_dim))."""
+        fused, _ = self.fuse(x)
+        if not return_features:
+            return self.head(fused)
+        logits, emb = self.head(fused, return_features=True)
+        return logits, self.proj(emb)
+
+
+def actlumos_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """``arch`` of the ActLumos teacher of ``cfg`` (a :class:`dlkdd.config.Config`)."""
+    return dict(arch_dict(cfg.model, num_classes), family="actlumos", enhancer=None,
+                retinex_sigmas=[float(s) for s in cfg.enhancer.retinex_sigmas],
+                retinex_mean=[float(v) for v in RETINEX_MEAN], retinex_std=[float(v) for v in RETINEX_STD],
+                fusion=cfg.actlumos.fusion, proj_dim=int(cfg.actlumos.proj_dim),
+                actlumos={"fusion": cfg.actlumos.fusion, "proj_dim": int(cfg.actlumos.proj_dim),
+                          "supcon_weight": float(cfg.actlumos.supcon_weight),
+                          "supcon_temperature": float(cfg.actlumos.supcon_temperature)})
+
+
+def actlumos_from_arch(arch: Mapping[str, Any]) -> ActLumosTeacher:
+    """An untrained :class:`ActLumosTeacher` of ``arch`` (the caller loads the state dict)."""
+    drops = arch.get("dropouts", {}) or {}
+    return ActLumosTeacher(
+        backbone_name=arch["backbone"], num_classes=int(arch["num_classes"]), head=arch.get("head", "bert"),
+        mean=arch["mean"], std=arch["std"], retinex_mean=arch.get("retinex_mean", RETINEX_MEAN),
+        retinex_std=arch.get("retinex_std", RETINEX_STD), retinex_sigmas=arch.get("retinex_sigmas", (2.0, 8.0, 24.0)),
+        fusion=arch.get("fusion", "dynamic"), proj_dim=int(arch.get("proj_dim", 128)),
+        head_dropout=float(drops.get("head", 0.8)), bert_dropout=float(drops.get("bert", 0.1)),
+        token_keep=float(arch.get("token_keep", 0.8)),
+    )
+
+
+def build_actlumos_teacher(cfg: Any, num_classes: int) -> ActLumosTeacher:
+    """The ActLumos teacher of ``cfg``; ``model.pretrained`` initialises the shared trunk."""
+    model = actlumos_from_arch(actlumos_arch(cfg, num_classes))
+    if cfg.model.pretrained:
+        load_pretrained(model.backbone, cfg.model.pretrained)
+    log.info("ActLumos teacher: %s, %s fusion, Retinex sigmas %s, proj %d", cfg.model.backbone, cfg.actlumos.fusion,
+             tuple(cfg.enhancer.retinex_sigmas), cfg.actlumos.proj_dim)
+    return model

@@ -1,0 +1,32 @@
+"""``dlkdd pretrain``: ActLumos stage 1, self-supervised student pre-training (InfoNCE, two views)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+
+
+@click.command()
+@config_options()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (OUT/pretrain.pt).")
+@click.option("--resume", type=click.Path(), default=None, help="Continue an interrupted run from its directory.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def pretrain(config_path, overrides, out, resume, no_progress):
+    """Pre-train the student trunk without labels on the dark clips (ActLumos stage 1).
+
+    Two random views of each clip (crop, scale, flip, temporal offset), InfoNCE between their
+    projections (pretrain.epochs, pretrain.lr, pretrain.temperature, pretrain.proj_dim).
+    Then: dlkdd student ... --set model.pretrained=OUT/pretrain.pt
+    """
+    from dlkdd.actlumos.pretrain import pretrain_student
+
+    cfg = load_cli_config(config_path, overrides)
+    res = pretrain_student(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
+    tr = res.get("train") or {}
+    ckpt = Path(out) / "pretrain.pt"
+    click.echo(f"pretrain: {ckpt}  InfoNCE loss {tr.get('loss', float('nan')):.4f}  "
+               f"pair acc {tr.get('pair_acc', float('nan')):.1f}%  "
+               f"(next: dlkdd student --config {config_path} --set model.pretrained={ckpt} ...)")
