@@ -189,3 +189,16 @@ def test_hdf5_cache_trains_student(run, tmp_path):
     np.testing.assert_allclose(la, lb, atol=1e-2)
     invoke(["student", "--config", run["cfg"], *run["sets"], "--set", "train.epochs=1", "--cache", str(h5),
             "--out", str(tmp_path / "s"), "--no-progress"])
+
+
+def test_cache_features_option(run, tmp_path):
+    out = tmp_path / "f.zarr"
+    invoke(["cache-logits", "--config", run["cfg"], *run["sets"], "--teacher",
+            str(run["dir"] / "teacher" / "teacher.pt"), "--features", "--views", "2", "--out", str(out),
+            "--no-progress"])
+    from dlkdd.cache.store import LogitStore
+
+    with LogitStore.open(out) as s:
+        assert s.views_per_clip == 2 and s.feature_dim == 512
+        f = s.read_features(0)
+        assert f.shape == (2, 512) and np.isfinite(f).all() and np.abs(f).sum() > 0
