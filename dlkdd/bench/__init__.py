@@ -41,8 +41,12 @@ def resolve_parts(parts: str | Sequence[str] | None, preset: Any, cuda: bool) ->
 
 def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, device: str = "auto",
               steps: int | None = None, overrides: Sequence[str] = (), work_dir: str | Path | None = None,
-              seed: int | None = None) -> dict[str, Any]:
-    """Run the benchmark; see the module doc. ``steps`` overrides the preset's timed KD steps."""
+              seed: int | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run the benchmark; see the module doc. ``steps`` overrides the preset's timed KD steps;
+    ``threads``: torch intra-op threads (default: torch's; on a CPU shared with other jobs, 1 is
+    faster and steadier than oversubscribed OpenMP threads)."""
+    import torch
+
     from dlkdd.bench.machine import machine_info
     from dlkdd.bench.presets import PRESETS, bench_config
     from dlkdd.data.manifest import manifest_from_config
@@ -52,6 +56,9 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[preset]
     dev = resolve_device(device)
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
     todo = resolve_parts(parts, p, dev.type == "cuda")
     t_start = time.perf_counter()
     tmp = None
@@ -73,16 +80,28 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
                          "kd_steps": kd_steps, "kd_warmup": p.kd_warmup, "classes": n, "train_clips": len(manifest)},
         }
         log.info("dlkdd bench --preset %s on %s: %s", preset, dev, ", ".join(todo))
+        part_s: dict[str, float] = {}
+        result["part_seconds"] = part_s
+        t_part = time.perf_counter()
+
+        def done(part: str) -> None:
+            nonlocal t_part
+            part_s[part] = time.perf_counter() - t_part
+            t_part = time.perf_counter()
+            log.info("bench part %s: %.1f s", part, part_s[part])
+
         if "kd" in todo:
             from dlkdd.bench.kd_step import bench_kd_step
 
             result["kd_step"] = bench_kd_step(cfg, manifest, work, dev, p.kd_warmup, kd_steps, p.e2e_steps,
                                               p.mem_steps)
+            done("kd")
         if "inference" in todo:
             from dlkdd.bench.inference import bench_inference
 
             result["inference"] = bench_inference(cfg, n, p.inference, dev, p.inference_repeats)
             result["inference"]["device"] = str(dev)
+            done("inference")
         if "data" in todo:
             from dlkdd.bench.data_path import bench_data
 
@@ -91,13 +110,16 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
                                         p.loader_clips,
                                         step_clips_per_s=(kd["batch"] / kd["student_s_per_step"]) if kd else None,
                                         e2e=kd.get("e2e") if kd else None)
+            done("data")
         if "precompute" in todo:
             from dlkdd.bench.precompute import bench_precompute
 
             result["precompute"] = bench_precompute(cfg, list(manifest.classes), work, dev, p.precompute_clips,
                                                     p.precompute_views)
+            done("precompute")
         result["seconds"] = time.perf_counter() - t_start
         return result
     finally:
+        torch.set_num_threads(threads_before)
         if tmp is not None:
             tmp.cleanup()

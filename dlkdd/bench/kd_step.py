@@ -244,7 +244,7 @@ def bench_kd_step(cfg: Any, manifest: Any, work_dir: Path, device: torch.device,
 
     # ---- peak memory: a fresh process per variant
     spec = {"config": cfg.to_dict(), "num_classes": n, "batch": B, "steps": mem_steps, "store": str(store_path),
-            "device": str(device)}
+            "device": str(device), "threads": torch.get_num_threads()}
     mem = {v: run_probe(dict(spec, variant=v)) for v in ("cached", "online")}
     key = "gpu_peak_mb" if device.type == "cuda" else "peak_rss_mb"
     out.update({

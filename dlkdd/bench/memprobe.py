@@ -1,7 +1,7 @@
 """Peak memory of one KD-step variant, measured in this fresh process (see dlkdd.bench.memory).
 
 ``python -m dlkdd.bench.memprobe '<json spec>'`` with ``variant`` (cached | online), ``config``
-(a Config dict), ``num_classes``, ``batch``, ``steps``, ``store``, ``device``; prints one JSON
+(a Config dict), ``num_classes``, ``batch``, ``steps``, ``store``, ``device``, ``threads``; prints one JSON
 line ``{"variant", "base_rss_mb", "peak_rss_mb", "gpu_peak_mb"}``. The cached variant never
 builds the teacher (that is the point of the cache); the input is random (same shape as the
 real clips: memory does not depend on pixel values).
@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
     from dlkdd.train.engine import prepare_model
 
     spec = json.loads(argv[0])
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     cfg = config_from_dict(spec["config"])
     device = torch.device(spec["device"])
     B, n, steps = int(spec["batch"]), int(spec["num_classes"]), int(spec["steps"])

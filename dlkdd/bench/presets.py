@@ -67,7 +67,7 @@ PRESETS: dict[str, BenchPreset] = {
         synth={"classes": 3, "clips_per_class": 3, "frames": 20, "size": (48, 64)}, use_arid6=False),
     "mini": BenchPreset(
         name="mini", backbone="r2plus1d_18", frames=16, size=56, resize=64, stride=2, batch=8,
-        kd_warmup=1, kd_steps=5, e2e_steps=4, mem_steps=2,
+        kd_warmup=1, kd_steps=3, e2e_steps=3, mem_steps=1,
         inference=(("mini: R(2+1)D-18+BERT", "r2plus1d_18", 16, 56),
                    ("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112)),
         inference_repeats=2, decode_clips=24, loader_clips=32, precompute_clips=12),

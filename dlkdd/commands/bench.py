@@ -22,9 +22,11 @@ from dlkdd.commands.common import friendly_errors, get_device
               help="Override a setting of the preset's config, e.g. --set train.workers=0 (repeatable).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the benchmark's temporary stores / checkpoints here (default: a temp dir, removed).")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="torch intra-op threads (0: torch's default). On a CPU shared with other jobs, 1 is steadier.")
 @friendly_errors
 def bench(preset: str, json_out: str, parts: str, steps: int | None, overrides: tuple[str, ...],
-          work_dir: str | None) -> None:
+          work_dir: str | None, threads: int) -> None:
     """Benchmark cached vs online KD, inference cost, the data path and teacher precompute."""
     from pathlib import Path
 
@@ -35,10 +37,12 @@ def bench(preset: str, json_out: str, parts: str, steps: int | None, overrides: 
 
     ctx = click.get_current_context()
     seed = getattr(ctx.obj, "seed", None)
+    if threads < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--threads")
     if steps is not None and steps < 1:
         raise click.BadParameter("must be >= 1", param_hint="--steps")
     try:
-        result = run_bench(preset, parts or None, get_device(ctx), steps, overrides, work_dir, seed)
+        result = run_bench(preset, parts or None, get_device(ctx), steps, overrides, work_dir, seed, threads or None)
     except (ValueError, ConfigError) as e:
         if isinstance(e, ConfigError):
             raise click.BadParameter(str(e), param_hint="--set") from None
