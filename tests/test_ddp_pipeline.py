@@ -46,14 +46,28 @@ def _cfg(run, extra=()):
     return load_config(run["cfg"], [s for s in _sets(run["dir"], extra) if s != "--set"])
 
 
-def torchrun(args, nproc=2):
+def torchrun_start(args, nproc=2):
+    """Start ``torchrun --standalone --nproc_per_node=N -m dlkdd --device cpu ARGS`` (returns the Popen)."""
     if not TORCHRUN.exists():
         pytest.skip(f"torchrun not found beside {sys.executable}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    r = subprocess.run([str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "dlkdd", "--device", "cpu",
-                        *map(str, args)], capture_output=True, text=True, env=env, timeout=240)
-    assert r.returncode == 0, f"torchrun {' '.join(map(str, args))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    return r
+    cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "dlkdd", "--device", "cpu",
+           *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def torchrun_wait(proc, timeout=240):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{out[-3000:]}\n{err[-6000:]}"
+    return out
+
+
+def torchrun(args, nproc=2):
+    return torchrun_wait(torchrun_start(args, nproc))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +94,24 @@ def run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def launched(run):
+    """The independent 2-process runs, started together (they mostly wait on start-up and disk):
+    the sharded Zarr and HDF5 precomputes and one DDP student epoch (KD from the reference store)."""
+    d = run["dir"]
+    jobs = {fmt: torchrun_start(["cache-logits", "--config", run["cfg"], *_sets(d), "--teacher", run["teacher"],
+                                 "--out", d / f"two.{fmt}", "--no-progress"]) for fmt in ("zarr", "h5")}
+    jobs["student"] = torchrun_start(["student", "--config", run["cfg"], *_sets(d), "--cache", run["one.zarr"],
+                                      "--out", d / "student-ddp", "--no-progress"])
+    failures = {}
+    for name, proc in jobs.items():
+        try:
+            torchrun_wait(proc)
+        except AssertionError as e:
+            failures[name] = str(e)
+    return failures
+
+
 def _assert_same_store(a, b):
     from dlkdd.cache.store import LogitStore
 
@@ -95,13 +127,12 @@ def _assert_same_store(a, b):
         assert {k: x.meta.get(k) for k in same} == {k: y.meta.get(k) for k in same}
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("fmt", ["zarr", "h5"])
-def test_sharded_precompute_equals_single_process(run, fmt):
+def test_sharded_precompute_equals_single_process(run, launched, fmt):
+    assert fmt not in launched, launched.get(fmt)
     d = run["dir"]
     out = d / f"two.{fmt}"
-    torchrun(["cache-logits", "--config", run["cfg"], *_sets(d), "--teacher", run["teacher"], "--out", out,
-              "--no-progress"])
     _assert_same_store(run["one.zarr"], out)
     assert not (d / f"two.{fmt}.parts").exists()  # rank 0 merged and removed the HDF5 parts
 
@@ -169,7 +200,8 @@ def _reference_training(run, cfg, epochs):
                 shares.append(list(s))
             ds.set_epoch(epoch)
             bs = tc.batch_size
-            batches = [collate([ds[i] for i in shares[r][b * bs:(b + 1) * bs]]) for b in range(per_rank) for r in range(2)]
+            batches = [collate([ds[i] for i in shares[r][b * bs:(b + 1) * bs]])
+                       for b in range(per_rank) for r in range(2)]
             metrics.append(train_one_epoch(model, batches, opt, sched, obj, "cpu", epoch, accum_steps=2, amp="fp32",
                                            progress=False))
             snaps.append({k: v.detach().clone() for k, v in model.named_parameters()})
@@ -179,13 +211,13 @@ def _reference_training(run, cfg, epochs):
 
 
 @pytest.mark.timeout(240)
-def test_ddp_student_matches_single_process_and_resumes(run):
+def test_ddp_student_matches_single_process_and_resumes(run, launched):
     from dlkdd.train.checkpoint import load_checkpoint
 
+    assert "student" not in launched, launched.get("student")
     d = run["dir"]
     out = d / "student-ddp"
     args = ["student", "--config", run["cfg"], "--cache", run["one.zarr"], "--out", out, "--no-progress"]
-    torchrun([*args[:3], *_sets(d), *args[3:]])
     m = json.loads((out / "metrics.json").read_text())
     snaps, init, ref_m = _reference_training(run, _cfg(run, {"train.epochs": 2}), epochs=2)
     # reduced metrics: 9 training clips -> each rank 5 (DistributedSampler pads 1), 2 batches of 2 kept
