@@ -5,7 +5,7 @@ For each seed: teacher (ZeroDCE + R(2+1)D-BERT) -> cache-logits -> student (KD) 
 Resumable: a run whose ``eval.json`` exists is skipped. Results: ``OUT/results.json`` and
 ``OUT/results.md`` (mean +- std over seeds, training time).
 
-    python scripts/accuracy.py --out runs/accuracy --seeds 0 1 2 [--kinetics] [--set k=v ...]
+    python scripts/accuracy.py --out runs/accuracy --seeds 0 1 2 [--kinetics-seeds 0] [--set k=v ...]
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def main() -> None:
     ap.add_argument("--config", default="configs/arid6-mini.yaml")
     ap.add_argument("--out", default="runs/accuracy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--kinetics", action="store_true", help="also the dark-input models with Kinetics statistics")
+    ap.add_argument("--kinetics-seeds", type=int, nargs="*", default=[],
+                    help="seeds for which the dark-input models also train with Kinetics statistics")
     ap.add_argument("--only", nargs="*", default=None, help="subset of runs: teacher student baseline ...")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     a = ap.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
         t0 = time.perf_counter()
         store["path"] = precompute_logits(cfg, tdir / "teacher.pt", device="cpu", progress=False)
         results.setdefault(f"cache/{seed}", {"seconds": time.perf_counter() - t0, "path": str(store["path"])})
-        norms = ["dataset", "kinetics"] if a.kinetics else ["dataset"]
+        norms = ["dataset", "kinetics"] if seed in a.kinetics_seeds else ["dataset"]
         for norm in norms:
             ncfg = load_config(a.config, [*base, f"model.normalize={norm}"])
             for kind in ("student", "baseline"):
