@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from dlkdd.errors import DlkddError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -38,8 +40,11 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range."""
+class ConfigError(ValueError, DlkddError):
+    """A configuration value is unknown, of the wrong type or out of range.
+
+    Also a :class:`~dlkdd.errors.DlkddError`, so a bad config met anywhere (e.g. the config
+    stored in a checkpoint) is a one-line CLI error, never a traceback."""
 
 
 # Mean and std (RGB, on [0,1] inputs) of the normalisations a classifier can use.
@@ -176,6 +181,8 @@ class EnhancerConfig:
                "enhancer.retinex_sigmas", "needs one or more positive scales")
         _check(self.epochs >= 1, "enhancer.epochs", "must be >= 1")
         _check(self.lr > 0, "enhancer.lr", "must be > 0")
+        _check(self.frames_per_clip >= 1, "enhancer.frames_per_clip", f"must be >= 1, got {self.frames_per_clip}")
+        _check(self.crop >= 8, "enhancer.crop", f"must be >= 8, got {self.crop}")
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,8 @@ class TrainConfig:
         _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")
         _choice(self.schedule, "train.schedule", ("cosine", "constant", "step"))
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
+        _check(self.step_size >= 1, "train.step_size", f"must be >= 1, got {self.step_size}")
+        _check(self.step_gamma > 0, "train.step_gamma", f"must be > 0, got {self.step_gamma}")
         _check(self.accum_steps >= 1, "train.accum_steps", "must be >= 1")
         _choice(self.amp, "train.amp", ("auto", "bf16", "fp32"))
         _check(self.eval_every >= 1, "train.eval_every", "must be >= 1")
@@ -447,12 +456,19 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | list[str
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        try:
+            is_file = p.is_file()
+        except PermissionError:
+            raise ConfigError(f"config file {p} cannot be read: permission denied on a directory above it") from None
+        if not is_file:
+            raise ConfigError(f"config file not found: {p}" if not p.is_dir() else f"config {p} is a directory, "
+                              "expected a YAML file")
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(e).split())}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read: {getattr(e, 'strerror', None) or e}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: top level must be a mapping of sections")
         tree = loaded or {}

@@ -1,8 +1,10 @@
 """What the training commands share: data with the bad-clip policy, loaders, one training run.
 
-``prepare_data(cfg)`` reads the train/test manifests, scans the training clips and applies
-``data.on_bad_clip`` (``error``: stop before the first step listing every bad clip; ``skip``:
-drop them, warn, and report the skipped keys). ``run_training`` builds loaders, AdamW and the
+``prepare_data(cfg)`` reads the train/test manifests, scans every clip of both splits (missing,
+unreadable, empty, non-video, audio-only, truncated and corrupt files) and applies
+``data.on_bad_clip`` (``error``: stop before the first step listing every bad clip of both
+splits; ``skip``: drop them, warn, and report the skipped keys - recorded in the run's
+``metrics.json`` and checkpoints). A bad test clip is caught here too, not after an epoch. ``run_training`` builds loaders, AdamW and the
 schedule, runs :func:`dlkdd.train.engine.fit` (resumable) and writes the self-contained final
 checkpoint ``OUT/<kind>.pt`` plus ``OUT/metrics.json``.
 """
@@ -24,7 +26,8 @@ __all__ = ["PreparedData", "find_bad_clips", "prepare_data", "run_training"]
 class PreparedData:
     train: Any  # Manifest (bad clips removed under on_bad_clip=skip)
     test: Any | None
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # training keys dropped (on_bad_clip=skip)
+    skipped_test: list[str] = field(default_factory=list)  # test keys dropped (on_bad_clip=skip)
 
     @property
     def classes(self) -> list[str]:
@@ -39,25 +42,47 @@ def find_bad_clips(manifest: Any, progress: bool = True) -> list[tuple[str, str,
 
 
 def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: bool = True) -> PreparedData:
-    """Manifests of ``cfg.data`` with the bad-clip policy applied to the training split."""
+    """Manifests of ``cfg.data`` with the bad-clip policy applied to both splits.
+
+    A missing video is a bad clip like an undecodable one (listed with its list line), so one
+    error lists every problem, and ``skip`` can drop it. ``scan=False`` leaves the training split
+    as listed (the caller drops what it knows to be bad, e.g. a logit store's ``skipped_keys``);
+    the test split is always scanned, so a bad test clip never stops training after an epoch.
+    """
     from dlkdd.data.manifest import manifest_from_config
 
-    train = manifest_from_config(cfg.data, "train")
-    test = manifest_from_config(cfg.data, "test") if need_test and cfg.data.test_list else None
+    train = manifest_from_config(cfg.data, "train", check_files=False)
+    test = manifest_from_config(cfg.data, "test", check_files=False) if need_test and cfg.data.test_list else None
     skipped: list[str] = []
-    if scan:
-        bad = find_bad_clips(train, progress=progress)
-        if bad:
-            listing = "\n".join(f"  {path}: {reason}" for _, path, reason in bad)
-            if cfg.data.on_bad_clip == "error":
-                raise DataError(f"{len(bad)} bad training clip(s) in {cfg.data.train_list}:\n{listing}\n"
-                                "Fix or remove them, or train without them with --set data.on_bad_clip=skip")
-            skipped = [k for k, _, _ in bad]
-            log.warning("skipping %d bad training clip(s) (data.on_bad_clip=skip):\n%s", len(bad), listing)
-            train = train.without(skipped)
+    skipped_test: list[str] = []
+    bad = find_bad_clips(train, progress=progress) if scan else []
+    bad_test = find_bad_clips(test, progress=progress) if test is not None else []
+    if bad or bad_test:
+        src = {e.key: e.source for m in (train, test) if m is not None for e in m.entries}
+
+        def at(key: str) -> str:
+            return f" (listed at {src[key]})" if src.get(key) else ""
+
+        listing = "\n".join([f"  {path}: {reason}{at(k)}" for k, path, reason in bad]
+                            + [f"  [test] {path}: {reason}{at(k)}" for k, path, reason in bad_test])
+        if cfg.data.on_bad_clip == "error":
+            where = cfg.data.train_list + (f" and {cfg.data.test_list}" if bad_test else "")
+            raise DataError(f"{len(bad)} bad training clip(s)"
+                            + (f" and {len(bad_test)} bad test clip(s)" if bad_test else "")
+                            + f" in {where}:\n{listing}\n"
+                            "Fix or remove them, or train without them with --set data.on_bad_clip=skip")
+        skipped = [k for k, _, _ in bad]
+        skipped_test = [k for k, _, _ in bad_test]
+        log.warning("skipping %d bad training and %d bad test clip(s) (data.on_bad_clip=skip):\n%s",
+                    len(skipped), len(skipped_test), listing)
+        train = train.without(skipped)
+        if test is not None:
+            test = test.without(skipped_test)
+        if len(train) == 0:
+            raise DataError(f"no training clip of {cfg.data.train_list} decodes; nothing to train on")
     if test is not None and list(test.classes) != list(train.classes):
         raise DataError(f"the test list {cfg.data.test_list} has other classes than the training list")
-    return PreparedData(train, test, skipped)
+    return PreparedData(train, test, skipped, skipped_test)
 
 
 def run_training(cfg: Any, model: Any, train_ds: Any, val_ds: Any | None, objective: Callable, *, kind: str,
@@ -112,6 +137,14 @@ def run_training(cfg: Any, model: Any, train_ds: Any, val_ds: Any | None, object
         final_path = out_dir / (filename or f"{kind}.pt")
         save_checkpoint(final_path, **last)
         log.info("%s checkpoint: %s (val top1 %s)", kind, final_path, final.get("top1"))
+        # bad clips skipped under data.on_bad_clip=skip are part of the run's record
+        skipped_info = {k: v for k, v in dict(extra or {}).items()
+                        if k in ("skipped_keys", "num_skipped")}
+        if skipped_info:
+            from dlkdd.utils import atomic_write_json
+
+            final.update(skipped_info)
+            atomic_write_json(out_dir / "metrics.json", final)
     ddp.barrier()
     return final
 

@@ -126,7 +126,10 @@ class _ZarrBackend:
         g.create_array("done", shape=(N,), dtype="bool", chunks=(1,), fill_value=False, compressors=None)
         if D > 0:
             g.create_array("features", shape=(N, V, D), dtype=dtype, chunks=(1, V, D), fill_value=np.nan)
-        g.attrs.update(meta)  # metadata last: a store without schema_version is not a store
+        # metadata last (a store without schema_version is not a store), in ONE write of zarr.json:
+        # ``g.attrs.update`` is MutableMapping.update, one whole-file write per key, so a kill
+        # between keys would leave half-updated metadata
+        g.update_attributes(meta)
         return cls(g)
 
     @classmethod
@@ -143,7 +146,7 @@ class _ZarrBackend:
         return dict(self.g.attrs.asdict())
 
     def set_meta(self, kv: dict[str, Any]) -> None:
-        self.g.attrs.update(kv)
+        self.g.update_attributes(kv)  # one atomic write (temporary file + rename) for all keys
 
     def keys(self) -> list[str]:
         return [str(k) for k in self.arrays["keys"][:].tolist()]

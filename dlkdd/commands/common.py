@@ -70,6 +70,27 @@ def friendly_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except DlkddError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_worker_message(str(e)) or str(e)) from None
+        except RuntimeError as e:
+            msg = _worker_message(str(e))
+            if msg is None:
+                raise
+            raise click.ClickException(msg) from None
 
     return wrapper
+
+
+def _worker_message(text: str) -> str | None:
+    """The dlkdd error inside a DataLoader worker's re-raised exception, or None.
+
+    A worker's exception reaches the main process as ``Caught VideoError in DataLoader worker
+    process 0. Original Traceback (...)`` (a RuntimeError when the class cannot be rebuilt from one
+    string): the user needs only its last line, ``dlkdd.errors.VideoError: <file>: <reason>``.
+    """
+    if "in DataLoader worker process" not in text:
+        return None
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("dlkdd.errors.") and ": " in line:
+            return line.split(": ", 1)[1]
+    return None

@@ -44,7 +44,12 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         data_cfg = DataConfig(format=fmt, root=root or "", test_list=list_path, mapping=mapping)
     else:
         raise click.UsageError("give --config C, or --root R --list L --mapping M")
-    manifest = manifest_from_config(data_cfg, "test")
+    # every clip is checked first (a corrupt clip may decode far enough to be scored silently):
+    # data.on_bad_clip=error (default) lists the bad ones and stops, skip evaluates without them
+    from dlkdd.data.check import apply_bad_clip_policy
+
+    manifest = manifest_from_config(data_cfg, "test", check_files=False)
+    manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
     m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
                             progress=not no_progress)
     click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "

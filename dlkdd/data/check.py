@@ -191,7 +191,8 @@ def apply_bad_clip_policy(manifest: Manifest, on_bad_clip: str, progress: bool =
     bad = scan_clips(manifest, progress=progress, decode=decode)
     if not bad:
         return manifest
-    lines = [f"{manifest[i].path}: {reason}" for i, reason in bad]
+    lines = [f"{manifest[i].path}: {reason}" + (f" (listed at {manifest[i].source})" if manifest[i].source else "")
+             for i, reason in bad]
     if on_bad_clip == "skip":
         for ln in lines:
             log.warning("skipping bad clip %s", ln)

@@ -136,12 +136,25 @@ def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
     p = Path(path)
     if not str(path):
         raise DataError(f"no {what} given (set it in the config's data section)")
-    if not p.is_file():
+    try:
+        is_file = p.is_file()
+    except PermissionError:  # a directory above it may not be entered
+        is_file = False
+    if not is_file:
+        from dlkdd.data.video import unreadable_parent
+
+        d = unreadable_parent(p)
+        if d is not None:
+            raise DataError(f"{what} {p}: permission denied: cannot enter directory {d} (fix its permissions)")
+        if p.is_dir():
+            raise DataError(f"{what} {p} is a directory, expected a text file")
         raise DataError(f"{what} not found: {p}")
     try:
         return p.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not a text file ({e})") from None
+    except OSError as e:
+        raise DataError(f"{what} {p}: cannot be read ({e.strerror or e})") from None
 
 
 def _key_of(listed: str) -> str:
@@ -162,6 +175,11 @@ def _resolve(root: str, listed: str, source: str, check_files: bool) -> str:
         if os.path.isfile(cand):
             return cand
     if check_files:
+        from dlkdd.data.video import unreadable_parent
+
+        d = unreadable_parent(base)
+        if d is not None:
+            raise DataError(f"{source}: cannot read {base}: permission denied on directory {d} (fix its permissions)")
         raise DataError(
             f"{source}: video not found; tried {', '.join(tried)} "
             f"(check data.root, or drop the clip from the list)"

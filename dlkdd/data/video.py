@@ -61,9 +61,39 @@ def _av():
     return av
 
 
+def unreadable_parent(path: str | os.PathLike) -> str | None:
+    """The first directory above ``path`` that this process may not enter (permissions), or None."""
+    p = os.path.abspath(os.fspath(path))
+    parents = []
+    while True:
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        parents.append(parent)
+        p = parent
+    for d in reversed(parents):  # from the root down
+        if os.path.isdir(d) and not os.access(d, os.X_OK):
+            return d
+    return None
+
+
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise VideoError(path, "file not found (check data.root and the list)")
+    try:
+        os.stat(path)
+    except PermissionError:
+        d = unreadable_parent(path)
+        raise VideoError(path, f"permission denied: cannot enter directory {d or os.path.dirname(path)} "
+                               "(fix its permissions, e.g. chmod a+rx)") from None
+    except FileNotFoundError:
+        d = unreadable_parent(path)
+        if d is not None:
+            raise VideoError(path, f"permission denied: cannot enter directory {d} "
+                                   "(fix its permissions, e.g. chmod a+rx)") from None
+        raise VideoError(path, "file not found (check data.root and the list)") from None
+    except OSError as e:
+        raise VideoError(path, f"cannot access ({_short(e)})") from None
+    if not os.access(path, os.R_OK):
+        raise VideoError(path, "permission denied: the file is not readable (fix its permissions)")
     if os.path.isdir(path):
         raise VideoError(path, "is a directory, not a video file")
     if os.path.getsize(path) == 0:

@@ -118,6 +118,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     is not a dlkdd checkpoint, or a newer schema than this dlkdd supports.
     """
     path = Path(path)
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied (a directory above it may not be entered)") from None
+    except OSError:
+        pass
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (e.g. {path / 'last.pt'})")
     if not path.is_file():
@@ -129,10 +135,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             raise CheckpointError(
                 f"{path}: truncated or corrupt checkpoint (not a torch zip archive, {path.stat().st_size} bytes); "
                 f"re-run the step that wrote it, or use the other of last.pt/best.pt") from None
-        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln] or [str(e).splitlines()[0]]
+        lines = [ln.strip() for ln in str(e).splitlines() if "nsupported global" in ln.lower()
+                 or "GLOBAL" in ln] or ["it references code, not only tensors"]
         raise CheckpointError(
-            f"{path}: holds objects that cannot be loaded safely (weights_only): not a dlkdd checkpoint "
-            f"or a tampered one ({lines[0][:200]})") from None
+            f"{path}: holds objects that cannot be loaded safely (weights_only=True refused it): not a dlkdd "
+            f"checkpoint, or a tampered one; it was not loaded ({lines[0][:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         size = path.stat().st_size
         raise CheckpointError(

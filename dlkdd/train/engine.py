@@ -336,6 +336,40 @@ def _set_epoch(loader: Any, epoch: int, seed: int) -> None:
         gen.manual_seed(ddp.loader_seed(seed, epoch))
 
 
+def _remove_torn_files(out_dir: Path) -> None:
+    """Delete the temporary files (``.last.pt.*.tmp`` ...) a killed run left in ``out_dir``.
+
+    :func:`dlkdd.utils.atomic_path` writes beside the target and renames; a kill mid-write leaves
+    the previous good file plus a torn temporary one, which is garbage (often hundreds of MB).
+    """
+    for tmp in out_dir.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            log.info("removed %s, left by an interrupted write", tmp)
+        except OSError:  # pragma: no cover - gone already
+            pass
+
+
+def _state_dict_mismatch(own: Mapping[str, Any], theirs: Any) -> str:
+    """``"2 missing (head.cls, ...); 1 unexpected (...); 1 mis-shaped (...)"`` between two state dicts."""
+    if not isinstance(theirs, Mapping):
+        return ""
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    shaped = [f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(own[k].shape)]
+    parts = [f"{len(v)} {name} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+             for name, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if v]
+    return "; ".join(parts)
+
+
+def _arch_hint(arch: Any) -> str:
+    if not isinstance(arch, Mapping):
+        return ""
+    return (f". The checkpoint is a {arch.get('backbone')} with a {arch.get('head')} head and "
+            f"{arch.get('num_classes')} classes: resume with the model settings it was trained with")
+
+
 def resume_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  scheduler: Any = None, kind: str | None = None, arch: dict | None = None,
                  restore_rng: bool = True) -> dict[str, Any]:
@@ -351,7 +385,9 @@ def resume_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     except RuntimeError as e:
         from dlkdd.errors import CheckpointError
 
-        raise CheckpointError(f"{path}: model weights do not fit this model: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: model weights do not fit this model: "
+                              f"{_state_dict_mismatch(ddp.unwrap(model).state_dict(), ckpt['model']) or str(e).splitlines()[0]}"
+                              f"{_arch_hint(ckpt.get('arch'))}") from None
     if optimizer is not None and ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
@@ -402,6 +438,8 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
     logger = EpochLogger(out_dir, history)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            _remove_torn_files(out_dir)
     last_good: Path | None = (out_dir / "last.pt") if (out_dir / "last.pt").exists() else None
 
     for epoch in range(start_epoch, epochs):
