@@ -109,7 +109,7 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
             result["data"] = bench_data(cfg, manifest, dev, p.decode_frames, p.decode_clips, p.loader_workers,
                                         p.loader_clips,
                                         step_clips_per_s=(kd["batch"] / kd["student_s_per_step"]) if kd else None,
-                                        e2e=kd.get("e2e") if kd else None)
+                                        e2e=kd.get("e2e") if kd else None, inference=result.get("inference"))
             done("data")
         if "precompute" in todo:
             from dlkdd.bench.precompute import bench_precompute

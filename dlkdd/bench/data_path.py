@@ -6,7 +6,9 @@
 - ``loader``: clips/s of a DataLoader over :class:`~dlkdd.data.dataset.VideoDataset` with 0, 1
   and 2 workers (worker start-up included) at the preset's clip shape.
 - ``train_step_clips_per_s``: clips/s of the student step alone (no data loading), from the KD
-  benchmark when it ran, else measured here on random clips.
+  benchmark when it ran; else estimated from the inference profile at the same shape (a training
+  step costs about 3 forwards: forward + backward ~ 2 forwards, Kaplan et al. 2020), or measured
+  here on random clips. ``train_step_source`` says which.
 - ``waits_for_data``: the loader with ``train.workers`` workers delivers fewer clips/s than the
   step consumes. On a machine where loader workers share the cores with the training step, the
   end-to-end measurement of the KD benchmark (``kd_step.e2e.data_wait_fraction``) is the
@@ -49,7 +51,9 @@ def student_step_clips_per_s(cfg: Any, num_classes: int, device: Any, steps: int
 
 
 def bench_data(cfg: Any, manifest: Any, device: Any, decode_frames: Any, decode_clips: int, loader_workers: Any,
-               loader_clips: int, step_clips_per_s: float | None = None, e2e: dict | None = None) -> dict[str, Any]:
+               loader_clips: int, step_clips_per_s: float | None = None, e2e: dict | None = None,
+               step_source: str = "kd_step (student step, soft targets in memory)",
+               inference: dict | None = None) -> dict[str, Any]:
     from dlkdd.data.throughput import decode_throughput
 
     decode = []
@@ -62,13 +66,21 @@ def bench_data(cfg: Any, manifest: Any, device: Any, decode_frames: Any, decode_
         log.info("loader throughput: %d workers, %d clips", w, loader_clips)
         loader.append(decode_throughput(manifest, cfg.clip, frames=cfg.clip.frames, workers=w, n_clips=loader_clips))
     if step_clips_per_s is None:
-        step_clips_per_s = student_step_clips_per_s(cfg, len(manifest.classes), device)
+        same = [r for r in (inference or {}).get("by_shape", [])
+                if r["input_shape"][2:] == [cfg.clip.frames, cfg.clip.size, cfg.clip.size]
+                and r["backbone"] == cfg.model.backbone]
+        if same:
+            step_clips_per_s = 1000.0 / (3.0 * same[0]["student"]["latency_ms"])
+            step_source = "estimated: 3 x the student's batch-1 inference latency"
+        else:
+            step_clips_per_s = student_step_clips_per_s(cfg, len(manifest.classes), device)
+            step_source = "measured here (student step on random clips)"
     tw = int(cfg.train.workers)
     usable = [r for r in loader if r["workers"] <= tw] or loader
     at_tw = max(usable, key=lambda r: r["workers"])
     out = {
         "decode": decode, "loader": loader, "train_workers": tw,
-        "train_step_clips_per_s": step_clips_per_s,
+        "train_step_clips_per_s": step_clips_per_s, "train_step_source": step_source,
         "loader_clips_per_s_at_train_workers": at_tw["clips_per_s"],
         "loader_over_step": at_tw["clips_per_s"] / step_clips_per_s,
         "waits_for_data": bool(at_tw["clips_per_s"] < step_clips_per_s),

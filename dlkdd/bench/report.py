@@ -96,7 +96,8 @@ def _data(d: dict[str, Any]) -> list[str]:
     L += _table(["DataLoader over VideoDataset", "clips/s", "ms / clip"],
                 [[f"{r['workers']} worker(s) ({r['frames']} frames)", r["clips_per_s"], r["ms_per_clip"]]
                  for r in d["loader"]])
-    L += ["", f"Student training step alone: {_f(d['train_step_clips_per_s'])} clips/s. Loader with train.workers="
+    L += ["", f"Student training step alone: {_f(d['train_step_clips_per_s'])} clips/s "
+          f"({d.get('train_step_source', 'measured')}). Loader with train.workers="
           f"{d['train_workers']}: {_f(d['loader_clips_per_s_at_train_workers'])} clips/s "
           f"({_f(d['loader_over_step'])}x the step). Training waits for data: **{_f(d['waits_for_data'])}**"
           + (f"; measured end to end, {_f(100 * d['e2e_data_wait_fraction'], 1)}% of the cached step is data wait."
