@@ -47,8 +47,9 @@ def main() -> None:
         ck = run_dir / ("teacher.pt" if name.startswith("teacher") else "student.pt")
         m = evaluate_checkpoint(ck, test, device="cpu", workers=cfg.train.workers, progress=False)
         atomic_write_json(run_dir / "eval.json", m)
-        if seconds is None:
-            seconds = results.get(f"{name}/{seed}", {}).get("train_s")
+        # training time = sum of the epochs' training seconds (survives --resume; excludes evaluation)
+        hist = json.loads((run_dir / "log.json").read_text())
+        seconds = sum(r.get("train_seconds", 0.0) for r in hist)
         results[f"{name}/{seed}"] = {"name": name, "seed": seed, "top1": m["top1"], "top5": m["top5"], "n": m["n"],
                                      "train_s": seconds}
         atomic_write_json(res_path, results)
@@ -66,7 +67,7 @@ def main() -> None:
         sd = out / f"seed{seed}"
         tdir = sd / "teacher"
         if not (tdir / "eval.json").exists():
-            s = timed(lambda: train_teacher(cfg, tdir, device="cpu", progress=False))
+            s = timed(lambda: train_teacher(cfg, tdir, device="cpu", progress=False, resume=_resume(tdir)))
             record("teacher", seed, tdir, s, cfg)
         store = {}
         t0 = time.perf_counter()
@@ -83,11 +84,17 @@ def main() -> None:
                 if (rd / "eval.json").exists():
                     continue
                 s = timed(lambda: train_student(ncfg, rd, cache=None if kind == "baseline" else store["path"],
-                                                no_kd=kind == "baseline", device="cpu", progress=False))
+                                                no_kd=kind == "baseline", device="cpu", progress=False,
+                                                resume=_resume(rd)))
                 record(name, seed, rd, s, ncfg)
         atomic_write_text(out / "results.md", table(results))
     atomic_write_text(out / "results.md", table(results))
     print(table(results))  # noqa: T201
+
+
+def _resume(run_dir: Path) -> Path | None:
+    """Continue an interrupted run of the study from its last.pt."""
+    return run_dir if (run_dir / "last.pt").exists() else None
 
 
 def table(results: dict) -> str:
