@@ -216,10 +216,16 @@ def report_faults(request):
     before = Counter(FAULTS)
     yield
     tried = FAULTS - before
-    tr = request.config.pluginmanager.getplugin("terminalreporter")
+    pm = request.config.pluginmanager
+    tr, capman = pm.getplugin("terminalreporter"), pm.getplugin("capturemanager")
     if tr is not None and tried:
-        tr.write_line(f"\n[{request.module.__name__}] faults and bad inputs tried: {sum(tried.values())} "
-                      f"({', '.join(f'{k}: {v}' for k, v in sorted(tried.items()))})")
+        line = (f"\n[{request.module.__name__}] faults and bad inputs tried: {sum(tried.values())} "
+                f"({', '.join(f'{k}: {v}' for k, v in sorted(tried.items()))})")
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                tr.write_line(line)
+        else:
+            tr.write_line(line)
 
 
 def make_checkpoint(path: Path, config_yaml: Path, kind: str = "student", extra_sets: Sequence[str] = (),

@@ -224,6 +224,19 @@ def test_second_cache_logits_on_same_store_is_refused(work, many, teacher_ref, m
         np.testing.assert_array_equal(a.read_all()[0], b.read_all()[0])
 
 
+def test_damaged_hdf5_store_names_the_fix(tmp_path):
+    """HDF5 is not crash-safe like Zarr's rename-per-chunk: a store torn by a kill must say so."""
+    from dlkdd.cache.store import LogitStore
+
+    h = tmp_path / "torn.h5"
+    LogitStore.create(h, ["Jump/a", "Walk/b"], 2, 2, {"classes": ["Jump", "Walk"]}).close()
+    data = h.read_bytes()
+    h.write_bytes(data[: len(data) // 3])
+    r = cli(["cache", "info", h])
+    count("torn store")
+    assert_clean_error(r, str(h), "--overwrite")
+
+
 # ------------------------------------------------------------------------------------ atomic writes
 _WRITER = r"""
 import sys, torch

@@ -210,7 +210,9 @@ class _H5Backend:
         try:
             f = h5py.File(str(path), mode)
         except OSError as e:
-            raise CacheError(f"cannot open HDF5 logit store {path}: {e} (another process may be writing it)") from None
+            raise CacheError(f"cannot open HDF5 logit store {path}: {str(e).splitlines()[0] if str(e) else e}. "
+                             "Another process may be writing it; if none is, the file is damaged (e.g. killed "
+                             "mid-write): rebuild it with `dlkdd cache-logits ... --overwrite`") from None
         return cls(f)
 
     def meta(self) -> dict[str, Any]:
