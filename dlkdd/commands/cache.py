@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
 
 
 @click.command("cache-logits")
@@ -34,6 +34,8 @@ def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features
     path = precompute_logits(cfg, teacher_path, out=out, views=views, fmt=fmt, device=get_device(),
                              features=features, progress=not no_progress, config_path=config_path,
                              overwrite=overwrite)
+    if not is_rank0():
+        return
     if path_file:
         atomic_write_text(path_file, f"{path}\n")
     click.echo(str(path))

@@ -94,3 +94,10 @@ def _worker_message(text: str) -> str | None:
         if line.startswith("dlkdd.errors.") and ": " in line:
             return line.split(": ", 1)[1]
     return None
+
+
+def is_rank0() -> bool:
+    """False in the non-zero ranks of a torchrun job (they neither print results nor write files)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

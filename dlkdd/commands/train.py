@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
 
 
 @click.command()
@@ -21,7 +21,8 @@ def teacher(config_path, overrides, out, resume, no_progress):
 
     cfg = load_cli_config(config_path, overrides)
     res = train_teacher(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
-    click.echo(f"teacher: {Path(out) / 'teacher.pt'}  val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
+    if is_rank0():
+        click.echo(f"teacher: {Path(out) / 'teacher.pt'}  val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
 
 
 @click.command()
@@ -58,8 +59,9 @@ def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alp
                           {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
     res = train_student(cfg, out, cache=cache_path, no_kd=no_kd, device=get_device(), resume=resume,
                         progress=not no_progress, config_path=config_path)
-    click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  val top-1 {_fmt(res.get('top1'))}"
-               f"  top-5 {_fmt(res.get('top5'))}")
+    if is_rank0():
+        click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  "
+                   f"val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
 
 
 def _fmt(v) -> str:
