@@ -54,13 +54,12 @@ class _MultiView:
     def __getitem__(self, i: int):
         import torch
 
-        from dlkdd.data.video import probe
-        from dlkdd.data.views import load_clips
+        from dlkdd.data.views import cut_views
 
         e = self.manifest[i]
-        info = probe(e.path)
-        views = test_views(info.num_frames, info.height, info.width, self.clip_cfg, self.clips, self.crops)
-        return torch.stack(load_clips(e.path, views, self.clip_cfg.size)), int(e.label), e.key
+        clips, _ = cut_views(e.path, lambda info: test_views(info.num_frames, info.height, info.width, self.clip_cfg,
+                                                              self.clips, self.crops), self.clip_cfg.size)
+        return torch.stack(clips), int(e.label), e.key
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):

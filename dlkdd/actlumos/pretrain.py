@@ -75,21 +75,14 @@ class TwoViewDataset:
 
     def __getitem__(self, index: int) -> dict:
         from dlkdd.data.dataset import view_rng
-        from dlkdd.data.video import VideoReader
-        from dlkdd.data.views import apply_view, frame_indices
+        from dlkdd.data.views import cut_views
 
         if not 0 <= index < len(self):
             raise IndexError(index)
         e = self.manifest[index]
-        with VideoReader(e.path) as r:
-            info = r.info
-            views = two_views(info.num_frames, self.clip_cfg, view_rng(self.seed, self.epoch, index),
-                              info.height, info.width)
-            idx = [frame_indices(v, info.num_frames) for v in views]
-            uniq = sorted({i for ii in idx for i in ii})
-            frames = r.get(uniq)  # decode once for both views
-        pos = {f: j for j, f in enumerate(uniq)}
-        clips = [apply_view(frames[[pos[i] for i in ii]], v, self.clip_cfg.size) for v, ii in zip(views, idx)]
+        rng = view_rng(self.seed, self.epoch, index)
+        clips, views = cut_views(e.path, lambda info: two_views(info.num_frames, self.clip_cfg, rng, info.height,
+                                                                info.width), self.clip_cfg.size)  # decode once
         return {"video": clips[0], "video2": clips[1], "label": int(e.label), "key": e.key,
                 "view": torch.from_numpy(np.stack([v.to_array() for v in views])), "index": int(index)}
 

@@ -54,18 +54,11 @@ def _load_views(path: str, key: str, clip_cfg: Any, k: int, seed: int):
     """Decode ``path`` once; return ``(clips (K,3,T,S,S), views (K,P) float64)``."""
     import torch
 
-    from dlkdd.data.video import VideoReader
-    from dlkdd.data.views import apply_view, frame_indices
+    from dlkdd.data.views import cut_views
 
-    with VideoReader(path) as r:
-        info = r.info
-        views = clip_views(key, info.num_frames, info.height, info.width, clip_cfg, k, seed)
-        idx = [frame_indices(v, info.num_frames) for v in views]
-        uniq = sorted({i for ii in idx for i in ii})
-        frames = r.get(uniq)
-    pos = {f: j for j, f in enumerate(uniq)}
-    clips = torch.stack([apply_view(frames[[pos[i] for i in ii]], v, clip_cfg.size) for v, ii in zip(views, idx)])
-    return clips, np.stack([v.to_array() for v in views])
+    clips, views = cut_views(path, lambda info: clip_views(key, info.num_frames, info.height, info.width, clip_cfg,
+                                                           k, seed), clip_cfg.size)
+    return torch.stack(clips), np.stack([v.to_array() for v in views])
 
 
 class _Prefetch:

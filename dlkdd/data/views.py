@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import astuple, dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -161,12 +161,22 @@ def load_clip(path: str | os.PathLike, view: View, size: int, num_frames: int | 
 
 def load_clips(path: str | os.PathLike, views: Sequence[View], size: int, num_frames: int | None = None) -> list:
     """Several views of one video, decoding it once (the frames ``[min, max]`` all views need)."""
+    return cut_views(path, lambda info: views, size, num_frames)[0]
+
+
+def cut_views(path: str | os.PathLike, make_views: Callable[[Any], Sequence[View]], size: int,
+              num_frames: int | None = None) -> tuple[list, list[View]]:
+    """Open ``path`` once, let ``make_views(info)`` (a :class:`~dlkdd.data.video.VideoInfo`) choose
+    the views from the video's frame count and size, decode the frames they need once, and cut
+    them: ``([(3,T,size,size) float32, ...], views)``. ``num_frames``: the frame count the views
+    were drawn for (default: the video's own)."""
     from dlkdd.data.video import VideoReader
 
     with VideoReader(path) as reader:
+        views = list(make_views(reader.info))
         n = num_frames or reader.num_frames
         idx = [frame_indices(v, n) for v in views]
         uniq = sorted({i for ii in idx for i in ii})
         frames = reader.get(uniq)
     pos = {f: k for k, f in enumerate(uniq)}
-    return [apply_view(frames[[pos[i] for i in ii]], v, size) for v, ii in zip(views, idx)]
+    return [apply_view(frames[[pos[i] for i in ii]], v, size) for v, ii in zip(views, idx)], views
