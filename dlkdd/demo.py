@@ -23,7 +23,7 @@ log = logging.getLogger("dlkdd.demo")
 REPO = Path(__file__).resolve().parents[1]
 ARID6 = REPO.parent / "shared" / "data" / "arid6"
 # lighter than the accuracy preset: the demo shows the pipeline, BENCHMARKS.md holds the accuracy runs
-DEMO_OVERRIDES = ["train.epochs=4", "cache.views=4"]
+DEMO_OVERRIDES = ["train.epochs=3", "cache.views=4", "train.eval_every=3"]
 
 
 def _config(out: Path, seed: int) -> tuple[Path, list[str], str]:
