@@ -40,7 +40,8 @@ def _config(out: Path, seed: int) -> tuple[Path, list[str], str]:
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int | None = None, device: str = "auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, overrides: list[str] | None = None) -> dict:
+    """Run the demo; ``overrides`` (``key=value``) are applied last (tests use tiny clips)."""
     from dlkdd.cache.precompute import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
@@ -52,9 +53,11 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int | None = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, extra, dataset = _config(out, seed)
+    user = list(overrides or [])
     overrides = DEMO_OVERRIDES + extra + [f"seed={seed}", f"cache.dir={out / 'cache'}"]
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
+    overrides += user
     cfg = load_config(cfg_path, overrides)
     log.info("demo on %s with %s (+ %s)", dataset, cfg_path, " ".join(overrides))
     times: dict[str, float] = {}
@@ -120,9 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, applied last (repeatable)")
     a = ap.parse_args(argv)
     setup_logging()
-    run_demo(a.out, a.seed, a.epochs, a.device, progress=not a.no_progress)
+    run_demo(a.out, a.seed, a.epochs, a.device, progress=not a.no_progress, overrides=a.sets)
 
 
 if __name__ == "__main__":
