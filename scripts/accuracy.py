@@ -112,7 +112,9 @@ def table(results: dict) -> str:
     label = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": "Teacher (ZeroDCE + R(2+1)D-BERT)",
              "student-dataset": "Student DL-KDD (dark, dataset stats)",
              "baseline-kinetics": "Backbone only (dark, Kinetics stats)",
-             "student-kinetics": "Student DL-KDD (dark, Kinetics stats)"}
+             "student-kinetics": "Student DL-KDD (dark, Kinetics stats)",
+             "actlumos-teacher": "ActLumos teacher (dark + Retinex, dynamic fusion)",
+             "actlumos-student": "ActLumos student (SSL init + KD, dark)"}
     lines = ["| Model | seeds | Top-1 (%) | Top-5 (%) | per-seed top-1 | train time / run |",
              "|---|---:|---:|---:|---|---:|"]
     for name in order + sorted(set(groups) - set(order)):
