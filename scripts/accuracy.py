@@ -108,7 +108,8 @@ def table(results: dict) -> str:
             return f"{xs[0]:.2f}"
         return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
-    order = ["baseline-dataset", "teacher", "student-dataset", "baseline-kinetics", "student-kinetics"]
+    order = ["baseline-dataset", "teacher", "student-dataset", "baseline-kinetics", "student-kinetics",
+             "actlumos-teacher", "actlumos-student"]
     label = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": "Teacher (ZeroDCE + R(2+1)D-BERT)",
              "student-dataset": "Student DL-KDD (dark, dataset stats)",
              "baseline-kinetics": "Backbone only (dark, Kinetics stats)",
