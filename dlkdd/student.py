@@ -57,13 +57,14 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
                 data.train = data.train.without(skipped)
                 data.skipped = skipped
             check_store_matches(store, data.train, cfg, config_path=config_path)
+            teacher_sha = store.meta.get("teacher_sha256")
             store.close()
             train_ds = CachedViewDataset(data.train, cfg.clip, cache, seed=cfg.seed)
             objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
             epoch_extras = objective.extras
             kind = "student"
             extra["cache"] = str(cache)
-            extra["teacher_sha256"] = LogitStore.open(cache).meta.get("teacher_sha256")
+            extra["teacher_sha256"] = teacher_sha
         extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
         n = len(data.classes)
         model = build_student(cfg, n)

@@ -252,3 +252,19 @@ def make_checkpoint(path: Path, config_yaml: Path, kind: str = "student", extra_
         model, arch = build_student(cfg, n), student_arch(cfg, n)
     return save_checkpoint(path, kind=kind, arch=arch, config=cfg.to_dict(), classes=list(classes),
                            model=model.state_dict(), epoch=epoch, history=[], extra={})
+
+
+def set_raw_meta(path, fmt: str, **kv) -> None:
+    """Overwrite a logit store's metadata keys behind LogitStore's back (to fake a damaged or
+    foreign store): Zarr group attributes, or the HDF5 ``dlkdd_meta`` JSON attribute."""
+    if fmt == "zarr":
+        import zarr
+
+        zarr.open_group(str(path), mode="r+").attrs.update(kv)
+    else:
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            m = json.loads(f.attrs["dlkdd_meta"])
+            m.update(kv)
+            f.attrs["dlkdd_meta"] = json.dumps(m)

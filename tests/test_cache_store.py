@@ -2,7 +2,6 @@
 reading in DataLoader workers, and concurrent writers of disjoint rows into one Zarr store."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import set_raw_meta
 
 from dlkdd.cache.keying import default_store_path, store_name, view_spec_from_config, view_spec_hash
 from dlkdd.cache.store import SCHEMA_VERSION, LogitStore
@@ -149,25 +149,11 @@ def test_create_and_open_failures(tmp_path, fmt, suffix):
     assert junk.read_text() == "hello"
 
 
-def _set_raw_meta(path: Path, fmt: str, **kv) -> None:
-    if fmt == "zarr":
-        import zarr
-
-        zarr.open_group(str(path), mode="r+").attrs.update(kv)
-    else:
-        import h5py
-
-        with h5py.File(path, "r+") as f:
-            m = json.loads(f.attrs["dlkdd_meta"])
-            m.update(kv)
-            f.attrs["dlkdd_meta"] = json.dumps(m)
-
-
 @pytest.mark.parametrize("fmt,suffix", FORMATS)
 def test_open_refuses_newer_schema_and_foreign_store(tmp_path, fmt, suffix):
     path = tmp_path / f"s{suffix}"
     LogitStore.create(path, ["a/b"], V, C, {}).close()
-    _set_raw_meta(path, fmt, schema_version=SCHEMA_VERSION + 1)
+    set_raw_meta(path, fmt, schema_version=SCHEMA_VERSION + 1)
     with pytest.raises(CacheError, match="newer dlkdd"):
         LogitStore.open(path)
     # a valid Zarr/HDF5 container that dlkdd did not write

@@ -1,11 +1,11 @@
 """verify_store / list_stores / store_info / check_store_matches on sound and broken stores."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import set_raw_meta
 
 from dlkdd.cache.inspect import list_stores, store_info, verify_store
 from dlkdd.cache.keying import view_spec_from_config
@@ -64,20 +64,6 @@ def _raw_write(path: Path, fmt: str, name: str, index, value) -> None:
             f[name][index] = value
 
 
-def _raw_meta(path: Path, fmt: str, **kv) -> None:
-    if fmt == "zarr":
-        import zarr
-
-        zarr.open_group(str(path), mode="r+").attrs.update(kv)
-    else:
-        import h5py
-
-        with h5py.File(path, "r+") as f:
-            m = json.loads(f.attrs["dlkdd_meta"])
-            m.update(kv)
-            f.attrs["dlkdd_meta"] = json.dumps(m)
-
-
 @pytest.mark.parametrize("fmt,suffix", FORMATS)
 def test_sound_store_verifies_clean(tmp_path, fmt, suffix):
     p = _build(tmp_path / f"ok{suffix}")
@@ -93,7 +79,7 @@ def test_sound_store_verifies_clean(tmp_path, fmt, suffix):
 def test_verify_catches_each_problem(tmp_path, fmt, suffix):
     # a missing row (done false) although the flag claims complete
     p = _build(tmp_path / f"missing{suffix}", rows=[0, 1, 2, 4, 5], complete=False)
-    _raw_meta(p, fmt, complete=True)
+    set_raw_meta(p, fmt, complete=True)
     probs = verify_store(p)
     assert len(probs) == 1 and "done=false" in probs[0] and repr(KEYS[3]) in probs[0]
 
@@ -110,11 +96,11 @@ def test_verify_catches_each_problem(tmp_path, fmt, suffix):
 
     # metadata that contradicts the arrays
     p = _build(tmp_path / f"meta{suffix}")
-    _raw_meta(p, fmt, num_classes=C + 1)
+    set_raw_meta(p, fmt, num_classes=C + 1)
     probs = verify_store(p)
     assert len(probs) == 1 and "num_classes=5" in probs[0]
     p = _build(tmp_path / f"meta2{suffix}")
-    _raw_meta(p, fmt, classes=CLASSES[:3], views_per_clip=V + 3)
+    set_raw_meta(p, fmt, classes=CLASSES[:3], views_per_clip=V + 3)
     probs = verify_store(p)
     assert any("views_per_clip=5" in s for s in probs) and any("3 classes" in s for s in probs)
 
@@ -131,7 +117,7 @@ def test_verify_catches_each_problem(tmp_path, fmt, suffix):
 
     # unknown schema and not-a-store are reported, not raised
     p = _build(tmp_path / f"newer{suffix}")
-    _raw_meta(p, fmt, schema_version=99)
+    set_raw_meta(p, fmt, schema_version=99)
     assert "newer dlkdd" in verify_store(p)[0]
     assert "no logit cache" in verify_store(tmp_path / f"absent{suffix}")[0]
 
@@ -141,7 +127,7 @@ def test_list_stores_marks_incomplete(tmp_path):
     _build(tmp_path / "b_partial.h5", rows=[0, 1, 2], complete=False)
     # the flag set by a buggy writer while rows are missing must still list as incomplete
     p = _build(tmp_path / "c_liar.zarr", rows=range(N - 1), complete=False)
-    _raw_meta(p, "zarr", complete=True)
+    set_raw_meta(p, "zarr", complete=True)
     (tmp_path / "d_junk.zarr").mkdir()
     (tmp_path / "a_complete.zarr.lock").write_text("pid 1\n")
     (tmp_path / "notes.txt").write_text("x")
