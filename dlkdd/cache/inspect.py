@@ -1,6 +1,7 @@
-"""Inspecting logit stores: list a cache directory, describe one store, verify one store.
+"""Inspecting logit stores: list a cache directory, describe one store, verify one store, and
+measure how informative its soft targets are.
 
-The logic behind ``dlkdd cache ls [DIR] | info PATH | verify PATH``. Nothing here raises for a
+The logic behind ``dlkdd cache ls [DIR] | info PATH | verify PATH | stats PATH``. Nothing here raises for a
 broken store: ``list_stores`` reports it with an ``error`` field, ``verify_store`` returns
 the problems as a list of one-line messages (empty list = the store is sound).
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -207,3 +208,47 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         if m.get("manifest_sha256") != msha:
             problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
                             f"manifest's {_short(msha)}")
+
+
+def soft_target_stats(path: str | os.PathLike, manifest: Any, taus: Sequence[float] = (1.0, 5.0)) -> dict[str, Any]:
+    """How informative a store's soft targets are for the clips of ``manifest`` (its labels).
+
+    Read from the cached logits ``z`` (N, V, C) alone, without the teacher:
+
+    - ``view_top1``: % of stored views whose argmax is the clip's label (the teacher's
+      training-set accuracy on exactly the views the student replays);
+    - ``clip_top1``: the same after averaging each clip's V views' logits;
+    - per temperature ``tau``, over all views, with ``p = softmax(z / tau)``:
+      ``top_prob`` = mean max_c p, ``true_prob`` = mean p[label], and ``entropy_ratio`` =
+      mean H(p) / log C (1.0 = uniform, i.e. a target that carries no information).
+
+    Why it matters: the KL term of DL-KDD pulls the student towards ``p``; when ``view_top1`` is
+    low or ``entropy_ratio`` is close to 1 at the training ``tau`` the distillation signal is
+    mostly noise, and a student cannot be expected to beat the cross-entropy baseline.
+    Returns a dict with those fields plus ``clips``, ``views``, ``classes``.
+    """
+    with LogitStore.open(path) as s:
+        have = list(s.meta.get("classes", []))
+        if have != list(manifest.classes):
+            raise CacheError(f"{s.path}: store classes {have} ({len(have)} classes) differ from the list's "
+                             f"{list(manifest.classes)} ({manifest.num_classes} classes); the store was built "
+                             f"for another dataset - pass that dataset's config, or build one with `dlkdd cache-logits`")
+        rows = np.array([s.index_of(k) for k in manifest.keys()], dtype=np.int64)
+        logits, _ = s.read_many(rows)
+    z = logits.astype(np.float64)  # (N, V, C)
+    y = np.asarray(manifest.labels(), dtype=np.int64)
+    n, v, c = z.shape
+    view_top1 = float((z.argmax(-1) == y[:, None]).mean() * 100.0)
+    clip_top1 = float((z.mean(1).argmax(-1) == y).mean() * 100.0)
+    per_tau = []
+    for tau in taus:
+        a = z / float(tau)
+        a = a - a.max(-1, keepdims=True)
+        p = np.exp(a)
+        p /= p.sum(-1, keepdims=True)
+        ent = -(p * np.log(np.clip(p, 1e-300, None))).sum(-1)
+        per_tau.append({"tau": float(tau), "top_prob": float(p.max(-1).mean()),
+                        "true_prob": float(np.take_along_axis(p, y[:, None, None].repeat(v, 1), -1).mean()),
+                        "entropy_ratio": float(ent.mean() / np.log(c)) if c > 1 else 0.0})
+    return {"path": str(path), "clips": n, "views": v, "classes": c, "view_top1": view_top1,
+            "clip_top1": clip_top1, "taus": per_tau}

@@ -43,7 +43,7 @@ def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features
 
 @click.group()
 def cache():
-    """Inspect logit stores: ls, info, verify."""
+    """Inspect logit stores: ls, info, verify, stats."""
 
 
 @cache.command("ls")
@@ -100,6 +100,37 @@ def cache_verify(path, config_path):
             click.echo(f"FAIL {path}: {p}", err=True)
         sys.exit(1)
     click.echo(f"OK {path}")
+
+
+@cache.command("stats")
+@click.argument("path", type=click.Path())
+@config_options()
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Which list of the config gives the clips' labels.")
+@click.option("--tau", "taus", type=float, multiple=True, help="Temperatures to report (default: 1 and kd.tau).")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@friendly_errors
+def cache_stats(path, config_path, overrides, split, taus, as_json):
+    """How informative the soft targets are: the teacher's accuracy on the stored views, and the
+    top / true-class probability and entropy of softmax(z/tau) at each temperature."""
+    from dlkdd.cache.inspect import soft_target_stats
+    from dlkdd.data.manifest import manifest_from_config
+
+    cfg = load_cli_config(config_path, overrides)
+    for t in taus:
+        if t <= 0:
+            raise click.BadParameter(f"temperatures must be > 0, got {t}", param_hint="--tau")
+    taus = taus or tuple(sorted({1.0, float(cfg.kd.tau)}))
+    st = soft_target_stats(path, manifest_from_config(cfg.data, split, check_files=False), taus)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    click.echo(f"{st['path']}: {st['clips']} clips x {st['views']} views, {st['classes']} classes ({split} labels)")
+    click.echo(f"teacher top-1 on the stored views: {st['view_top1']:.1f}%  (views averaged per clip: "
+               f"{st['clip_top1']:.1f}%)")
+    click.echo(f"{'tau':>6} {'top prob':>9} {'true-class prob':>16} {'entropy / log C':>16}")
+    for r in st["taus"]:
+        click.echo(f"{r['tau']:>6g} {r['top_prob']:>9.3f} {r['true_prob']:>16.3f} {r['entropy_ratio']:>16.3f}")
 
 
 def _size(n: int) -> str:
