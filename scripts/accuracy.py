@@ -6,6 +6,13 @@ Resumable: a run whose ``eval.json`` exists is skipped. Results: ``OUT/results.j
 ``OUT/results.md`` (mean +- std over seeds, training time).
 
     python scripts/accuracy.py --out runs/accuracy --seeds 0 1 2 [--kinetics-seeds 0] [--set k=v ...]
+
+KD experiments on the same footing (BENCHMARKS.md, "Why the student does not win"):
+
+    # students at tau 2 distilled from the seed-0 teacher already trained in runs/accuracy
+    python scripts/accuracy.py --out runs/kd-tau2 --seeds 0 --teacher-from runs/accuracy --set kd.tau=2 --only student
+    # a teacher trained 3x longer, then the usual 10-epoch student
+    python scripts/accuracy.py --out runs/kd-teacher30 --seeds 0 --teacher-set train.epochs=30 --only student
 """
 from __future__ import annotations
 
@@ -35,7 +42,11 @@ def main() -> None:
     ap.add_argument("--kinetics-seeds", type=int, nargs="*", default=[],
                     help="seeds for which the dark-input models also train with Kinetics statistics")
     ap.add_argument("--only", nargs="*", default=None, help="subset of runs: teacher student baseline ...")
-    ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every run (k=v)")
+    ap.add_argument("--teacher-set", dest="teacher_sets", action="append", default=[],
+                    help="override for the teacher only (k=v), e.g. train.epochs=30")
+    ap.add_argument("--teacher-from", default=None,
+                    help="reuse the teachers of another study dir (DIR/seedN/teacher) instead of training them")
     a = ap.parse_args()
     setup_logging()
     out = Path(a.out)
@@ -65,10 +76,13 @@ def main() -> None:
         base = [*a.sets, f"seed={seed}"]
         cfg = load_config(a.config, base)
         sd = out / f"seed{seed}"
-        tdir = sd / "teacher"
+        tdir = (Path(a.teacher_from) if a.teacher_from else out) / f"seed{seed}" / "teacher"
+        if a.teacher_from and not (tdir / "teacher.pt").exists():
+            raise SystemExit(f"--teacher-from: no trained teacher at {tdir / 'teacher.pt'}")
         if not (tdir / "eval.json").exists():
-            s = timed(lambda: train_teacher(cfg, tdir, device="cpu", progress=False, resume=_resume(tdir)))
-            record("teacher", seed, tdir, s, cfg)
+            tcfg = load_config(a.config, [*base, *a.teacher_sets])
+            s = timed(lambda: train_teacher(tcfg, tdir, device="cpu", progress=False, resume=_resume(tdir)))
+            record("teacher", seed, tdir, s, tcfg)
         store = {}
         t0 = time.perf_counter()
         store["path"] = precompute_logits(cfg, tdir / "teacher.pt", device="cpu", progress=False)
