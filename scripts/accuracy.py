@@ -111,6 +111,16 @@ def _resume(run_dir: Path) -> Path | None:
     return run_dir if (run_dir / "last.pt").exists() else None
 
 
+ORDER = ["baseline-dataset", "teacher", "student-dataset", "baseline-kinetics", "student-kinetics",
+          "actlumos-teacher", "actlumos-student"]
+LABELS = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": "Teacher (ZeroDCE + R(2+1)D-BERT)",
+          "student-dataset": "Student DL-KDD (dark, dataset stats)",
+          "baseline-kinetics": "Backbone only (dark, Kinetics stats)",
+          "student-kinetics": "Student DL-KDD (dark, Kinetics stats)",
+          "actlumos-teacher": "ActLumos teacher (dark + Retinex, dynamic fusion)",
+          "actlumos-student": "ActLumos student (SSL init + KD, dark)"}
+
+
 def table(results: dict) -> str:
     groups: dict[str, list[dict]] = {}
     for k, v in results.items():
@@ -122,23 +132,15 @@ def table(results: dict) -> str:
             return f"{xs[0]:.2f}"
         return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
-    order = ["baseline-dataset", "teacher", "student-dataset", "baseline-kinetics", "student-kinetics",
-             "actlumos-teacher", "actlumos-student"]
-    label = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": "Teacher (ZeroDCE + R(2+1)D-BERT)",
-             "student-dataset": "Student DL-KDD (dark, dataset stats)",
-             "baseline-kinetics": "Backbone only (dark, Kinetics stats)",
-             "student-kinetics": "Student DL-KDD (dark, Kinetics stats)",
-             "actlumos-teacher": "ActLumos teacher (dark + Retinex, dynamic fusion)",
-             "actlumos-student": "ActLumos student (SSL init + KD, dark)"}
     lines = ["| Model | seeds | Top-1 (%) | Top-5 (%) | per-seed top-1 | train time / run |",
              "|---|---:|---:|---:|---|---:|"]
-    for name in order + sorted(set(groups) - set(order)):
+    for name in ORDER + sorted(set(groups) - set(ORDER)):
         rs = sorted(groups.get(name, []), key=lambda r: r["seed"])
         if not rs:
             continue
         ts = [r["train_s"] for r in rs if r.get("train_s")]
         per_seed = ", ".join("%.1f" % r["top1"] for r in rs)
-        lines.append(f"| {label.get(name, name)} | {len(rs)} | {ms([r['top1'] for r in rs])} | "
+        lines.append(f"| {LABELS.get(name, name)} | {len(rs)} | {ms([r['top1'] for r in rs])} | "
                      f"{ms([r['top5'] for r in rs])} | {per_seed} | "
                      f"{(statistics.mean(ts) / 60 if ts else 0):.1f} min |")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,10 @@
 """Merge the accuracy study's results.json files (one per run directory) into one Markdown table.
 
-    python scripts/accuracy_table.py runs/accuracy runs/accuracy_s1 [--actlumos runs/actlumos-arid6-mini]
+    python scripts/accuracy_table.py runs/accuracy runs/accuracy_s1 [--actlumos runs/actlumos-arid6-mini] \
+        [--plot docs/accuracy-arid6.png]
+
+``--plot``: one row per model, each seed's top-1 as a dot and the mean as a bar, so the spread
+between seeds is visible next to the differences between models.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from accuracy import table  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--plot", default=None, help="also write a PNG of per-seed top-1 per model")
     ap.add_argument("--actlumos", default=None, help="an ActLumos run directory (teacher/, student/) to add, seed 0")
     a = ap.parse_args()
     results: dict = {}
@@ -32,6 +37,38 @@ def main() -> None:
                 results[f"{name}/0"] = {"name": name, "seed": 0, "top1": mm["top1"], "top5": mm["top5"],
                                         "n": mm["val"]["n"], "train_s": sum(r.get("train_seconds", 0) for r in hist)}
     print(table(results))  # noqa: T201
+    if a.plot:
+        plot(results, Path(a.plot))
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from accuracy import LABELS, ORDER
+
+    groups: dict[str, list[float]] = {}
+    for v in results.values():
+        if "name" in v:
+            groups.setdefault(v["name"], []).append(v["top1"])
+    names = [n for n in ORDER if n in groups] + sorted(set(groups) - set(ORDER))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
+    for i, n in enumerate(names):
+        xs = groups[n]
+        ax.barh(i, sum(xs) / len(xs), color="#9ecae1", height=0.6)
+        ax.plot(xs, [i] * len(xs), "o", color="#08519c", ms=5)
+        ax.text(sum(xs) / len(xs) + 0.5, i + 0.32, f"{sum(xs) / len(xs):.1f} (n={len(xs)})", fontsize=8)
+    ax.set_yticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-1 on arid6_test (%) - bar: mean, dots: seeds")
+    ax.set_xlim(0, 100)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
