@@ -16,7 +16,49 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_student"]
+__all__ = ["train_student", "soft_target_warnings"]
+
+# soft targets are flagged as weak when the teacher is right on fewer than this share of the stored
+# training views, or when softmax(z/tau) is this close to uniform (entropy / log C)
+WEAK_TEACHER_TOP1 = 50.0
+FLAT_ENTROPY_RATIO = 0.95
+_STATS_SAMPLE = 4096  # clips read for the report (all of them for smaller training sets)
+
+
+def soft_target_warnings(stats: dict[str, Any]) -> list[str]:
+    """Plain-language warnings for the output of :func:`dlkdd.cache.inspect.soft_target_stats`
+    (first temperature in ``stats["taus"]``): a teacher that is wrong on most of the views the
+    student replays, and targets so flat that the KL term is little more than label smoothing."""
+    out = []
+    if stats["view_top1"] < WEAK_TEACHER_TOP1:
+        out.append(f"the teacher is right on only {stats['view_top1']:.1f}% of the stored training views: most "
+                   f"soft targets favour a wrong class, so distillation can pull the student below the --no-kd "
+                   f"baseline; a better-trained teacher (more epochs, pretrained weights) is the fix")
+    t = stats["taus"][0]
+    if t["entropy_ratio"] > FLAT_ENTROPY_RATIO:
+        out.append(f"at tau {t['tau']:g} the soft targets are nearly uniform (entropy {100 * t['entropy_ratio']:.0f}% "
+                   f"of log C, top probability {t['top_prob']:.2f}): the KL term carries little information; "
+                   f"a lower --tau sharpens them")
+    return out
+
+
+def _report_soft_targets(cache: str | Path, train: Any, tau: float) -> dict[str, Any]:
+    """Log how informative the cached soft targets are for this training list; return the numbers."""
+    import numpy as np
+
+    from dlkdd.cache.inspect import soft_target_stats
+
+    sample = train
+    if len(train) > _STATS_SAMPLE:
+        sample = train.subset(np.linspace(0, len(train) - 1, _STATS_SAMPLE).round().astype(int).tolist())
+    stats = soft_target_stats(cache, sample, taus=(tau,))
+    t = stats["taus"][0]
+    log.info("soft targets (%d clips x %d views): teacher top-1 %.1f%% on the stored views; at tau %g top prob "
+             "%.2f, true-class prob %.2f, entropy %.0f%% of uniform", stats["clips"], stats["views"],
+             stats["view_top1"], tau, t["top_prob"], t["true_prob"], 100 * t["entropy_ratio"])
+    for w in soft_target_warnings(stats):
+        log.warning("soft targets: %s", w)
+    return {k: v for k, v in stats.items() if k != "path"}
 
 
 def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None, no_kd: bool = False,
@@ -59,6 +101,8 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
             check_store_matches(store, data.train, cfg, config_path=config_path)
             teacher_sha = store.meta.get("teacher_sha256")
             store.close()
+            if info.is_main:
+                extra["soft_targets"] = _report_soft_targets(cache, data.train, cfg.kd.tau)
             train_ds = CachedViewDataset(data.train, cfg.clip, cache, seed=cfg.seed)
             objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
             epoch_extras = objective.extras

@@ -104,3 +104,20 @@ def test_cli_on_arid6_train_keys(tmp_path, shared):
     assert "teacher top-1 on the stored views: 100.0%" in r.output and "entropy / log C" in r.output
     r = CliRunner().invoke(main, ["cache", "stats", str(path), "--config", "configs/arid6-mini.yaml", "--tau", "0"])
     assert r.exit_code != 0 and "--tau" in r.output
+
+
+def test_student_warnings_name_a_weak_teacher_and_flat_targets(tmp_path):
+    from dlkdd.student import soft_target_warnings
+
+    keys = ["Drink/a", "Jump/b"]
+    m = _manifest(keys, [0, 1])
+    # right on every view and sharp at tau 1: no warning
+    good = np.array([[[4.0, 0.0]], [[0.0, 4.0]]], np.float32)
+    path = _store(tmp_path / "good.zarr", keys, good)
+    assert soft_target_warnings(soft_target_stats(path, m, taus=(1.0,))) == []
+    # the same logits at tau 50 are nearly uniform
+    (w,) = soft_target_warnings(soft_target_stats(path, m, taus=(50.0,)))
+    assert "nearly uniform" in w and "--tau" in w
+    # wrong on every view, sharp: the teacher warning only
+    (w,) = soft_target_warnings(soft_target_stats(_store(tmp_path / "bad.zarr", keys, good[::-1].copy()), m))
+    assert "0.0% of the stored training views" in w

@@ -127,6 +127,14 @@ def test_student_trains_without_teacher_file(run, tmp_path):
     ck = load_checkpoint(tmp_path / "student" / "student.pt")
     assert ck["kind"] == "student" and ck["arch"]["enhancer"] is None
     assert not any(k.startswith("enhancer.") for k in ck["model"])
+    # the soft-target report, computed from the cache alone, is kept with the student
+    from dlkdd.cache.inspect import soft_target_stats
+    from dlkdd.config import load_config
+    from dlkdd.data.manifest import manifest_from_config
+
+    cfg = load_config(run["cfg"], list(run["sets"][1::2]))  # sets = ["--set", "k=v", ...]
+    want = soft_target_stats(run["store"], manifest_from_config(cfg.data, "train"), taus=(4.0,))
+    assert ck["extra"]["soft_targets"] == {k: v for k, v in want.items() if k != "path"}
     log = json.loads((tmp_path / "student" / "log.json").read_text())
     rows = log["epochs"] if isinstance(log, dict) else log
     assert [round(r["alpha"], 6) for r in rows] == [1.5, round(1.5 * 0.95, 6)]
