@@ -1,7 +1,10 @@
 """Merge the accuracy study's results.json files (one per run directory) into one Markdown table.
 
     python scripts/accuracy_table.py runs/accuracy runs/accuracy_s1 [--actlumos runs/actlumos-arid6-mini] \
-        [--plot docs/accuracy-arid6.png]
+        [--plot docs/accuracy-arid6.png] [--curves docs/curves-arid6.png]
+
+``--curves``: the training cross-entropy per epoch of every run (seeds overlaid), against
+log C (the loss of a uniform guess), to see how far the models got at this budget.
 
 ``--plot``: one row per model, each seed's top-1 as a dot and the mean as a bar, so the spread
 between seeds is visible next to the differences between models.
@@ -21,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--plot", default=None, help="also write a PNG of per-seed top-1 per model")
+    ap.add_argument("--curves", default=None, help="also write a PNG of the training CE per epoch of every run")
     ap.add_argument("--actlumos", default=None, help="an ActLumos run directory (teacher/, student/) to add, seed 0")
     a = ap.parse_args()
     results: dict = {}
@@ -39,6 +43,8 @@ def main() -> None:
     print(table(results))  # noqa: T201
     if a.plot:
         plot(results, Path(a.plot))
+    if a.curves:
+        curves([Path(d) for d in a.dirs], Path(a.curves))
 
 
 def plot(results: dict, out: Path) -> None:
@@ -68,6 +74,46 @@ def plot(results: dict, out: Path) -> None:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def curves(dirs: list[Path], out: Path) -> None:
+    """Training CE (the task term for students) per epoch, one panel per model, seeds overlaid."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from accuracy import LABELS, ORDER
+
+    runs: dict[str, list[tuple[int, list[float], list[float]]]] = {}
+    n_classes = 0
+    for d in dirs:
+        for sd in sorted(d.glob("seed*")):
+            for rd in sorted(p for p in sd.iterdir() if (p / "log.json").exists()):
+                hist = json.loads((rd / "log.json").read_text())
+                ce = [r.get("train_task_loss", r["train_loss"]) for r in hist]
+                acc = [r["train_top1"] for r in hist]
+                runs.setdefault(rd.name, []).append((int(sd.name[4:]), ce, acc))
+                if (rd / "eval.json").exists():
+                    n_classes = len(json.loads((rd / "eval.json").read_text())["classes"])
+    names = [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], names):
+        for seed, ce, _ in sorted(runs[n]):
+            ax.plot(range(len(ce)), ce, marker=".", label=f"seed {seed}")
+        if n_classes:
+            ax.axhline(math.log(n_classes), color="k", ls="--", lw=0.8, label=f"log {n_classes} (uniform)")
+        ax.set_title(LABELS.get(n, n), fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training cross-entropy")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
