@@ -42,16 +42,16 @@ def soft_target_warnings(stats: dict[str, Any]) -> list[str]:
     return out
 
 
-def _report_soft_targets(cache: str | Path, train: Any, tau: float) -> dict[str, Any]:
-    """Log how informative the cached soft targets are for this training list; return the numbers."""
+def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
+    """Log how informative the open store's soft targets are for this training list; return the numbers."""
     import numpy as np
 
-    from dlkdd.cache.inspect import soft_target_stats
+    from dlkdd.cache.inspect import soft_targets_of
 
     sample = train
     if len(train) > _STATS_SAMPLE:
         sample = train.subset(np.linspace(0, len(train) - 1, _STATS_SAMPLE).round().astype(int).tolist())
-    stats = soft_target_stats(cache, sample, taus=(tau,))
+    stats = soft_targets_of(store, sample, taus=(tau,))
     t = stats["taus"][0]
     log.info("soft targets (%d clips x %d views): teacher top-1 %.1f%% on the stored views; at tau %g top prob "
              "%.2f, true-class prob %.2f, entropy %.0f%% of uniform", stats["clips"], stats["views"],
@@ -100,9 +100,9 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
                 data.skipped = skipped
             check_store_matches(store, data.train, cfg, config_path=config_path)
             teacher_sha = store.meta.get("teacher_sha256")
-            store.close()
             if info.is_main:
-                extra["soft_targets"] = _report_soft_targets(cache, data.train, cfg.kd.tau)
+                extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
+            store.close()
             train_ds = CachedViewDataset(data.train, cfg.clip, cache, seed=cfg.seed)
             objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
             epoch_extras = objective.extras

@@ -121,11 +121,21 @@ LABELS = {"baseline-dataset": "Backbone only (dark, dataset stats)", "teacher": 
           "actlumos-student": "ActLumos student (SSL init + KD, dark)"}
 
 
-def table(results: dict) -> str:
+def by_model(results: dict) -> dict[str, list[dict]]:
+    """The run records of ``results`` grouped by model name, in table order, each list by seed."""
     groups: dict[str, list[dict]] = {}
-    for k, v in results.items():
+    for v in results.values():
         if "name" in v:
             groups.setdefault(v["name"], []).append(v)
+    return {n: sorted(groups[n], key=lambda r: r["seed"]) for n in ordered(groups)}
+
+
+def ordered(names) -> list[str]:
+    """Model names in the tables' order: ORDER first, then any others alphabetically."""
+    return [n for n in ORDER if n in names] + sorted(set(names) - set(ORDER))
+
+
+def table(results: dict) -> str:
 
     def ms(xs: list[float]) -> str:
         if len(xs) == 1:
@@ -134,10 +144,7 @@ def table(results: dict) -> str:
 
     lines = ["| Model | seeds | Top-1 (%) | Top-5 (%) | per-seed top-1 | train time / run |",
              "|---|---:|---:|---:|---|---:|"]
-    for name in ORDER + sorted(set(groups) - set(ORDER)):
-        rs = sorted(groups.get(name, []), key=lambda r: r["seed"])
-        if not rs:
-            continue
+    for name, rs in by_model(results).items():
         ts = [r["train_s"] for r in rs if r.get("train_s")]
         per_seed = ", ".join("%.1f" % r["top1"] for r in rs)
         lines.append(f"| {LABELS.get(name, name)} | {len(rs)} | {ms([r['top1'] for r in rs])} | "

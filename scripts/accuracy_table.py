@@ -53,13 +53,10 @@ def plot(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from accuracy import LABELS, ORDER
+    from accuracy import LABELS, by_model
 
-    groups: dict[str, list[float]] = {}
-    for v in results.values():
-        if "name" in v:
-            groups.setdefault(v["name"], []).append(v["top1"])
-    names = [n for n in ORDER if n in groups] + sorted(set(groups) - set(ORDER))
+    groups = {n: [r["top1"] for r in rs] for n, rs in by_model(results).items()}
+    names = list(groups)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
     for i, n in enumerate(names):
         xs = groups[n]
@@ -86,23 +83,22 @@ def curves(dirs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from accuracy import LABELS, ORDER
+    from accuracy import LABELS, ordered
 
-    runs: dict[str, list[tuple[int, list[float], list[float]]]] = {}
+    runs: dict[str, list[tuple[int, list[float]]]] = {}
     n_classes = 0
     for d in dirs:
         for sd in sorted(d.glob("seed*")):
             for rd in sorted(p for p in sd.iterdir() if (p / "log.json").exists()):
                 hist = json.loads((rd / "log.json").read_text())
                 ce = [r.get("train_task_loss", r["train_loss"]) for r in hist]
-                acc = [r["train_top1"] for r in hist]
-                runs.setdefault(rd.name, []).append((int(sd.name[4:]), ce, acc))
+                runs.setdefault(rd.name, []).append((int(sd.name[4:]), ce))
                 if (rd / "eval.json").exists():
                     n_classes = len(json.loads((rd / "eval.json").read_text())["classes"])
-    names = [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER))
+    names = ordered(runs)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], names):
-        for seed, ce, _ in sorted(runs[n]):
+        for seed, ce in sorted(runs[n]):
             ax.plot(range(len(ce)), ce, marker=".", label=f"seed {seed}")
         if n_classes:
             ax.axhline(math.log(n_classes), color="k", ls="--", lw=0.8, label=f"log {n_classes} (uniform)")

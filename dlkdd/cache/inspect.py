@@ -211,7 +211,13 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
 
 
 def soft_target_stats(path: str | os.PathLike, manifest: Any, taus: Sequence[float] = (1.0, 5.0)) -> dict[str, Any]:
-    """How informative a store's soft targets are for the clips of ``manifest`` (its labels).
+    """:func:`soft_targets_of` the store at ``path`` (opened read-only for the call)."""
+    with LogitStore.open(path) as s:
+        return soft_targets_of(s, manifest, taus)
+
+
+def soft_targets_of(s: LogitStore, manifest: Any, taus: Sequence[float] = (1.0, 5.0)) -> dict[str, Any]:
+    """How informative an open store's soft targets are for the clips of ``manifest`` (its labels).
 
     Read from the cached logits ``z`` (N, V, C) alone, without the teacher:
 
@@ -225,16 +231,15 @@ def soft_target_stats(path: str | os.PathLike, manifest: Any, taus: Sequence[flo
     Why it matters: the KL term of DL-KDD pulls the student towards ``p``; when ``view_top1`` is
     low or ``entropy_ratio`` is close to 1 at the training ``tau`` the distillation signal is
     mostly noise, and a student cannot be expected to beat the cross-entropy baseline.
-    Returns a dict with those fields plus ``clips``, ``views``, ``classes``.
+    Returns a dict with those fields plus ``path``, ``clips``, ``views``, ``classes``.
     """
-    with LogitStore.open(path) as s:
-        have = list(s.meta.get("classes", []))
-        if have != list(manifest.classes):
-            raise CacheError(f"{s.path}: store classes {have} ({len(have)} classes) differ from the list's "
-                             f"{list(manifest.classes)} ({manifest.num_classes} classes); the store was built "
-                             f"for another dataset - pass that dataset's config, or build one with `dlkdd cache-logits`")
-        rows = np.array([s.index_of(k) for k in manifest.keys()], dtype=np.int64)
-        logits, _ = s.read_many(rows)
+    have = list(s.meta.get("classes", []))
+    if have != list(manifest.classes):
+        raise CacheError(f"{s.path}: store classes {have} ({len(have)} classes) differ from the list's "
+                         f"{list(manifest.classes)} ({manifest.num_classes} classes); the store was built "
+                         f"for another dataset - pass that dataset's config, or build one with `dlkdd cache-logits`")
+    rows = np.array([s.index_of(k) for k in manifest.keys()], dtype=np.int64)
+    logits, _ = s.read_many(rows)
     z = logits.astype(np.float64)  # (N, V, C)
     y = np.asarray(manifest.labels(), dtype=np.int64)
     n, v, c = z.shape
@@ -250,5 +255,5 @@ def soft_target_stats(path: str | os.PathLike, manifest: Any, taus: Sequence[flo
         per_tau.append({"tau": float(tau), "top_prob": float(p.max(-1).mean()),
                         "true_prob": float(np.take_along_axis(p, y[:, None, None].repeat(v, 1), -1).mean()),
                         "entropy_ratio": float(ent.mean() / np.log(c)) if c > 1 else 0.0})
-    return {"path": str(path), "clips": n, "views": v, "classes": c, "view_top1": view_top1,
+    return {"path": str(s.path), "clips": n, "views": v, "classes": c, "view_top1": view_top1,
             "clip_top1": clip_top1, "taus": per_tau}
