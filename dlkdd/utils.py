@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
+    """Make ``dst`` the same file as ``src`` (a hard link, no extra disk), atomically.
+
+    ``src`` must only ever be replaced by rename (as :func:`atomic_path` does), never rewritten in
+    place, so the link keeps the contents ``src`` had now. Where hard links are not supported
+    (some network or FAT file systems) the file is copied instead. Returns True for a link.
+    """
+    src, dst = Path(src), Path(dst)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+            return True
+        except OSError:
+            shutil.copyfile(src, tmp)
+            return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

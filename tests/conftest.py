@@ -25,3 +25,28 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared() -> Path:
     return shared_path()
+
+
+def pytest_report_header(config) -> str:
+    """Free disk where the tests write: training tests write checkpoints of ~140-420 MB."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite needs about 5 GiB at its peak)"
+
+
+@pytest.fixture(scope="module")
+def module_dir(request, tmp_path_factory) -> Path:
+    """A directory for one test module's shared artifacts, deleted when the module ends.
+
+    Kept when a test of the module failed, for inspection. Module-scoped artifacts (trained
+    checkpoints, caches) would otherwise pile up until the session ends: several GB.
+    """
+    import shutil
+
+    failed_before = request.session.testsfailed
+    d = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"))
+    yield d
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(d, ignore_errors=True)

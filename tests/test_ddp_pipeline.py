@@ -71,14 +71,14 @@ def torchrun(args, nproc=2):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_dir):
     from dlkdd.cache.precompute import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.synth import make_synthetic
     from dlkdd.models.build import build_teacher, teacher_arch
     from dlkdd.train.checkpoint import save_checkpoint
 
-    d = tmp_path_factory.mktemp("ddp")
+    d = module_dir
     paths = make_synthetic(d / "data", classes=3, clips_per_class=4, frames=12, size=(32, 40), seed=1)
     run = {"dir": d, "cfg": paths["config"]}
     cfg = load_config(paths["config"], [s for s in _sets(d) if s != "--set"])

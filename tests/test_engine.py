@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 
 import numpy as np
@@ -290,6 +291,34 @@ def test_fit_resume_is_exact(tmp_path, workers):
     assert ck["epoch"] == 2 and ck["kind"] == "student" and len(ck["history"]) == 3 and ck["classes"] == ["a", "b", "c"]
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "metrics.json").read_text())["best_top1"] == m_resumed["best_top1"]
+    best = load_checkpoint(out / "best.pt")  # the checkpoint of the best epoch, not of the last
+    assert best["epoch"] == best["extra"]["best_epoch"] == m_resumed["best_epoch"]
+    assert best["best_top1"] == m_resumed["best_top1"]
+
+
+def test_atomic_link_keeps_the_linked_contents_when_the_source_is_replaced(tmp_path):
+    from dlkdd.utils import atomic_link, atomic_write_text
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_write_text(last, "epoch 0")
+    atomic_write_text(best, "stale")
+    assert atomic_link(last, best) is True
+    assert best.read_text() == "epoch 0" and os.path.samefile(last, best)  # one file on disk, not two
+    atomic_write_text(last, "epoch 1")  # the next epoch's last.pt replaces the name, not the bytes
+    assert best.read_text() == "epoch 0" and last.read_text() == "epoch 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
+def test_atomic_link_copies_where_links_are_refused(tmp_path, monkeypatch):
+    from dlkdd.utils import atomic_link, atomic_write_text
+
+    def refuse(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    atomic_write_text(tmp_path / "a", "x")
+    assert atomic_link(tmp_path / "a", tmp_path / "b") is False
+    assert (tmp_path / "b").read_text() == "x" and not os.path.samefile(tmp_path / "a", tmp_path / "b")
 
 
 def test_fit_resume_refuses_other_kind(tmp_path):

@@ -32,10 +32,10 @@ def invoke(args, ok=True):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_dir):
     from dlkdd.data.synth import make_synthetic
 
-    d = tmp_path_factory.mktemp("pipe")
+    d = module_dir
     paths = make_synthetic(d / "data", classes=3, clips_per_class=4, frames=24, size=(48, 64), seed=1)
     cfg = paths["config"]
     sets = _sets([f"cache.dir={d / 'cache'}"])

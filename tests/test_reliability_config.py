@@ -31,8 +31,8 @@ report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("config")
+def work(module_dir) -> Path:
+    return module_dir
 
 
 @pytest.fixture(scope="module")

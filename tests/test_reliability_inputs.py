@@ -35,8 +35,8 @@ BAD = {  # file in ../shared/data/bad -> what the error must say
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inputs")
+def work(module_dir) -> Path:
+    return module_dir
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ scalars including ``"loss"`` (the one optimised), ``logits`` ``(B,C)`` or None
   averaging the logits of the views of one key; summed over DDP ranks.
 - :func:`fit` - the epoch loop: per-epoch seeding of the data order, train, evaluate every
   ``eval_every`` epochs, ``log.csv``/``log.json``/``curves.png``, ``last.pt`` every epoch, ``best.pt``
-  when val top-1 improves, ``metrics.json`` at the end; ``resume=DIR`` continues exactly
+  when val top-1 improves (a hard link to that epoch's ``last.pt``: no second copy on disk), ``metrics.json`` at the end; ``resume=DIR`` continues exactly
   (model, optimizer, scheduler, epoch, history, best metric, RNG states).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dlkdd.errors import TrainingError
 from dlkdd.train import distributed as ddp
 from dlkdd.train.checkpoint import check_compatible, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from dlkdd.train.logger import EpochLogger
-from dlkdd.utils import atomic_write_json
+from dlkdd.utils import atomic_link, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +473,8 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
                         best_top1=best_top1, extra=extra)
             save_checkpoint(out_dir / "last.pt", **ckpt)
             last_good = out_dir / "last.pt"
-            if improved:
-                save_checkpoint(out_dir / "best.pt", **ckpt)
+            if improved:  # the same bytes as last.pt: a hard link costs no disk (or a copy)
+                atomic_link(out_dir / "last.pt", out_dir / "best.pt")
             logger.write(plot=plot)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
