@@ -65,6 +65,23 @@ def test_truncated_file(tmp_path):
         load_checkpoint(p)
 
 
+def test_corrupt_last_points_to_best_only_when_it_is_another_file(tmp_path):
+    from dlkdd.utils import atomic_link
+
+    _, f = _fields()
+    last = save_checkpoint(tmp_path / "last.pt", **f)
+    atomic_link(last, tmp_path / "best.pt")  # best epoch == last epoch: one file, two names
+    last.write_bytes(last.read_bytes()[:100])  # corrupted in place: best.pt with it
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(last)
+    assert "best.pt" not in str(e.value)
+    save_checkpoint(tmp_path / "best.pt", **f)  # now a separate, good file
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(last)
+    assert f"or resume/evaluate from {tmp_path / 'best.pt'}" in str(e.value)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 3
+
+
 def test_not_a_dlkdd_checkpoint(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "bare.pt")
     with pytest.raises(CheckpointError, match="not a dlkdd checkpoint"):

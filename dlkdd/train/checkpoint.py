@@ -40,6 +40,23 @@ __all__ = ["SCHEMA_VERSION", "CHECKPOINT_FIELDS", "save_checkpoint", "load_check
            "get_rng_state", "set_rng_state", "to_plain"]
 
 
+def _other_copy_hint(path: Path) -> str:
+    """``", or use DIR/best.pt"`` when the run's other checkpoint is a different, existing file.
+
+    ``best.pt`` is a hard link to its epoch's ``last.pt`` (see :func:`dlkdd.utils.atomic_link`), so
+    while the best epoch is the last one they are the same file and corrupt together.
+    """
+    other = {"last.pt": "best.pt", "best.pt": "last.pt"}.get(path.name)
+    if other is None or not (path.parent / other).is_file():
+        return ""
+    try:
+        if os.path.samefile(path, path.parent / other):
+            return ""
+    except OSError:  # pragma: no cover - vanished meanwhile
+        return ""
+    return f", or resume/evaluate from {path.parent / other}"
+
+
 def to_plain(obj: Any) -> Any:
     """Recursively convert ``obj`` to types ``torch.load(weights_only=True)`` accepts.
 
@@ -134,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
                 f"{path}: truncated or corrupt checkpoint (not a torch zip archive, {path.stat().st_size} bytes); "
-                f"re-run the step that wrote it, or use the other of last.pt/best.pt") from None
+                f"re-run the step that wrote it{_other_copy_hint(path)}") from None
         lines = [ln.strip() for ln in str(e).splitlines() if "nsupported global" in ln.lower()
                  or "GLOBAL" in ln] or ["it references code, not only tensors"]
         raise CheckpointError(
@@ -144,8 +161,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         size = path.stat().st_size
         raise CheckpointError(
             f"{path}: truncated or corrupt checkpoint ({size} bytes; {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); re-run the step that wrote it, "
-            f"or use the other of last.pt/best.pt") from None
+            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); re-run the step that wrote it"
+            f"{_other_copy_hint(path)}") from None
     if not isinstance(ckpt, dict) or "schema_version" not in ckpt or "dlkdd_version" not in ckpt:
         what = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
