@@ -33,7 +33,7 @@ def pytest_report_header(config) -> str:
     import tempfile
 
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    return f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite needs about 5 GiB at its peak)"
+    return f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite peaks at about 4 GiB there)"
 
 
 @pytest.fixture(scope="module")
