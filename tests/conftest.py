@@ -33,7 +33,11 @@ def pytest_report_header(config) -> str:
     import tempfile
 
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    return f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite peaks at about 4 GiB there)"
+    line = f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite peaks at about 4 GiB there)"
+    if free < 5:
+        line += ("\ndlkdd: WARNING: too little free disk; training tests will fail to write checkpoints "
+                 "('No space left on device'). Free some space or point TMPDIR elsewhere")
+    return line
 
 
 @pytest.fixture(scope="module")
