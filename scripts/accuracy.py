@@ -136,7 +136,6 @@ def ordered(names) -> list[str]:
 
 
 def table(results: dict) -> str:
-
     def ms(xs: list[float]) -> str:
         if len(xs) == 1:
             return f"{xs[0]:.2f}"

@@ -3,7 +3,10 @@ are skipped with a reason where it is absent (an outside user's clone)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -29,11 +32,9 @@ def shared() -> Path:
 
 def pytest_report_header(config) -> str:
     """Free disk where the tests write: training tests write checkpoints of ~140-420 MB."""
-    import shutil
-    import tempfile
-
-    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    line = f"dlkdd: {free:.1f} GiB free in {tempfile.gettempdir()} (the suite peaks at about 4 GiB there)"
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    line = f"dlkdd: {free:.1f} GiB free in {tmp} (the suite peaks at about 4 GiB there)"
     if free < 5:
         line += ("\ndlkdd: WARNING: too little free disk; training tests will fail to write checkpoints "
                  "('No space left on device'). Free some space or point TMPDIR elsewhere")
@@ -41,14 +42,12 @@ def pytest_report_header(config) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_dir(request, tmp_path_factory) -> Path:
+def module_dir(request, tmp_path_factory) -> Iterator[Path]:
     """A directory for one test module's shared artifacts, deleted when the module ends.
 
     Kept when a test of the module failed, for inspection. Module-scoped artifacts (trained
     checkpoints, caches) would otherwise pile up until the session ends: several GB.
     """
-    import shutil
-
     failed_before = request.session.testsfailed
     d = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"))
     yield d

@@ -15,8 +15,9 @@ scalars including ``"loss"`` (the one optimised), ``logits`` ``(B,C)`` or None
   averaging the logits of the views of one key; summed over DDP ranks.
 - :func:`fit` - the epoch loop: per-epoch seeding of the data order, train, evaluate every
   ``eval_every`` epochs, ``log.csv``/``log.json``/``curves.png``, ``last.pt`` every epoch, ``best.pt``
-  when val top-1 improves (a hard link to that epoch's ``last.pt``: no second copy on disk), ``metrics.json`` at the end; ``resume=DIR`` continues exactly
-  (model, optimizer, scheduler, epoch, history, best metric, RNG states).
+  when val top-1 improves (a hard link to that epoch's ``last.pt``: no second copy on disk),
+  ``metrics.json`` at the end; ``resume=DIR`` continues exactly (model, optimizer, scheduler,
+  epoch, history, best metric, RNG states).
 """
 from __future__ import annotations
 
