@@ -73,11 +73,10 @@ def _free_port():
 
 @pytest.mark.timeout(120)
 def test_ddp_step_equals_single_process(tmp_path):
-    # fork (like DataLoader workers; the child sets 1 intra-op thread first): the children share the
-    # parent's imports, so the DDP constructor's torch._dynamo import is paid once, here
-    import torch._dynamo  # noqa: F401
-
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="fork")
+    # spawn, as torchrun starts fresh processes. With fork, the workers once did not finish in 90 s
+    # in a full fresh-clone run: a fork of this pytest process, which by then runs OpenMP and zarr's
+    # I/O threads, can inherit locks held by threads that do not exist in the child
+    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + 90
     while not ctx.join(timeout=2):  # raises if a worker failed; a hung collective fails here, not at 600 s
         if time.monotonic() > deadline:
