@@ -42,12 +42,12 @@ def _config(out: Path, seed: int) -> tuple[Path, list[str], str]:
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int | None = None, device: str = "auto",
              progress: bool = True, overrides: list[str] | None = None) -> dict:
     """Run the demo; ``overrides`` (``key=value``) are applied last (tests use tiny clips)."""
-    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.evaluation import evaluate_checkpoint, plot_confusion
-    from dlkdd.student import train_student
-    from dlkdd.teacher import train_teacher
+    from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
+    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.teacher import train_teacher
     from dlkdd.utils import atomic_write_json, atomic_write_text
 
     out = Path(out)

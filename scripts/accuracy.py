@@ -27,12 +27,12 @@ log = logging.getLogger("accuracy")
 
 
 def main() -> None:
-    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.evaluation import evaluate_checkpoint
-    from dlkdd.student import train_student
-    from dlkdd.teacher import train_teacher
+    from dlkdd.pipeline.evaluate import evaluate_checkpoint
+    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.teacher import train_teacher
     from dlkdd.utils import atomic_write_json, atomic_write_text, setup_logging
 
     ap = argparse.ArgumentParser()

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from dlkdd.actlumos.fusion import DynamicFusion, StaticFusion, build_fusion, tokens_of
-from dlkdd.actlumos.pretrain import InfoNCEObjective, PretrainNet, two_views
-from dlkdd.actlumos.teacher import ActLumosTeacher, actlumos_arch, actlumos_from_arch, build_actlumos_teacher
+from dlkdd.models.fusion import DynamicFusion, StaticFusion, build_fusion, tokens_of
+from dlkdd.pipeline.pretrain import InfoNCEObjective, PretrainNet, two_views
+from dlkdd.models.actlumos import ActLumosTeacher, actlumos_arch, actlumos_from_arch, build_actlumos_teacher
 from dlkdd.cli import main
 from dlkdd.config import load_config
 from dlkdd.train.objectives import SupConObjective

@@ -107,7 +107,7 @@ def test_cli_on_arid6_train_keys(tmp_path, shared):
 
 
 def test_student_warnings_name_a_weak_teacher_and_flat_targets(tmp_path):
-    from dlkdd.student import soft_target_warnings
+    from dlkdd.pipeline.student import soft_target_warnings
 
     keys = ["Drink/a", "Jump/b"]
     m = _manifest(keys, [0, 1])

@@ -72,7 +72,7 @@ def torchrun(args, nproc=2):
 
 @pytest.fixture(scope="module")
 def run(module_dir):
-    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.synth import make_synthetic
     from dlkdd.models.build import build_teacher, teacher_arch

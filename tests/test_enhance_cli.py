@@ -155,7 +155,7 @@ def test_enhancer_bad_clip_policy(tmp_path):
 def test_enhancer_frames_reproducible(tmp_path):
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.config import load_config
-    from dlkdd.enhance import EnhancerFrames
+    from dlkdd.pipeline.enhancer import EnhancerFrames
 
     cfg = load_config(_tiny_arid(tmp_path / "data"))
     man = manifest_from_config(cfg.data, "train")

@@ -87,7 +87,7 @@ def test_cached_logits_equal_teacher_on_replayed_view(run):
     from dlkdd.cache.dataset import CachedViewDataset
     from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.evaluation import load_model
+    from dlkdd.pipeline.evaluate import load_model
 
     cfg = load_config(run["cfg"], TINY)
     m = manifest_from_config(cfg.data, "train")

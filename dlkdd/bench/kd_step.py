@@ -75,7 +75,7 @@ class StudentStep:
 
 def make_bench_store(path: Path, manifest: Any, clip_cfg: Any, views: int, num_classes: int, seed: int = 0) -> Path:
     """A complete Zarr LogitStore for ``manifest``: real views, random normal logits (see module doc)."""
-    from dlkdd.cache.precompute import clip_views
+    from dlkdd.pipeline.cache_logits import clip_views
     from dlkdd.cache.store import LogitStore
     from dlkdd.data.video import probe
 

@@ -2,7 +2,7 @@
 
 A teacher checkpoint in the format ``dlkdd teacher`` writes (kind ``teacher``, ``arch`` from
 :func:`dlkdd.models.build.teacher_arch`, classes, config, weights: randomly initialised - the
-cost does not depend on them) is saved to the work folder; :func:`dlkdd.cache.precompute.precompute_logits`
+cost does not depend on them) is saved to the work folder; :func:`dlkdd.pipeline.cache_logits.precompute_logits`
 then scores the first ``n_clips`` training clips (an ARID-format list written to the work folder)
 into a fresh Zarr store per K. Reported per K: ``seconds`` (the whole call), ``scan_s`` (the
 bad-clip scan that the call starts with, timed separately on the same clips), ``clips_per_s``
@@ -38,7 +38,7 @@ def _subset_list(cfg: Any, n_clips: int, out: Path) -> str:
 def bench_precompute(cfg: Any, classes: list[str], work_dir: Path, device: Any, n_clips: int,
                      views: Any, workers: int | None = None) -> dict[str, Any]:
     from dlkdd.bench.models import bench_teacher
-    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.models.build import teacher_arch
     from dlkdd.runs import find_bad_clips

@@ -21,7 +21,7 @@ def pretrain(config_path, overrides, out, resume, no_progress):
     projections (pretrain.epochs, pretrain.lr, pretrain.temperature, pretrain.proj_dim).
     Then: dlkdd student ... --set model.pretrained=OUT/pretrain.pt
     """
-    from dlkdd.actlumos.pretrain import pretrain_student
+    from dlkdd.pipeline.pretrain import pretrain_student
 
     cfg = load_cli_config(config_path, overrides)
     res = pretrain_student(cfg, out, device=get_device(), resume=resume, progress=not no_progress)

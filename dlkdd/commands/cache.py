@@ -25,7 +25,7 @@ from dlkdd.commands.common import config_options, friendly_errors, get_device, i
 @friendly_errors
 def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features, overwrite, path_file, no_progress):
     """Run the teacher once over every training clip (K views each) into a logit store."""
-    from dlkdd.cache.precompute import precompute_logits
+    from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.utils import atomic_write_text
 
     if views is not None and views < 1:

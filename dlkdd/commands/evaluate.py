@@ -31,7 +31,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
              no_progress):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
     from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.evaluation import evaluate_checkpoint, plot_confusion
+    from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
 
     if clips < 1:
         raise click.BadParameter(f"must be >= 1, got {clips}", param_hint="--clips")
@@ -75,7 +75,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
 @friendly_errors
 def predict(checkpoint, videos, topk, window_stride, as_json):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
-    from dlkdd.evaluation import format_predictions, load_model, predict_video
+    from dlkdd.pipeline.evaluate import format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
 
     if topk < 1:

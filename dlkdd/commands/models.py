@@ -21,7 +21,7 @@ def enhancer(config_path: str, overrides: tuple[str, ...], out_dir: str) -> None
     (enhancer.lr), enhancer.epochs epochs; fine-tunes from enhancer.weights when it exists.
     Use the result with --set enhancer.weights=DIR/enhancer.pt.
     """
-    from dlkdd.enhance import train_enhancer
+    from dlkdd.pipeline.enhancer import train_enhancer
     from dlkdd.utils import resolve_device
 
     cfg = load_cli_config(config_path, overrides)
@@ -50,7 +50,7 @@ def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float |
             max_frames: int | None, batch: int) -> None:
     """Enhance every frame of VIDEO and write OUT (H.264 MP4, same fps)."""
     from dlkdd.config import ConfigError, EnhancerConfig
-    from dlkdd.enhance import enhance_video
+    from dlkdd.pipeline.enhancer import enhance_video
     from dlkdd.models.enhancers import build_enhancer
     from dlkdd.utils import resolve_device
 

@@ -17,7 +17,7 @@ from dlkdd.commands.common import config_options, friendly_errors, get_device, i
 @friendly_errors
 def teacher(config_path, overrides, out, resume, no_progress):
     """Train the teacher: frozen light enhancer -> R(2+1)D-BERT, cross-entropy on enhanced clips."""
-    from dlkdd.teacher import train_teacher
+    from dlkdd.pipeline.teacher import train_teacher
 
     cfg = load_cli_config(config_path, overrides)
     res = train_teacher(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
@@ -43,7 +43,7 @@ def teacher(config_path, overrides, out, resume, no_progress):
 def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alpha, gamma, tau, tau2_scale, resume,
             no_progress):
     """Train the student on the dark clips from the cached teacher logits (never loads the teacher)."""
-    from dlkdd.student import train_student
+    from dlkdd.pipeline.student import train_student
 
     if cache_path_file and not cache_path:
         p = Path(cache_path_file)

@@ -38,7 +38,7 @@ def student_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
 def teacher_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
     """``arch`` of the teacher of ``cfg.model.teacher`` (dlkdd: enhancer + classifier; actlumos)."""
     if cfg.model.teacher == "actlumos":
-        from dlkdd.actlumos.teacher import actlumos_arch
+        from dlkdd.models.actlumos import actlumos_arch
 
         return actlumos_arch(cfg, num_classes)
     return dict(arch_dict(_teacher_model_cfg(cfg), num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
@@ -52,7 +52,7 @@ def build_student(cfg: Any, num_classes: int) -> Classifier:
 def build_teacher(cfg: Any, num_classes: int) -> nn.Module:
     """The teacher of ``cfg.model.teacher``: frozen enhancer -> classifier, or ActLumos."""
     if cfg.model.teacher == "actlumos":
-        from dlkdd.actlumos.teacher import build_actlumos_teacher
+        from dlkdd.models.actlumos import build_actlumos_teacher
 
         return build_actlumos_teacher(cfg, num_classes)
     return Teacher(build_enhancer(cfg.enhancer), build_classifier(_teacher_model_cfg(cfg), num_classes))
@@ -71,7 +71,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
                               "expected a teacher.pt / student.pt written by dlkdd")
     family = arch.get("family", "dlkdd")
     if family == "actlumos":
-        from dlkdd.actlumos.teacher import actlumos_from_arch
+        from dlkdd.models.actlumos import actlumos_from_arch
 
         model = actlumos_from_arch(arch)
     elif arch.get("enhancer"):

@@ -231,7 +231,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
 
 def _feature_dim(ckpt: dict) -> int:
     """Width of the teacher's ``return_features`` output: 512 (the head's clip feature), or the
-    SupCon projection size ``proj_dim`` for an ActLumos teacher (see dlkdd.actlumos.teacher)."""
+    SupCon projection size ``proj_dim`` for an ActLumos teacher (see dlkdd.models.actlumos)."""
     arch = ckpt.get("arch") or {}
     if arch.get("family") == "actlumos":
         return int(arch.get("proj_dim", 128))

@@ -7,7 +7,7 @@ Recognition via Knowledge Distillation and Contrastive Learning" (ActLumos). For
       dark stream    : (x - mean) / std                                   (dark statistics)
       Retinex stream : (MSR(x) - retinex_mean) / retinex_std               (frozen, no gradient)
     one weight-shared R(2+1)D trunk on both -> 2 maps (B,512,T',H',W')
-    fusion (dynamic | static, :mod:`dlkdd.actlumos.fusion`) -> (B,512,T',H',W'), weights (B,T',2)
+    fusion (dynamic | static, :mod:`dlkdd.models.fusion`) -> (B,512,T',H',W'), weights (B,T',2)
     temporal head (BERT | avg) -> logits (B,C), clip embedding (B,512)
     projection MLP 512 -> 512 -> proj_dim on the clip embedding -> z (B,proj_dim)
 
@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from dlkdd.actlumos.fusion import build_fusion
+from dlkdd.models.fusion import build_fusion
 from dlkdd.models.bert_head import AvgHead, BertHead
 from dlkdd.models.classifier import arch_dict
 from dlkdd.models.enhancers import MultiScaleRetinex
