@@ -1,7 +1,9 @@
 """The ``dlkdd`` command: a click group with global options, one command per pipeline step.
 
-    dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify
+    dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify/stats
           | student | pretrain | evaluate | predict | bench
+
+one module per verb in dlkdd/commands/, each calling a stage of dlkdd/pipeline/.
 
 Heavy imports live inside the commands (``dlkdd --help`` is instant).
 """
@@ -17,17 +19,17 @@ from dlkdd.commands.common import Context
 # (module, attribute) of every command; a module is imported when the group is built, which is
 # cheap because command modules import torch & co. only inside their functions.
 _COMMANDS = [
-    ("dlkdd.commands.data", "synth"),
+    ("dlkdd.commands.synth", "synth"),
     ("dlkdd.commands.data", "data"),
-    ("dlkdd.commands.models", "enhancer"),
-    ("dlkdd.commands.models", "enhance"),
-    ("dlkdd.commands.train", "teacher"),
-    ("dlkdd.commands.train", "student"),
-    ("dlkdd.commands.actlumos", "pretrain"),
-    ("dlkdd.commands.cache", "cache_logits"),
+    ("dlkdd.commands.enhancer", "enhancer"),
+    ("dlkdd.commands.enhance", "enhance"),
+    ("dlkdd.commands.teacher", "teacher"),
+    ("dlkdd.commands.cache_logits", "cache_logits"),
     ("dlkdd.commands.cache", "cache"),
+    ("dlkdd.commands.student", "student"),
+    ("dlkdd.commands.pretrain", "pretrain"),
     ("dlkdd.commands.evaluate", "evaluate"),
-    ("dlkdd.commands.evaluate", "predict"),
+    ("dlkdd.commands.predict", "predict"),
     ("dlkdd.commands.bench", "bench"),
 ]
 

@@ -203,6 +203,7 @@ class TrainConfig:
     eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap for smoke tests and benchmarks)
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm (global-batch BN statistics) instead of per-GPU BN
+    grad_clip: float = 0.0  # > 0: clip the gradient norm to this before each optimizer step (0: off)
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -217,6 +218,7 @@ class TrainConfig:
         _check(self.accum_steps >= 1, "train.accum_steps", "must be >= 1")
         _choice(self.amp, "train.amp", ("auto", "bf16", "fp32"))
         _check(self.eval_every >= 1, "train.eval_every", "must be >= 1")
+        _check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0 (0: off), got {self.grad_clip}")
         _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
 
 

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from dlkdd.models.fusion import DynamicFusion, StaticFusion, build_fusion, tokens_of
-from dlkdd.pipeline.pretrain import InfoNCEObjective, PretrainNet, two_views
+from dlkdd.data.views import two_views
+from dlkdd.models.pretrain_net import PretrainNet
+from dlkdd.train.objectives import InfoNCEObjective
 from dlkdd.models.actlumos import ActLumosTeacher, actlumos_arch, actlumos_from_arch, build_actlumos_teacher
 from dlkdd.cli import main
 from dlkdd.config import load_config

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from conftest import shared_path
 from dlkdd.cli import main
 from dlkdd.config import load_config
-from dlkdd.data.check import apply_bad_clip_policy, check_dataset
+from dlkdd.data.check import check_dataset
+from dlkdd.data.prepare import apply_bad_clip_policy
 from dlkdd.data.manifest import read_csv
 from dlkdd.errors import DataError
 

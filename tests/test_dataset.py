@@ -1,4 +1,5 @@
-"""VideoDataset: samples, reproducible training views, DataLoader with 2 workers."""
+"""ClipDataset with the training / evaluation view policies: samples, reproducible training views,
+DataLoader with 2 workers."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,9 @@ from torch.utils.data import DataLoader
 
 from conftest import shared_path
 from dlkdd.config import ClipConfig, DataConfig
-from dlkdd.data.dataset import VideoDataset, collate
+from dlkdd.data.dataset import ClipDataset, collate
 from dlkdd.data.manifest import manifest_from_config
-from dlkdd.data.views import View, load_clip
+from dlkdd.data.views import CenterView, RandomView, View, load_clip
 
 CLIP = ClipConfig(frames=4, stride=2, size=24, resize=28, min_scale=0.8, max_scale=1.0, flip=True)
 
@@ -23,7 +24,7 @@ def _manifest():
 
 def test_sample_and_reproducible_views():
     m = _manifest().subset(range(0, 108, 27))
-    ds = VideoDataset(m, CLIP, train=True, seed=3)
+    ds = ClipDataset(m, CLIP, RandomView(CLIP, seed=3))
     s = ds[1]
     assert s["video"].shape == (3, 4, 24, 24) and s["video"].dtype == torch.float32
     assert s["label"] == m[1].label and s["key"] == m[1].key and s["index"] == 1
@@ -35,14 +36,14 @@ def test_sample_and_reproducible_views():
     ds.set_epoch(1)
     views_e1 = [ds[i]["view"] for i in range(len(ds))]
     assert any(not torch.equal(a, b) for a, b in zip(views_e0, views_e1))
-    ev = VideoDataset(m, CLIP, train=False)
+    ev = ClipDataset(m, CLIP, CenterView(CLIP))
     v = View.from_array(ev[0]["view"].numpy())
     assert not v.flip and abs(v.y0 - (1 - v.h) / 2) < 1e-12
 
 
 def test_dataloader_two_workers_matches_single_process():
     m = _manifest().subset(range(0, 108, 18))
-    ds = VideoDataset(m, CLIP, train=True, seed=0)
+    ds = ClipDataset(m, CLIP, RandomView(CLIP, seed=0))
     ds.set_epoch(2)
     batches = list(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate))
     assert len(batches) == 2

@@ -167,10 +167,11 @@ def _reference_training(run, cfg, epochs):
     batches (DistributedSampler shares of the epoch) accumulated into one optimizer step."""
     from torch.utils.data.distributed import DistributedSampler
 
-    from dlkdd.cache.dataset import CachedViewDataset
-    from dlkdd.data.dataset import collate
+    from dlkdd.cache.reader import StoreRows
+    from dlkdd.data.dataset import ClipDataset, collate
+    from dlkdd.data.views import StoredView
     from dlkdd.models.build import build_student
-    from dlkdd.runs import prepare_data
+    from dlkdd.data.prepare import prepare_data
     from dlkdd.train.engine import steps_per_epoch, train_one_epoch
     from dlkdd.train.objectives import DistillationObjective
     from dlkdd.train.optim import build_optimizer, build_scheduler
@@ -183,7 +184,7 @@ def _reference_training(run, cfg, epochs):
     try:
         seed_everything(cfg.seed)
         data = prepare_data(cfg, progress=False)
-        ds = CachedViewDataset(data.train, cfg.clip, run["one.zarr"], seed=cfg.seed)
+        ds = ClipDataset(data.train, cfg.clip, StoredView(StoreRows(data.train, run["one.zarr"]), seed=cfg.seed))
         model = build_student(cfg, len(data.classes))
         init = {k: v.detach().clone() for k, v in model.named_parameters()}
         tc = cfg.train

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dlkdd.train.distributed import (DistInfo, SeededRandomSampler, ShardSampler, broadcast_object, build_sampler,
-                                     init_distributed, rank_seeded, seed_rank_rng, shard_rows, unwrap, wrap_ddp)
+                                     init_distributed, seed_rank_rng, unwrap, wrap_ddp)
+from dlkdd.cache.parts import shard_rows
 from dlkdd.train.engine import evaluate, train_one_epoch
 from dlkdd.train.objectives import CrossEntropyObjective
 
@@ -150,8 +151,3 @@ def test_rank_rng_differs_between_ranks_and_replays():
 
     assert torch.equal(draw(0, 1), draw(0, 1))
     assert not torch.equal(draw(0, 0), draw(0, 1)) and not torch.equal(draw(0, 0), draw(1, 0))
-    extras = rank_seeded(DistInfo(rank=1, world_size=2, local_rank=1, is_main=False), 5, lambda e: {"alpha": e})
-    assert extras(3) == {"alpha": 3}
-    after = torch.rand(4)  # the hook seeded (5, epoch 3, rank 1)
-    assert torch.equal(after, draw(3, 1))
-    assert rank_seeded(DistInfo(), 5)(0) == {}

@@ -126,10 +126,10 @@ def test_enhancer_trains_and_output_loads(tmp_path):
     res = CliRunner().invoke(main, ["--seed", "1", "enhancer", "--config", str(cfg), "--out", str(out)])
     assert res.exit_code == 0, res.output
     ckpt = torch.load(out / "enhancer.pt", map_location="cpu", weights_only=True)
-    assert ckpt["kind"] == "enhancer" and ckpt["schema_version"] == 1 and ckpt["epoch"] == 2
+    assert ckpt["kind"] == "enhancer" and ckpt["schema_version"] == 1 and ckpt["epoch"] == 1  # 0-based
     assert ckpt["config"]["enhancer"]["crop"] == 16 and ckpt["arch"]["enhancer"]["kind"] == "zerodce"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
+    assert [r["epoch"] for r in metrics["epochs"]] == [0, 1]  # 0-based, like every checkpoint
     for row in metrics["epochs"]:
         assert row["images"] == 8 and row["steps"] == 2  # 4 videos x 2 frames, batches of 2 videos
         assert all(np.isfinite(row[k]) for k in ("loss", "tv", "spa", "col", "exp"))
@@ -155,15 +155,15 @@ def test_enhancer_bad_clip_policy(tmp_path):
 def test_enhancer_frames_reproducible(tmp_path):
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.config import load_config
-    from dlkdd.pipeline.enhancer import EnhancerFrames
+    from dlkdd.data.dataset import FrameDataset
 
     cfg = load_config(_tiny_arid(tmp_path / "data"))
     man = manifest_from_config(cfg.data, "train")
-    ds = EnhancerFrames(man, frames_per_clip=3, crop=16, seed=5)
+    ds = FrameDataset(man, frames_per_clip=3, crop=16, seed=5)
     a = ds[1]["frames"]
     assert a.shape == (3, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(ds[1]["frames"], a)
     ds.set_epoch(1)
     assert not torch.equal(ds[1]["frames"], a)
-    big = EnhancerFrames(man, frames_per_clip=2, crop=40, seed=0)  # larger than the 24x28 video
+    big = FrameDataset(man, frames_per_clip=2, crop=40, seed=0)  # larger than the 24x28 video
     assert big[0]["frames"].shape == (2, 3, 40, 40)

@@ -84,14 +84,16 @@ def test_cache_store_contents(run):
 def test_cached_logits_equal_teacher_on_replayed_view(run):
     """The student's input replays exactly the clip the teacher scored: the teacher run on the
     replayed view reproduces the stored logits (float16 precision)."""
-    from dlkdd.cache.dataset import CachedViewDataset
+    from dlkdd.cache.reader import StoreRows
     from dlkdd.config import load_config
+    from dlkdd.data.dataset import ClipDataset
+    from dlkdd.data.views import StoredView
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pipeline.evaluate import load_model
 
     cfg = load_config(run["cfg"], TINY)
     m = manifest_from_config(cfg.data, "train")
-    ds = CachedViewDataset(m, cfg.clip, run["store"], seed=0)
+    ds = ClipDataset(m, cfg.clip, StoredView(StoreRows(m, run["store"]), seed=0))
     teacher, _ = load_model(run["dir"] / "teacher" / "teacher.pt")
     for i in (0, len(ds) - 1):
         for epoch in (0, 1, 2):

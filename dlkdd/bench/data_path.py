@@ -3,7 +3,7 @@
 - ``decode``: ms per clip of the input pipeline in the main process (decode the needed frames,
   crop, resize: :func:`dlkdd.data.throughput.decode_throughput` with 0 workers) for each frame
   count (64 frames at stride 1, as the paper's clips; shorter ones at the preset's stride).
-- ``loader``: clips/s of a DataLoader over :class:`~dlkdd.data.dataset.VideoDataset` with 0, 1
+- ``loader``: clips/s of a DataLoader over :class:`~dlkdd.data.dataset.ClipDataset` with 0, 1
   and 2 workers (worker start-up included) at the preset's clip shape.
 - ``train_step_clips_per_s``: clips/s of the student step alone (no data loading), from the KD
   benchmark when it ran; else estimated from the inference profile at the same shape (a training

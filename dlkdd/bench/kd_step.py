@@ -4,7 +4,7 @@ Shapes: a batch is ``video`` (B,3,T,S,S) in [0,1], ``label`` (B,), teacher logit
 
 - **cached** (DL-KDD): the batch's soft targets are read from a real
   :class:`~dlkdd.cache.store.LogitStore` (one random stored view per clip, as
-  :class:`~dlkdd.cache.dataset.CachedViewDataset` does), then the student step:
+  :class:`~dlkdd.data.views.StoredView` does), then the student step:
   forward, ``DistillationObjective`` (CE + alpha KL), backward, AdamW step.
 - **online** (conventional KD): the teacher (frozen ZeroDCE + R(2+1)D-BERT) runs forward on the
   batch under ``no_grad``, then the same student step.
@@ -15,8 +15,8 @@ Shapes: a batch is ``video`` (B,3,T,S,S) in [0,1], ``label`` (B,), teacher logit
 
 The four variants run round-robin on the same pre-decoded batches (warm-up first, order rotated
 every round, median reported), so machine noise hits them alike and their ratios carry the
-claim. The end-to-end variant adds the DataLoader: cached = ``CachedViewDataset`` (decode +
-store read per sample), online = ``VideoDataset`` + teacher, ``train.workers`` workers.
+claim. The end-to-end variant adds the DataLoader: cached = ``ClipDataset`` + ``StoredView`` (decode +
+store read per sample), online = ``ClipDataset`` + ``RandomView`` + teacher, ``train.workers`` workers.
 Peak memory: :mod:`dlkdd.bench.memory` (fresh process per variant).
 The stored logits are random normal values (the cost of reading them does not depend on them);
 the stored views are the real K views ``dlkdd cache-logits`` would draw for each clip.
@@ -75,7 +75,7 @@ class StudentStep:
 
 def make_bench_store(path: Path, manifest: Any, clip_cfg: Any, views: int, num_classes: int, seed: int = 0) -> Path:
     """A complete Zarr LogitStore for ``manifest``: real views, random normal logits (see module doc)."""
-    from dlkdd.pipeline.cache_logits import clip_views
+    from dlkdd.data.views import clip_views
     from dlkdd.cache.store import LogitStore
     from dlkdd.data.video import probe
 
@@ -99,9 +99,10 @@ def _median(xs: list[float]) -> float:
 def _preload_batches(manifest: Any, cfg: Any, n_batches: int, batch: int) -> list[dict]:
     from torch.utils.data import DataLoader
 
-    from dlkdd.data.dataset import VideoDataset, collate
+    from dlkdd.data.dataset import ClipDataset, collate
+    from dlkdd.data.views import RandomView
 
-    ds = VideoDataset(manifest, cfg.clip, train=True, seed=cfg.seed)
+    ds = ClipDataset(manifest, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
     idx = [i % len(ds) for i in range(n_batches * batch)]
     loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch, shuffle=False, num_workers=0,
                         collate_fn=collate)
@@ -152,9 +153,10 @@ def bench_kd_step(cfg: Any, manifest: Any, work_dir: Path, device: torch.device,
 
     from dlkdd.bench.memory import run_probe
     from dlkdd.bench.models import bench_teacher
-    from dlkdd.cache.dataset import CachedViewDataset
+    from dlkdd.cache.reader import StoreRows
     from dlkdd.cache.store import LogitStore
-    from dlkdd.data.dataset import VideoDataset, collate
+    from dlkdd.data.dataset import ClipDataset, collate
+    from dlkdd.data.views import RandomView, StoredView
     from dlkdd.train.engine import prepare_model, to_device
 
     B = int(cfg.train.batch_size)
@@ -218,8 +220,8 @@ def bench_kd_step(cfg: Any, manifest: Any, work_dir: Path, device: torch.device,
     }
 
     # ---- end to end: the DataLoader included
-    cached_ds = CachedViewDataset(manifest, cfg.clip, store_path, seed=cfg.seed)
-    online_ds = VideoDataset(manifest, cfg.clip, train=True, seed=cfg.seed)
+    cached_ds = ClipDataset(manifest, cfg.clip, StoredView(StoreRows(manifest, store_path), seed=cfg.seed))
+    online_ds = ClipDataset(manifest, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
     kw = dict(batch_size=B, shuffle=True, num_workers=workers, collate_fn=collate, drop_last=len(manifest) >= B,
               persistent_workers=workers > 0)
 

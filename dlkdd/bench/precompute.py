@@ -41,7 +41,7 @@ def bench_precompute(cfg: Any, classes: list[str], work_dir: Path, device: Any, 
     from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.models.build import teacher_arch
-    from dlkdd.runs import find_bad_clips
+    from dlkdd.data.prepare import find_bad_clips
     from dlkdd.train.checkpoint import save_checkpoint
 
     work_dir = Path(work_dir)

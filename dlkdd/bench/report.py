@@ -93,7 +93,7 @@ def _data(d: dict[str, Any]) -> list[str]:
                 [[f"{r['frames']} frames, stride {r['stride']}, {r['size']}px", r["ms_per_clip"], r["clips_per_s"]]
                  for r in d["decode"]])
     L += [""]
-    L += _table(["DataLoader over VideoDataset", "clips/s", "ms / clip"],
+    L += _table(["DataLoader over ClipDataset", "clips/s", "ms / clip"],
                 [[f"{r['workers']} worker(s) ({r['frames']} frames)", r["clips_per_s"], r["ms_per_clip"]]
                  for r in d["loader"]])
     L += ["", f"Student training step alone: {_f(d['train_step_clips_per_s'])} clips/s "

@@ -17,7 +17,7 @@ from typing import Any
 _EXPORTS = {
     "LogitStore": "dlkdd.cache.store",
     "SCHEMA_VERSION": "dlkdd.cache.store",
-    "detect_format": "dlkdd.cache.store",
+    "detect_format": "dlkdd.cache.backends",
     "store_name": "dlkdd.cache.keying",
     "default_store_path": "dlkdd.cache.keying",
     "view_spec_from_config": "dlkdd.cache.keying",

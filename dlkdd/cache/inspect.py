@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dlkdd.cache.backends import STORE_SUFFIXES
 from dlkdd.cache.store import SCHEMA_VERSION, LogitStore
 from dlkdd.errors import CacheError
 
 __all__ = ["STORE_SUFFIXES", "disk_usage", "list_stores", "store_info", "verify_store"]
 
-STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
 _SHOW = 5  # how many offending keys a message names
 
 

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from dlkdd.cache.backends import FORMAT_SUFFIX, normalize_fmt
 from dlkdd.errors import CacheError
 
 __all__ = ["CLIP_SPEC_KEYS", "FORMAT_SUFFIX", "normalize_fmt", "clip_spec", "view_spec_from_config",
@@ -26,17 +27,6 @@ __all__ = ["CLIP_SPEC_KEYS", "FORMAT_SUFFIX", "normalize_fmt", "clip_spec", "vie
 
 # clip-config fields that define how views are drawn (see dlkdd.config.ClipConfig)
 CLIP_SPEC_KEYS = ("frames", "stride", "size", "resize", "min_scale", "max_scale", "flip")
-FORMAT_SUFFIX = {"zarr": ".zarr", "hdf5": ".h5"}
-
-
-def normalize_fmt(fmt: str) -> str:
-    """``zarr`` | ``hdf5`` (``h5`` accepted)."""
-    f = str(fmt).lower().lstrip(".")
-    if f in ("h5", "hdf5"):
-        return "hdf5"
-    if f == "zarr":
-        return "zarr"
-    raise CacheError(f"unknown cache format {fmt!r}: use zarr or hdf5 (config key cache.format)")
 
 
 def clip_spec(clip: Any) -> dict[str, Any]:

@@ -40,246 +40,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from dlkdd.cache.keying import normalize_fmt
+from dlkdd.cache.backends import (ARRAYS, BACKENDS, DTYPES, SCHEMA_VERSION, VIEW_PARAMS, detect_format, format_for,
+                                  json_meta, remove_store)
 from dlkdd.errors import CacheError
 
 __all__ = ["LogitStore", "SCHEMA_VERSION", "VIEW_PARAMS", "detect_format"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-VIEW_PARAMS = 8  # = dlkdd.data.views.VIEW_PARAMS: start, stride, frames, y0, x0, h, w, flip
-_DTYPES = ("float16", "float32")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_H5_META_ATTR = "dlkdd_meta"
-_H5_ROWS_PER_CHUNK = 64
-_ARRAYS = ("keys", "logits", "views", "done")
 
-
-def _json_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
-    """Deep-copy ``meta`` through strict JSON (no NaN, no objects), or raise naming the key."""
-    for k, v in meta.items():
-        try:
-            json.dumps(v, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise CacheError(f"{where}: metadata key {k!r} is not plain JSON ({e}); pass lists/dicts/str/numbers") from None
-    return json.loads(json.dumps(meta, allow_nan=False))
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """``zarr`` or ``hdf5`` for an existing store, from its contents (not its name)."""
-    p = Path(path)
-    if not p.exists():
-        raise CacheError(f"no logit cache at {p}; build it with `dlkdd cache-logits --config <cfg> --teacher <ckpt>`")
-    if p.is_dir():
-        if (p / "zarr.json").is_file():
-            return "zarr"
-        raise CacheError(f"{p} is a directory but not a Zarr v3 logit store (no zarr.json)")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise CacheError(f"cannot read {p}: {e}") from None
-    if head == _HDF5_SIGNATURE:
-        return "hdf5"
-    raise CacheError(f"{p} is not a logit store (neither a Zarr directory nor an HDF5 file)")
-
-
-def _fmt_for_new(path: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        return normalize_fmt(fmt)
-    suf = path.suffix.lower()
-    if suf in (".h5", ".hdf5"):
-        return "hdf5"
-    return "zarr"
-
-
-# --------------------------------------------------------------------------------------------
-# backends: the few storage operations LogitStore needs, one class per format
-# --------------------------------------------------------------------------------------------
-class _ZarrBackend:
-    fmt = "zarr"
-
-    def __init__(self, group: Any):
-        self.g = group
-        self.arrays = {name: group[name] for name in group.array_keys()}
-
-    @classmethod
-    def create(cls, path: Path, keys: Sequence[str], V: int, C: int, P: int, dtype: str, D: int,
-               meta: dict[str, Any]) -> "_ZarrBackend":
-        import zarr
-
-        N = len(keys)
-        g = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        k = g.create_array("keys", shape=(N,), dtype=str, chunks=(max(N, 1),))
-        if N:
-            k[:] = np.asarray(list(keys), dtype=object)
-        g.create_array("logits", shape=(N, V, C), dtype=dtype, chunks=(1, V, C), fill_value=np.nan)
-        g.create_array("views", shape=(N, V, P), dtype="float64", chunks=(1, V, P), fill_value=np.nan)
-        g.create_array("done", shape=(N,), dtype="bool", chunks=(1,), fill_value=False, compressors=None)
-        if D > 0:
-            g.create_array("features", shape=(N, V, D), dtype=dtype, chunks=(1, V, D), fill_value=np.nan)
-        # metadata last (a store without schema_version is not a store), in ONE write of zarr.json:
-        # ``g.attrs.update`` is MutableMapping.update, one whole-file write per key, so a kill
-        # between keys would leave half-updated metadata
-        g.update_attributes(meta)
-        return cls(g)
-
-    @classmethod
-    def open(cls, path: Path, mode: str) -> "_ZarrBackend":
-        import zarr
-
-        try:
-            g = zarr.open_group(str(path), mode=mode, zarr_format=3)
-        except Exception as e:  # zarr raises several types for a bad/foreign directory
-            raise CacheError(f"{path} is not a readable Zarr v3 logit store: {e}") from None
-        return cls(g)
-
-    def meta(self) -> dict[str, Any]:
-        return dict(self.g.attrs.asdict())
-
-    def set_meta(self, kv: dict[str, Any]) -> None:
-        self.g.update_attributes(kv)  # one atomic write (temporary file + rename) for all keys
-
-    def keys(self) -> list[str]:
-        return [str(k) for k in self.arrays["keys"][:].tolist()]
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.arrays[name].shape)
-
-    def has(self, name: str) -> bool:
-        return name in self.arrays
-
-    def read(self, name: str, idx: Any) -> np.ndarray:
-        return np.asarray(self.arrays[name][idx])
-
-    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        run = _as_run(rows)
-        return np.asarray(self.arrays[name][run] if run is not None else self.arrays[name].oindex[rows])
-
-    def write_rows(self, name: str, rows: np.ndarray, data: np.ndarray) -> None:
-        self.arrays[name].oindex[rows] = data
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.arrays = {}
-
-
-class _H5Backend:
-    fmt = "hdf5"
-
-    def __init__(self, f: Any):
-        self.f = f
-
-    @classmethod
-    def create(cls, path: Path, keys: Sequence[str], V: int, C: int, P: int, dtype: str, D: int,
-               meta: dict[str, Any]) -> "_H5Backend":
-        import h5py
-
-        N = len(keys)
-        rows = max(1, min(N, _H5_ROWS_PER_CHUNK))
-        f = h5py.File(str(path), "w-")
-        try:
-            f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), shape=(N,),
-                             dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("logits", shape=(N, V, C), dtype=dtype, chunks=(rows, V, C), fillvalue=np.nan)
-            f.create_dataset("views", shape=(N, V, P), dtype="float64", chunks=(rows, V, P), fillvalue=np.nan)
-            f.create_dataset("done", shape=(N,), dtype="bool", chunks=(max(1, min(N, 4096)),), fillvalue=False)
-            if D > 0:
-                f.create_dataset("features", shape=(N, V, D), dtype=dtype, chunks=(rows, V, D), fillvalue=np.nan)
-            f.attrs[_H5_META_ATTR] = json.dumps(meta)
-            f.flush()
-        except BaseException:
-            f.close()
-            raise
-        return cls(f)
-
-    @classmethod
-    def open(cls, path: Path, mode: str) -> "_H5Backend":
-        import h5py
-
-        try:
-            f = h5py.File(str(path), mode)
-        except OSError as e:
-            raise CacheError(f"cannot open HDF5 logit store {path}: {str(e).splitlines()[0] if str(e) else e}. "
-                             "Another process may be writing it; if none is, the file is damaged (e.g. killed "
-                             "mid-write): rebuild it with `dlkdd cache-logits ... --overwrite`") from None
-        return cls(f)
-
-    def meta(self) -> dict[str, Any]:
-        raw = self.f.attrs.get(_H5_META_ATTR)
-        if raw is None:
-            return {}
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8")
-        try:
-            out = json.loads(str(raw))
-        except json.JSONDecodeError as e:
-            raise CacheError(f"{self.f.filename}: metadata is not valid JSON ({e})") from None
-        if not isinstance(out, dict):
-            raise CacheError(f"{self.f.filename}: metadata is not a JSON object")
-        return out
-
-    def set_meta(self, kv: dict[str, Any]) -> None:
-        m = self.meta()
-        m.update(kv)
-        self.f.attrs[_H5_META_ATTR] = json.dumps(m)
-        self.f.flush()
-
-    def keys(self) -> list[str]:
-        return [str(k) for k in self.f["keys"].asstr()[:].tolist()]
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.f[name].shape)
-
-    def has(self, name: str) -> bool:
-        return name in self.f
-
-    def read(self, name: str, idx: Any) -> np.ndarray:
-        return np.asarray(self.f[name][idx])
-
-    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        run = _as_run(rows)
-        if run is not None:  # a slice is much faster than h5py point selection
-            return np.asarray(self.f[name][run])
-        # h5py fancy indexing needs increasing, unique indices
-        uniq, inv = np.unique(rows, return_inverse=True)
-        return np.asarray(self.f[name][uniq])[inv]
-
-    def write_rows(self, name: str, rows: np.ndarray, data: np.ndarray) -> None:
-        order = np.argsort(rows)
-        self.f[name][rows[order]] = data[order]
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def close(self) -> None:
-        try:
-            self.f.close()
-        except Exception:  # pragma: no cover - already closed
-            pass
-
-
-def _as_run(rows: np.ndarray) -> slice | None:
-    """``rows`` as a slice when they are consecutive increasing indices, else None."""
-    if rows.size and (rows.size == 1 or bool(np.all(np.diff(rows) == 1))):
-        return slice(int(rows[0]), int(rows[-1]) + 1)
-    return None
-
-
-_BACKENDS = {"zarr": _ZarrBackend, "hdf5": _H5Backend}
-
-
-# --------------------------------------------------------------------------------------------
 class LogitStore:
     """A logit store on disk; see the module docstring for layout and guarantees.
 
@@ -318,11 +94,11 @@ class LogitStore:
         from dlkdd import __version__
 
         p = Path(path)
-        fmt_ = _fmt_for_new(p, fmt)
+        fmt_ = format_for(p, fmt)
         keys = [str(k) for k in keys]
         V, C, P, D = int(views_per_clip), int(num_classes), int(view_params), int(feature_dim)
-        if dtype not in _DTYPES:
-            raise CacheError(f"cache dtype must be one of {', '.join(_DTYPES)}, got {dtype!r} (config key cache.dtype)")
+        if dtype not in DTYPES:
+            raise CacheError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r} (config key cache.dtype)")
         if V < 1 or C < 1 or P < 1 or D < 0:
             raise CacheError(f"{p}: need views_per_clip >= 1, num_classes >= 1, view_params >= 1, feature_dim >= 0; "
                              f"got {V}, {C}, {P}, {D}")
@@ -332,7 +108,7 @@ class LogitStore:
             seen: set[str] = set()
             dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
             raise CacheError(f"{p}: duplicate key {dup!r}; store keys must be unique (check the manifest)")
-        meta = _json_meta(dict(meta or {}), str(p))
+        meta = json_meta(dict(meta or {}), str(p))
         if "classes" in meta and len(meta["classes"]) != C:
             raise CacheError(f"{p}: meta['classes'] has {len(meta['classes'])} names but num_classes={C}")
         meta.update(
@@ -344,9 +120,9 @@ class LogitStore:
         if p.exists() or p.is_symlink():
             if not overwrite:
                 raise CacheError(f"{p} already exists; pass overwrite=True (or delete it) to rebuild the cache")
-            _remove_store(p)
+            remove_store(p)
         p.parent.mkdir(parents=True, exist_ok=True)
-        backend = _BACKENDS[fmt_].create(p, keys, V, C, P, dtype, D, meta)
+        backend = BACKENDS[fmt_].create(p, keys, V, C, P, dtype, D, meta)
         backend.close()
         log.info("created %s logit store %s: %d clips x %d views x %d classes (%s)", fmt_, p, len(keys), V, C, dtype)
         return cls(p, mode="r+", fmt=fmt_)
@@ -363,14 +139,14 @@ class LogitStore:
             return self._backend
         # a handle inherited across fork is dropped without closing (the parent still owns it)
         self._backend = None
-        backend = _BACKENDS[self._fmt].open(self._path, self._mode)
+        backend = BACKENDS[self._fmt].open(self._path, self._mode)
         try:
             meta = backend.meta()
             self._check_schema(meta)
-            missing = [a for a in _ARRAYS if not backend.has(a)]
+            missing = [a for a in ARRAYS if not backend.has(a)]
             if missing:
                 raise CacheError(f"{self._path}: logit store lacks array(s) {', '.join(missing)}; rebuild it")
-            self._shapes = {a: backend.shape(a) for a in (*_ARRAYS, "features") if backend.has(a)}
+            self._shapes = {a: backend.shape(a) for a in (*ARRAYS, "features") if backend.has(a)}
         except BaseException:
             backend.close()
             raise
@@ -481,6 +257,19 @@ class LogitStore:
                              f"the store was built for another manifest - rebuild it") from None
 
     # ---- writing ---------------------------------------------------------------------------
+    @property
+    def rows_per_chunk(self) -> int:
+        """Rows per storage unit (chunk, or shard if sharded) of the per-row arrays: processes that
+        write disjoint sets of whole units never touch the same file. 1 for HDF5 (one writer)."""
+        arrays = getattr(self._backend_now(), "arrays", None) or {}
+        rpc = 1
+        for name, a in arrays.items():
+            if name == "keys":  # written once, at creation
+                continue
+            unit = getattr(a, "shards", None) or a.chunks
+            rpc = math.lcm(rpc, int(unit[0]))
+        return rpc
+
     def _require_writable(self) -> None:
         if self._mode != "r+":
             raise CacheError(f"logit store {self._path} is open read-only; open it with mode='r+' to write")
@@ -546,7 +335,7 @@ class LogitStore:
         self._require_writable()
         if "schema_version" in kv and kv["schema_version"] != SCHEMA_VERSION:
             raise CacheError(f"{self._path}: schema_version is fixed at {SCHEMA_VERSION}")
-        kv = _json_meta(kv, str(self._path))
+        kv = json_meta(kv, str(self._path))
         b = self._backend_now()
         b.set_meta(kv)
         self._meta = b.meta()
@@ -639,21 +428,3 @@ class LogitStore:
 
 def _np(a: Any) -> Any:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else a
-
-
-def _remove_store(p: Path) -> None:
-    """Delete an existing store for ``overwrite=True`` - but never an unrelated file or directory."""
-    if p.is_symlink():
-        p.unlink()
-        return
-    try:
-        detect_format(p)
-    except CacheError:
-        if p.is_dir() and not any(p.iterdir()):
-            p.rmdir()
-            return
-        raise CacheError(f"{p} exists and is not a logit store; refusing to overwrite it - choose another path") from None
-    if p.is_dir():
-        shutil.rmtree(p)
-    else:
-        p.unlink()

@@ -101,3 +101,8 @@ def is_rank0() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+def fmt_pct(v) -> str:
+    """``"12.34%"``, or ``"n/a"`` for None."""
+    return "n/a" if v is None else f"{v:.2f}%"

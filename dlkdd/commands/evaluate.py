@@ -1,7 +1,6 @@
-"""``dlkdd evaluate`` and ``dlkdd predict``."""
+"""``dlkdd evaluate``: any checkpoint on a test list; calls :func:`dlkdd.pipeline.evaluate.evaluate_checkpoint`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -46,7 +45,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         raise click.UsageError("give --config C, or --root R --list L --mapping M")
     # every clip is checked first (a corrupt clip may decode far enough to be scored silently):
     # data.on_bad_clip=error (default) lists the bad ones and stops, skip evaluates without them
-    from dlkdd.data.check import apply_bad_clip_policy
+    from dlkdd.data.prepare import apply_bad_clip_policy
 
     manifest = manifest_from_config(data_cfg, "test", check_files=False)
     manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
@@ -64,23 +63,3 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         plot = plot or str(Path(json_out).with_suffix(".png"))
     if plot:
         click.echo(f"confusion matrix: {plot_confusion(m, plot)}")
-
-
-@click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("videos", nargs=-1, required=True, type=click.Path())
-@click.option("--topk", type=int, default=5, show_default=True)
-@click.option("--window-stride", type=int, default=0, help="Frames between sliding windows (default: half a clip).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
-@friendly_errors
-def predict(checkpoint, videos, topk, window_stride, as_json):
-    """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
-    from dlkdd.pipeline.evaluate import format_predictions, load_model, predict_video
-    from dlkdd.utils import resolve_device
-
-    if topk < 1:
-        raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
-    dev = resolve_device(get_device())
-    model, ckpt = load_model(checkpoint, dev)
-    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
-    click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))

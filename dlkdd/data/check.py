@@ -5,9 +5,9 @@
   (min/mean/max frames), and on the training clips the mean luma (BT.601) and per-channel
   mean/std of pixels in [0,1] (from ``stats_frames`` evenly spaced frames per clip) - the
   statistics ``model.normalize: dataset`` uses.
-* :func:`scan_clips` / :func:`apply_bad_clip_policy`: the cheaper check training runs before
-  it starts (open + demux each clip: catches missing, empty, non-video, audio-only and
-  truncated files), honouring ``data.on_bad_clip`` (error | skip).
+* :func:`scan_clips`: the cheaper check training runs before it starts (open + demux each clip,
+  or fully decode it: catches missing, empty, non-video, audio-only and truncated files); the
+  ``data.on_bad_clip`` policy on its result is :mod:`dlkdd.data.prepare`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dlkdd.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BadClip", "SplitReport", "CheckReport", "check_dataset", "scan_clips", "apply_bad_clip_policy"]
+__all__ = ["BadClip", "SplitReport", "CheckReport", "check_dataset", "scan_clips"]
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 
@@ -182,22 +182,3 @@ def scan_clips(manifest: Manifest, progress: bool = True, decode: bool = False) 
         except Exception as ex:
             out.append((i, _reason(ex)))
     return out
-
-
-def apply_bad_clip_policy(manifest: Manifest, on_bad_clip: str, progress: bool = True,
-                          decode: bool = False) -> Manifest:
-    """Scan ``manifest``; ``on_bad_clip="error"``: raise :class:`DataError` listing the bad clips;
-    ``"skip"``: return the manifest without them (logged)."""
-    bad = scan_clips(manifest, progress=progress, decode=decode)
-    if not bad:
-        return manifest
-    lines = [f"{manifest[i].path}: {reason}" + (f" (listed at {manifest[i].source})" if manifest[i].source else "")
-             for i, reason in bad]
-    if on_bad_clip == "skip":
-        for ln in lines:
-            log.warning("skipping bad clip %s", ln)
-        drop = {j for j, _ in bad}
-        return manifest.subset([i for i in range(len(manifest)) if i not in drop])
-    shown = "; ".join(lines[:5]) + (f"; ... ({len(lines) - 5} more)" if len(lines) > 5 else "")
-    raise DataError(f"{len(bad)} bad clips: {shown}. Run 'dlkdd data check --config ...' for the full list, "
-                    f"or --set data.on_bad_clip=skip to train without them")

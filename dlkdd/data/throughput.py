@@ -1,7 +1,7 @@
 """Decode throughput of the training input pipeline (decode + view + resize), for ``dlkdd bench``.
 
 :func:`decode_throughput` loads ``n_clips`` training clips of ``frames`` frames through a
-:class:`~dlkdd.data.dataset.VideoDataset` in a DataLoader with ``workers`` worker processes
+:class:`~dlkdd.data.dataset.ClipDataset` (random training views) in a DataLoader with ``workers`` worker processes
 (batch size 1) and reports the wall time, worker start-up included.
 """
 from __future__ import annotations
@@ -23,12 +23,13 @@ def decode_throughput(manifest: Manifest, clip_cfg, frames: int, workers: int, n
     """
     from torch.utils.data import DataLoader
 
-    from dlkdd.data.dataset import VideoDataset, collate
+    from dlkdd.data.dataset import ClipDataset, collate
+    from dlkdd.data.views import RandomView
 
     cfg = dataclasses.replace(clip_cfg, frames=int(frames), stride=int(stride or clip_cfg.stride))
     m = manifest.subset([i % len(manifest) for i in range(n_clips)]) if n_clips <= len(manifest) else None
     if m is None:  # repeated keys are not allowed in a Manifest: wrap the dataset instead
-        base = VideoDataset(manifest, cfg, train=True, seed=seed)
+        base = ClipDataset(manifest, cfg, RandomView(cfg, seed=seed))
 
         class _Cycle:
             def __len__(self):
@@ -39,7 +40,7 @@ def decode_throughput(manifest: Manifest, clip_cfg, frames: int, workers: int, n
 
         ds = _Cycle()
     else:
-        ds = VideoDataset(m, cfg, train=True, seed=seed)
+        ds = ClipDataset(m, cfg, RandomView(cfg, seed=seed))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=collate)
     t0 = time.perf_counter()
     n = 0

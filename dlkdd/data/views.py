@@ -15,11 +15,32 @@ coordinates of the frame (``y0, x0, h, w`` in [0,1]) and a horizontal flip.
   crop (pixel box = round(normalised box * frame size)), bilinear resize with antialias
   (``align_corners=False``), flip. Deterministic: the same view on the same frames gives a
   bit-identical tensor, also after ``View.to_array()`` / ``View.from_array()`` (float64).
-* :func:`load_clip` / :func:`load_clips`: decode only the frames needed (once for several views).
+* :func:`load_clip` / :func:`load_clips` / :func:`cut_views`: decode only the frames needed (once
+  for several views).
+
+View policies - which views :class:`dlkdd.data.dataset.ClipDataset` cuts for sample ``index`` at
+``epoch`` - all live here, so the guarantee that the student replays exactly the view the teacher
+scored can be read in one place:
+
+* :class:`RandomView` (training): one :func:`random_view` from :func:`view_rng` ``(seed, epoch, index)``.
+* :class:`CenterView` (validation): the :func:`center_view`.
+* :class:`StoredView` (student): one of the clip's V views stored in the logit cache, picked by
+  ``view_rng(seed, epoch, index)``, with the teacher's logits for that very view.
+* :class:`CacheViews` (cache-logits): the centred view and K-1 random views from a generator
+  seeded by ``(cache.seed, sha256(key))``: they depend on neither the order nor the process.
+* :class:`TwoViews` (ActLumos pre-training): two random views, start frames forced apart.
+* :class:`TestGrid` (evaluation): ``clips`` temporal windows x ``crops`` spatial crops.
+
+A policy's ``pick(index, key, info, epoch)`` returns ``(views, extra)``: the views to cut (``info``:
+the video's :class:`~dlkdd.data.video.VideoInfo`) and further sample fields (``teacher_logits``);
+``layout`` says how the dataset presents the clips: ``"one"`` -> ``video (3,T,S,S)``,
+``"pair"`` -> ``video`` and ``video2``, ``"stack"`` -> ``video (V,3,T,S,S)``.
 """
 from __future__ import annotations
 
 import os
+import dataclasses
+import hashlib
 from dataclasses import astuple, dataclass
 from typing import Any, Callable, Sequence
 
@@ -35,6 +56,18 @@ __all__ = [
     "apply_view",
     "load_clip",
     "load_clips",
+    "cut_views",
+    "view_rng",
+    "key_rng",
+    "two_views",
+    "test_views",
+    "clip_views",
+    "RandomView",
+    "CenterView",
+    "StoredView",
+    "CacheViews",
+    "TwoViews",
+    "TestGrid",
 ]
 
 VIEW_PARAMS = 8
@@ -180,3 +213,152 @@ def cut_views(path: str | os.PathLike, make_views: Callable[[Any], Sequence[View
         frames = reader.get(uniq)
     pos = {f: k for k, f in enumerate(uniq)}
     return [apply_view(frames[[pos[i] for i in ii]], v, size) for v, ii in zip(views, idx)], views
+
+
+# ------------------------------------------------------------------------------ view policies
+def view_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``'s training view at ``epoch``: reproducible, and the same
+    whichever DataLoader worker loads the sample."""
+    return np.random.default_rng((int(seed), int(epoch), int(index)))
+
+
+def key_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and the clip's key (not its position or process)."""
+    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16)
+    return np.random.default_rng((int(seed), h))
+
+
+def clip_views(key: str, num_frames: int, height: int, width: int, clip_cfg: Any, k: int, seed: int) -> list[View]:
+    """The K views cache-logits stores for clip ``key``: centred view first, then K-1 random views
+    from :func:`key_rng` ``(seed, key)``."""
+    rng = key_rng(seed, key)
+    views = [center_view(num_frames, clip_cfg, height, width)]
+    views += [random_view(num_frames, clip_cfg, rng, height, width) for _ in range(k - 1)]
+    return views
+
+
+def two_views(num_frames: int, clip_cfg: Any, rng: np.random.Generator, height: int | None = None,
+              width: int | None = None) -> tuple[View, View]:
+    """Two random training views of one video; their start frames differ whenever the video has
+    more than one possible start (the second is shifted by a random non-zero offset if equal)."""
+    v1 = random_view(num_frames, clip_cfg, rng, height, width)
+    v2 = random_view(num_frames, clip_cfg, rng, height, width)
+    starts = num_frames - _span(clip_cfg) + 1  # possible start frames
+    if starts > 1 and v2.start == v1.start:
+        v2 = dataclasses.replace(v2, start=int((v1.start + rng.integers(1, starts)) % starts))
+    return v1, v2
+
+
+def test_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: int = 1, crops: int = 1) -> list[View]:
+    """``clips`` x ``crops`` fixed evaluation views (clips=crops=1: the centred view): windows evenly
+    spaced over the video; crops at both ends and the centre of the frame's long side."""
+    base = center_view(num_frames, clip_cfg, height, width)
+    if clips <= 1:
+        starts = [base.start]
+    else:
+        last = max(0, num_frames - _span(clip_cfg))
+        starts = sorted({int(round(s)) for s in np.linspace(0, last, clips)}) if last > 0 else [0] * clips
+    if crops <= 1:
+        boxes = [(base.y0, base.x0)]
+    elif base.w < 1.0 - 1e-9:  # landscape: slide along x
+        boxes = [(base.y0, float(x)) for x in np.linspace(0.0, 1.0 - base.w, crops)]
+    else:
+        boxes = [(float(y), base.x0) for y in np.linspace(0.0, 1.0 - base.h, crops)]
+    return [dataclasses.replace(base, start=s, y0=y0, x0=x0) for s in starts for (y0, x0) in boxes]
+
+
+test_views.__test__ = False  # not a pytest test
+
+
+class _Policy:
+    layout = "one"
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
+        return self.views(index, key, info, epoch), {}
+
+
+class RandomView(_Policy):
+    """One random training view per sample, from :func:`view_rng` ``(seed, epoch, index)``."""
+
+    def __init__(self, clip_cfg: Any, seed: int = 0):
+        self.clip_cfg, self.seed = clip_cfg, int(seed)
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return [random_view(info.num_frames, self.clip_cfg, view_rng(self.seed, epoch, index), info.height,
+                            info.width)]
+
+
+class CenterView(_Policy):
+    """The centred evaluation view."""
+
+    def __init__(self, clip_cfg: Any):
+        self.clip_cfg = clip_cfg
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return [center_view(info.num_frames, self.clip_cfg, info.height, info.width)]
+
+
+class StoredView(_Policy):
+    """Replay one of the clip's stored views, with the teacher's logits for it.
+
+    ``rows``: an object with ``read(index) -> (logits float32 (V,C), views float64 (V,P))`` for
+    sample ``index`` (:class:`dlkdd.cache.reader.StoreRows` joins a logit store to a manifest by
+    key) and ``views_per_clip``. The view is ``view_rng(seed, epoch, index).integers(V)``; the
+    sample gains ``teacher_logits`` float32 ``(C,)`` of exactly that view.
+    """
+
+    def __init__(self, rows: Any, seed: int = 0):
+        self.rows, self.seed = rows, int(seed)
+
+    def choice(self, index: int, epoch: int) -> int:
+        """Which of the clip's stored views sample ``index`` replays at ``epoch``."""
+        return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
+
+    def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
+        import torch
+
+        logits, views = self.rows.read(index)
+        v = self.choice(index, epoch)
+        return [View.from_array(views[v])], {
+            "teacher_logits": torch.from_numpy(np.ascontiguousarray(logits[v], dtype=np.float32))}
+
+
+class CacheViews(_Policy):
+    """The K views cache-logits scores per clip (:func:`clip_views`), stacked."""
+
+    layout = "stack"
+
+    def __init__(self, clip_cfg: Any, k: int, seed: int = 0):
+        self.clip_cfg, self.k, self.seed = clip_cfg, int(k), int(seed)
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return clip_views(key, info.num_frames, info.height, info.width, self.clip_cfg, self.k, self.seed)
+
+
+class TwoViews(_Policy):
+    """Two random views of each clip (:func:`two_views` from ``view_rng(seed, epoch, index)``)."""
+
+    layout = "pair"
+
+    def __init__(self, clip_cfg: Any, seed: int = 0):
+        self.clip_cfg, self.seed = clip_cfg, int(seed)
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return list(two_views(info.num_frames, self.clip_cfg, view_rng(self.seed, epoch, index), info.height,
+                              info.width))
+
+
+class TestGrid(_Policy):
+    """The multi-view test grid (:func:`test_views`), stacked; logits are averaged per video."""
+
+    __test__ = False  # not a pytest test class
+    layout = "stack"
+
+    def __init__(self, clip_cfg: Any, clips: int = 1, crops: int = 1):
+        self.clip_cfg, self.clips, self.crops = clip_cfg, int(clips), int(crops)
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return test_views(info.num_frames, info.height, info.width, self.clip_cfg, self.clips, self.crops)

@@ -19,8 +19,10 @@ from typing import Any, Mapping
 from torch import nn
 
 from dlkdd.errors import CheckpointError
+from dlkdd.models.actlumos import actlumos_arch, actlumos_from_arch, build_actlumos_teacher
 from dlkdd.models.classifier import Classifier, Teacher, arch_dict, build_classifier, classifier_from_arch
 from dlkdd.models.enhancers import build_enhancer, enhancer_from_spec, enhancer_spec
+from dlkdd.models.weights import weights_mismatch
 
 __all__ = ["teacher_arch", "student_arch", "build_teacher", "build_student", "model_from_checkpoint"]
 
@@ -38,8 +40,6 @@ def student_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
 def teacher_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
     """``arch`` of the teacher of ``cfg.model.teacher`` (dlkdd: enhancer + classifier; actlumos)."""
     if cfg.model.teacher == "actlumos":
-        from dlkdd.models.actlumos import actlumos_arch
-
         return actlumos_arch(cfg, num_classes)
     return dict(arch_dict(_teacher_model_cfg(cfg), num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
 
@@ -52,8 +52,6 @@ def build_student(cfg: Any, num_classes: int) -> Classifier:
 def build_teacher(cfg: Any, num_classes: int) -> nn.Module:
     """The teacher of ``cfg.model.teacher``: frozen enhancer -> classifier, or ActLumos."""
     if cfg.model.teacher == "actlumos":
-        from dlkdd.models.actlumos import build_actlumos_teacher
-
         return build_actlumos_teacher(cfg, num_classes)
     return Teacher(build_enhancer(cfg.enhancer), build_classifier(_teacher_model_cfg(cfg), num_classes))
 
@@ -71,8 +69,6 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
                               "expected a teacher.pt / student.pt written by dlkdd")
     family = arch.get("family", "dlkdd")
     if family == "actlumos":
-        from dlkdd.models.actlumos import actlumos_from_arch
-
         model = actlumos_from_arch(arch)
     elif arch.get("enhancer"):
         enh = enhancer_from_spec(arch["enhancer"], _sub_state(state, "enhancer.") or None
@@ -80,11 +76,9 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
         model = Teacher(enh, classifier_from_arch(arch))
     else:
         model = classifier_from_arch(arch)
-    try:
-        model.load_state_dict(dict(state))
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    report = weights_mismatch(model.state_dict(), state)
+    if report:
         raise CheckpointError(f"{path}: weights do not fit the architecture it declares "
-                              f"({arch.get('backbone')}, {arch.get('num_classes')} classes): {' '.join(lines[:3])}"
-                              ) from None
+                              f"({arch.get('backbone')}, {arch.get('num_classes')} classes): {report}")
+    model.load_state_dict(dict(state))
     return model.eval()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkdd.errors import CheckpointError
+from dlkdd.models.weights import weights_mismatch
 from dlkdd.models.zerodce import ZeroDCEEnhancer, frames_to_images, images_to_frames, load_zerodce_state_dict
 
 log = logging.getLogger(__name__)
@@ -184,10 +185,10 @@ def enhancer_from_spec(spec: Mapping[str, Any], state_dict: Mapping[str, torch.T
     if kind == "zerodce":
         m = ZeroDCEEnhancer()
         if state_dict is not None:
-            try:
-                m.load_state_dict(dict(state_dict))
-            except RuntimeError as e:
-                raise CheckpointError(f"enhancer state dict does not fit ZeroDCE: {str(e).splitlines()[0]} ...") from None
+            report = weights_mismatch(m.state_dict(), state_dict)
+            if report:
+                raise CheckpointError(f"enhancer state dict does not fit ZeroDCE ({report})")
+            m.load_state_dict(dict(state_dict))
         else:
             m.load_state_dict(load_zerodce_state_dict(_resolve_weights(str(spec.get("weights", "")))))
     elif kind == "gamma":

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dlkdd.errors import CheckpointError
+from dlkdd.models.weights import weights_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +241,6 @@ def extract_state_dict(obj: object, path: str | Path = "<checkpoint>") -> dict[s
     return sd
 
 
-def _few(keys: list[str], n: int = 5) -> str:
-    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def load_pretrained(model: VideoResNet, path: str | Path, num_classes: int | None = None) -> VideoResNet:
     """Load published or dlkdd R(2+1)D weights from ``path`` into ``model`` (in place; returned).
 
@@ -275,20 +272,10 @@ def load_pretrained(model: VideoResNet, path: str | Path, num_classes: int | Non
         log.info("%s: dropping checkpoint classifier %s (model keeps its fresh fc)", path, dropped)
         sd = {k: v for k, v in sd.items() if k not in dropped}
     fresh_fc = {k for k in own if k.startswith("fc.") and k not in sd}  # model keeps its own fc
-    missing = [k for k in own if k not in sd and k not in fresh_fc]
-    unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or misshaped:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {_few(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
-        if misshaped:
-            parts.append(f"{len(misshaped)} mis-shaped: {_few(misshaped, 3)}")
+    report = weights_mismatch(own, sd, optional=fresh_fc)
+    if report:
         raise CheckpointError(
-            f"{path}: does not fit this R(2+1)D network ({'; '.join(parts)}). "
+            f"{path}: does not fit this R(2+1)D network ({report}). "
             "Check model.backbone (r2plus1d_18 | r2plus1d_34 | r2plus1d_34_ig65m) matches the checkpoint."
         )
     model.load_state_dict(sd, strict=False)

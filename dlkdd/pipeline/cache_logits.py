@@ -10,90 +10,54 @@ Resumable: a killed run continues from the ``done`` mask. A writer lock (held by
 refuses a second run on the same store.
 
 Under ``torchrun`` rank 0 creates (or validates) the store and lists the missing rows; each rank
-scores a disjoint, padding-free share of them (:func:`dlkdd.train.distributed.shard_rows`: whole
-storage chunks per rank - a Zarr row is its own chunk, so ranks never write the same chunk or
-shard). HDF5 has a single writer, so there each rank writes its rows into its own Zarr part
-store ``<store>.h5.parts/rank<r>.zarr``; after a barrier rank 0 copies the parts' done rows into
-the ``.h5`` and removes the parts. Parts left by a killed run are merged first on the next run
-(any number of processes), so nothing already scored is lost. The result equals a
-single-process run's: the views depend only on ``(cache.seed, key)``, never on the rank.
+scores a disjoint, padding-free share of them; with HDF5 each rank writes a Zarr part store that
+rank 0 merges (:mod:`dlkdd.cache.parts`). The result equals a single-process run's: the views
+depend only on ``(cache.seed, key)``, never on the rank.
+
+- data: :class:`~dlkdd.data.dataset.ClipDataset` with the :class:`~dlkdd.data.views.CacheViews`
+  policy (K views per clip, decoded once), prefetched by a DataLoader while the teacher runs.
+- model: the teacher, rebuilt from its checkpoint (:func:`dlkdd.models.build.model_from_checkpoint`).
+- output: :class:`dlkdd.cache.store.LogitStore`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
+from dlkdd.cache.backends import format_for, remove_store
+from dlkdd.cache.keying import clip_spec, default_store_path, view_spec_from_config
+from dlkdd.cache.lock import WriterLock
+from dlkdd.cache.match import store_differences
+from dlkdd.cache.parts import merge_parts, parts_dir, shard_rows
+from dlkdd.cache.store import LogitStore
+from dlkdd.data.dataset import ClipDataset
+from dlkdd.data.prepare import prepare_data
+from dlkdd.data.views import CacheViews
 from dlkdd.errors import CacheError
+from dlkdd.models.build import model_from_checkpoint
+from dlkdd.train import distributed as ddp
+from dlkdd.train.checkpoint import check_compatible, load_checkpoint
+from dlkdd.utils import resolve_device, sha256_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clip_views", "precompute_logits", "store_path_for", "parts_dir", "merge_parts"]
-
-
-def _key_seed(seed: int, key: str) -> np.random.Generator:
-    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16)
-    return np.random.default_rng((int(seed), h))
-
-
-def clip_views(key: str, num_frames: int, height: int, width: int, clip_cfg: Any, k: int, seed: int) -> list:
-    """The K stored views of clip ``key``: centred view first, then K-1 seeded random views."""
-    from dlkdd.data.views import center_view, random_view
-
-    rng = _key_seed(seed, key)
-    views = [center_view(num_frames, clip_cfg, height, width)]
-    views += [random_view(num_frames, clip_cfg, rng, height, width) for _ in range(k - 1)]
-    return views
-
-
-def _load_views(path: str, key: str, clip_cfg: Any, k: int, seed: int):
-    """Decode ``path`` once; return ``(clips (K,3,T,S,S), views (K,P) float64)``."""
-    import torch
-
-    from dlkdd.data.views import cut_views
-
-    clips, views = cut_views(path, lambda info: clip_views(key, info.num_frames, info.height, info.width, clip_cfg,
-                                                           k, seed), clip_cfg.size)
-    return torch.stack(clips), np.stack([v.to_array() for v in views])
-
-
-class _Prefetch:
-    """Decode clips in a background DataLoader while the teacher runs (1+ workers)."""
-
-    def __init__(self, manifest: Any, rows: list[int], clip_cfg: Any, k: int, seed: int, workers: int):
-        self.manifest, self.rows, self.clip_cfg, self.k, self.seed = manifest, rows, clip_cfg, k, seed
-        self.workers = workers
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, j: int):
-        e = self.manifest[self.rows[j]]
-        clips, views = _load_views(e.path, e.key, self.clip_cfg, self.k, self.seed)
-        return self.rows[j], clips, views
-
-    def __iter__(self):
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(self, batch_size=None, shuffle=False, num_workers=self.workers,
-                            prefetch_factor=4 if self.workers else None)
-        return iter(loader)
+__all__ = ["precompute_logits", "store_path_for"]
 
 
 def store_path_for(cfg: Any, teacher_sha256: str, manifest_sha256: str, views: int, fmt: str) -> Path:
-    from dlkdd.cache.keying import default_store_path, view_spec_from_config
-
+    """The default store path under ``cache.dir``, derived from the teacher, data and view spec."""
     return default_store_path(cfg.cache.dir, teacher_sha256, manifest_sha256, view_spec_from_config(cfg, views), fmt)
 
 
 def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: Any, views: int,
           skipped: list[str]) -> dict[str, Any]:
-    from dlkdd.cache.keying import clip_spec
-
     arch = ckpt.get("arch") or {}
     return {
         "teacher_sha256": teacher_sha,
@@ -120,26 +84,13 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
 
     Returns the store path. A complete store with matching metadata is reused as it is.
     """
-    import torch
-
-    from dlkdd.cache.lock import WriterLock
-    from dlkdd.cache.match import store_differences
-    from dlkdd.cache.store import LogitStore
-    from dlkdd.models.build import model_from_checkpoint
-    from dlkdd.runs import prepare_data
-    from dlkdd.train import distributed as ddp
-    from dlkdd.train.checkpoint import check_compatible, load_checkpoint
-    from dlkdd.utils import resolve_device, sha256_file
-
     teacher_path = Path(teacher_path)
     if not teacher_path.is_file():
         raise CacheError(f"teacher checkpoint not found: {teacher_path} (train one with `dlkdd teacher`)")
     k = int(views if views is not None else cfg.cache.views)
     if k < 1:
         raise CacheError(f"--views must be >= 1, got {k}")
-    if fmt is None and out is not None and Path(out).suffix.lower() in (".h5", ".hdf5", ".zarr"):
-        fmt = "zarr" if Path(out).suffix.lower() == ".zarr" else "hdf5"  # --out x.h5 means HDF5
-    fmt = fmt or cfg.cache.format
+    fmt = format_for(out, fmt, default=cfg.cache.format)  # --out x.h5 means HDF5
     feats = cfg.cache.features if features is None else bool(features)
     workers = cfg.train.workers if workers is None else int(workers)
     info = ddp.init_distributed(resolve_device(device))
@@ -166,9 +117,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                 if overwrite and parts_dir(path).exists():
                     shutil.rmtree(parts_dir(path))
                 if path.exists() and overwrite:
-                    from dlkdd.cache.store import _remove_store
-
-                    _remove_store(path)
+                    remove_store(path)
                 if path.exists():
                     with LogitStore.open(path) as s:
                         diffs = [d for d in store_differences(s, manifest, cfg, teacher_sha, k)
@@ -192,7 +141,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     if status == "resume":
                         log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
                     plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
-                            "feature_dim": s.feature_dim, "rows_per_chunk": _rows_per_chunk(s)}
+                            "feature_dim": s.feature_dim, "rows_per_chunk": s.rows_per_chunk}
                 if plan["fmt"] == "hdf5" and info.distributed and todo:
                     parts_dir(path).mkdir(exist_ok=True)
             plan = ddp.broadcast_object(plan)
@@ -201,7 +150,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     log.info("reusing the complete logit store %s (same teacher, data and views)", path)
                 return path
             use_parts = plan["fmt"] == "hdf5" and info.distributed
-            mine = ddp.shard_rows(plan["todo"], info.rank, info.world_size, 1 if use_parts else plan["rows_per_chunk"])
+            mine = shard_rows(plan["todo"], info.rank, info.world_size, 1 if use_parts else plan["rows_per_chunk"])
             target = path
             if use_parts and mine:
                 # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
@@ -211,8 +160,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                 LogitStore.create(target, manifest.keys(), k, len(manifest.classes), pmeta, dtype=plan["dtype"],
                                   feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
             ddp.barrier()
-            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, model_from_checkpoint,
-                   teacher_path)
+            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, teacher_path)
             ddp.barrier()
             if info.is_main:
                 with LogitStore.open(path, mode="r+") as s:
@@ -238,74 +186,9 @@ def _feature_dim(ckpt: dict) -> int:
     return 512
 
 
-def parts_dir(path: str | Path) -> Path:
-    """Where the ranks of a distributed HDF5 precompute write their part stores: ``<store>.parts/``."""
-    p = Path(path)
-    return p.with_name(p.name + ".parts")
-
-
-def merge_parts(store: Any, block: int = 256) -> int:
-    """Copy the done rows of every part store under :func:`parts_dir` into ``store`` (open ``r+``),
-    then delete the parts. Parts that do not match the store (other keys, teacher, views, classes)
-    or cannot be read are discarded with a warning. Returns the number of rows copied."""
-    import shutil as _shutil
-
-    from dlkdd.cache.store import LogitStore
-
-    pdir = parts_dir(store.path)
-    if not pdir.is_dir():
-        return 0
-    copied = 0
-    done = store.done
-    meta = store.meta
-    for part in sorted(pdir.glob("rank*.zarr")):
-        try:
-            with LogitStore.open(part) as ps:
-                pm = ps.meta
-                same = (ps.keys == store.keys and ps.views_per_clip == store.views_per_clip
-                        and ps.num_classes == store.num_classes and ps.feature_dim == store.feature_dim
-                        and all(pm.get(x) == meta.get(x) for x in ("teacher_sha256", "manifest_sha256", "view_seed")))
-                if not same:
-                    log.warning("discarding %s: it was written for another store", part)
-                    continue
-                rows = np.flatnonzero(ps.done & ~done)
-                for j in range(0, rows.size, block):
-                    r = rows[j:j + block]
-                    lg, vw = ps.read_many(r)  # float32 view of the part's dtype: exact back in the same dtype
-                    ft = np.stack([ps.read_features(int(i)) for i in r]) if store.feature_dim else None
-                    store.write_many(r, lg, vw, ft)
-                done[rows] = True
-                copied += int(rows.size)
-        except CacheError as e:
-            log.warning("discarding unreadable part %s: %s", part, e)
-    _shutil.rmtree(pdir)
-    if copied:
-        log.info("merged %d rows from the rank part stores into %s", copied, store.path)
-    return copied
-
-
-def _rows_per_chunk(store: Any) -> int:
-    """Rows per storage unit (chunk, or shard if sharded) of a Zarr store's per-row arrays; 1 for HDF5."""
-    import math
-
-    arrays = getattr(store._backend_now(), "arrays", None) or {}
-    rpc = 1
-    for name, a in arrays.items():
-        if name == "keys":  # written once, at creation
-            continue
-        unit = getattr(a, "shards", None) or a.chunks
-        rpc = math.lcm(rpc, int(unit[0]))
-    return rpc
-
-
 def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
-           progress: bool, workers: int, model_from_checkpoint: Any, teacher_path: Path) -> None:
+           progress: bool, workers: int, teacher_path: Path) -> None:
     """Score rows ``mine`` (this rank's share) and write them into the store at ``path``."""
-    import torch
-    from tqdm import tqdm
-
-    from dlkdd.cache.store import LogitStore
-
     if not mine:
         return
     store = LogitStore.open(path, mode="r+")
@@ -336,8 +219,12 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
 
         bar = tqdm(total=len(mine), desc=f"teacher logits (K={k})", unit="clip",
                    disable=not (progress and info.is_main))
-        for i, clips, views in _Prefetch(manifest, mine, cfg.clip, k, cfg.cache.seed, workers):
-            pending.append((int(i), clips, np.asarray(views)))
+        # decode in background workers while the teacher runs; sample["index"] is the manifest row
+        ds = Subset(ClipDataset(manifest, cfg.clip, CacheViews(cfg.clip, k, seed=cfg.cache.seed)), mine)
+        loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
+                            prefetch_factor=4 if workers else None)
+        for sample in loader:
+            pending.append((int(sample["index"]), sample["video"], sample["view"].numpy()))
             if sum(c.shape[0] for _, c, _ in pending) >= bs:
                 flush()
             bar.update(1)

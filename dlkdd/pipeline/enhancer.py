@@ -7,9 +7,15 @@ frames_per_clip`` images ``(N,3,crop,crop)``) with the four zero-reference losse
 (:mod:`dlkdd.models.zerodce_losses`), Adam (lr ``enhancer.lr``, weight decay 1e-4) and
 gradient-norm clipping at 0.1 - the optimiser settings of the official Zero-DCE training
 script (Guo et al., CVPR 2020). It starts from ``enhancer.weights`` when that file exists
-(fine-tuning), else from the official random initialisation. Outputs ``DIR/enhancer.pt``
-(``{"schema_version", "dlkdd_version", "kind": "enhancer", "arch": {"enhancer": spec},
-"config", "model": state_dict, "epoch", "metrics", "history"}``) and ``DIR/metrics.json``.
+(fine-tuning), else from the official random initialisation. Bad videos follow ``data.on_bad_clip``
+like every stage (:func:`dlkdd.data.prepare.prepare_data`). Outputs ``DIR/enhancer.pt`` (a
+checkpoint of :mod:`dlkdd.train.checkpoint`: ``kind`` ``enhancer``, ``arch`` ``{"enhancer": spec}``,
+``config``, ``model`` (the DCE-Net state dict), ``epoch`` (0-based, like every checkpoint),
+``metrics``, ``history``) and ``DIR/metrics.json``.
+
+- data: :class:`~dlkdd.data.dataset.FrameDataset` (random frames + one random crop per video).
+- model: :class:`~dlkdd.models.zerodce.ZeroDCE`.
+- loss: :func:`dlkdd.models.zerodce_losses.zero_reference_loss`.
 
 Enhancement (``dlkdd enhance``): :func:`enhance_frames` maps uint8 ``(T,H,W,3)`` frames
 through any enhancer in batches of frames; :func:`enhance_video` decodes a video, enhances
@@ -18,107 +24,32 @@ it, writes an H.264 MP4 and optionally a side-by-side preview PNG (:func:`save_p
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
+from dlkdd.data.dataset import FrameDataset, collate
+from dlkdd.data.prepare import prepare_data
+from dlkdd.data.video import decode, probe
+from dlkdd.data.writer import write_video
 from dlkdd.errors import DataError, TrainingError, VideoError
+from dlkdd.models.enhancers import enhancer_spec
+from dlkdd.models.zerodce import ZeroDCE
+from dlkdd.models.zerodce_losses import zero_reference_loss
+from dlkdd.train.checkpoint import save_checkpoint
+from dlkdd.utils import atomic_path, atomic_write_json, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EnhancerFrames",
-    "train_enhancer",
-    "enhance_frames",
-    "enhance_video",
-    "save_preview",
-    "CHECKPOINT_SCHEMA",
-    "WEIGHT_DECAY",
-    "GRAD_CLIP",
-]
+__all__ = ["train_enhancer", "enhance_frames", "enhance_video", "save_preview", "WEIGHT_DECAY", "GRAD_CLIP"]
 
-CHECKPOINT_SCHEMA = 1
 WEIGHT_DECAY = 1e-4  # official Zero-DCE training script
 GRAD_CLIP = 0.1  # official Zero-DCE training script (gradient-norm clipping)
-
-
-class EnhancerFrames(torch.utils.data.Dataset):
-    """Item ``i``: ``frames_per_clip`` random frames of video ``i`` of ``manifest``, one random
-    ``crop x crop`` box (the same for all its frames), float32 ``(F,3,crop,crop)`` in [0,1].
-
-    Randomness comes from a generator seeded by ``(seed, epoch, i)`` (call :meth:`set_epoch`),
-    so an epoch is reproducible whatever the worker count. A video smaller than ``crop`` is
-    resized up (bilinear) to fit. A bad video yields ``{"error": message}`` instead of raising,
-    so the training loop reports it (worker processes would otherwise lose the exception type).
-    """
-
-    def __init__(self, manifest: Any, frames_per_clip: int, crop: int, seed: int = 0) -> None:
-        self.manifest = manifest
-        self.frames_per_clip = int(frames_per_clip)
-        self.crop = int(crop)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.manifest)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from dlkdd.data.video import decode, probe
-
-        entry = self.manifest[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        try:
-            n = probe(entry.path).num_frames
-            if n < 1:
-                raise VideoError(entry.path, "no frames")
-            k = self.frames_per_clip
-            idx = np.sort(rng.choice(n, size=k, replace=n < k)).tolist()
-            frames = decode(entry.path, idx)
-        except VideoError as e:
-            return {"error": str(e), "key": entry.key}
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        h, w = x.shape[-2:]
-        if min(h, w) < self.crop:
-            s = self.crop / min(h, w)
-            x = F.interpolate(x, size=(max(self.crop, math.ceil(h * s)), max(self.crop, math.ceil(w * s))),
-                              mode="bilinear", align_corners=False).clamp_(0, 1)
-            h, w = x.shape[-2:]
-        y0 = int(rng.integers(0, h - self.crop + 1))
-        x0 = int(rng.integers(0, w - self.crop + 1))
-        return {"frames": x[:, :, y0:y0 + self.crop, x0:x0 + self.crop].contiguous(), "key": entry.key}
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [it for it in items if "frames" in it]
-    return {
-        "frames": torch.cat([it["frames"] for it in ok]) if ok else None,
-        "errors": [it["error"] for it in items if "error" in it],
-    }
-
-
-def _checkpoint(cfg: Any, model: nn.Module, spec: dict, epoch: int, metrics: dict, history: list) -> dict[str, Any]:
-    from dlkdd import __version__
-
-    return {
-        "schema_version": CHECKPOINT_SCHEMA,
-        "dlkdd_version": __version__,
-        "kind": "enhancer",
-        "arch": {"enhancer": spec},
-        "config": cfg.to_dict(),
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "epoch": epoch,
-        "metrics": metrics,
-        "history": history,
-    }
 
 
 def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
@@ -126,18 +57,11 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
 
     Writes ``out_dir/enhancer.pt`` (after every epoch, atomically) and ``out_dir/metrics.json``;
     returns the metrics dict ``{"epochs": [{"epoch", "loss", "tv", "spa", "col", "exp",
-    "images", "steps", "time_s"}, ...], "checkpoint": path, "init": weights or "random"}``.
-    Raises :class:`DataError` for bad videos when ``data.on_bad_clip`` is ``error`` (they are
-    skipped with a warning when it is ``skip``) and :class:`TrainingError` on a non-finite loss.
+    "images", "steps", "time_s"}, ...], "checkpoint": path, "init": weights or "random",
+    "bad_videos": skipped keys}``. Raises :class:`DataError` for bad videos when
+    ``data.on_bad_clip`` is ``error`` (they are skipped with a warning when it is ``skip``) and
+    :class:`TrainingError` on a non-finite loss.
     """
-    from tqdm import tqdm
-
-    from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.models.enhancers import enhancer_spec
-    from dlkdd.models.zerodce import ZeroDCE
-    from dlkdd.models.zerodce_losses import zero_reference_loss
-    from dlkdd.utils import atomic_path, atomic_write_json, resolve_device, seed_everything
-
     ecfg = cfg.enhancer
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +69,8 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
     dev = resolve_device(device if isinstance(device, str) else str(device))
     seed_everything(cfg.seed)
 
-    manifest = manifest_from_config(cfg.data, "train")
+    data = prepare_data(cfg, need_test=False, progress=progress)
+    manifest = data.train
     if len(manifest) == 0:
         raise DataError(f"{cfg.data.train_list}: the training list is empty")
     model = ZeroDCE()
@@ -160,16 +85,14 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
     spec = dict(enhancer_spec(ecfg), kind="zerodce", weights=str(ckpt_path))
 
     opt = torch.optim.Adam(model.parameters(), lr=ecfg.lr, weight_decay=WEIGHT_DECAY)
-    ds = EnhancerFrames(manifest, ecfg.frames_per_clip, ecfg.crop, seed=cfg.seed)
-    workers = int(cfg.train.workers)
+    ds = FrameDataset(manifest, ecfg.frames_per_clip, ecfg.crop, seed=cfg.seed)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=workers, collate_fn=_collate,
+        ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=int(cfg.train.workers), collate_fn=collate,
         generator=gen, pin_memory=dev.type == "cuda", drop_last=False,
     )
-    max_steps = int(getattr(cfg.train, "max_steps_per_epoch", 0) or 0)
+    max_steps = int(cfg.train.max_steps_per_epoch or 0)
     history: list[dict[str, Any]] = []
-    reported_bad: set[str] = set()
     terms = ("loss", "tv", "spa", "col", "exp")
     for epoch in range(ecfg.epochs):
         ds.set_epoch(epoch)
@@ -177,25 +100,14 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
         images = steps = 0
         t0 = time.time()
         total = len(loader) if not max_steps else min(max_steps, len(loader))
-        bar = tqdm(loader, total=total, desc=f"enhancer epoch {epoch + 1}/{ecfg.epochs}", disable=not progress,
+        bar = tqdm(loader, total=total, desc=f"enhancer epoch {epoch}", disable=not progress,
                    dynamic_ncols=True, leave=False)
         for batch in bar:
-            if batch["errors"]:
-                if cfg.data.on_bad_clip == "error":
-                    raise DataError("bad training video(s): " + "; ".join(batch["errors"])
-                                    + " (fix or remove them, or set data.on_bad_clip=skip)")
-                for msg in batch["errors"]:
-                    if msg not in reported_bad:
-                        reported_bad.add(msg)
-                        log.warning("skipping bad video: %s", msg)
-            x = batch["frames"]
-            if x is None:
-                continue
-            x = x.to(dev, non_blocking=True)
+            x = batch["frames"].flatten(0, 1).to(dev, non_blocking=True)  # (B*F,3,crop,crop)
             _, enhanced, r = model(x)
             losses = zero_reference_loss(x, enhanced, r)
             if not torch.isfinite(losses["loss"]):
-                raise TrainingError(f"non-finite ZeroDCE loss at epoch {epoch + 1}, step {steps + 1}: "
+                raise TrainingError(f"non-finite ZeroDCE loss at epoch {epoch}, step {steps}: "
                                     + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
                                     + " (lower enhancer.lr)")
             opt.zero_grad(set_to_none=True)
@@ -212,18 +124,14 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
             if max_steps and steps >= max_steps:
                 break
         bar.close()
-        if images == 0:
-            raise DataError("no usable training frames: every video of the training list failed to decode")
-        row = {"epoch": epoch + 1, **{k: sums[k] / images for k in terms}, "images": images, "steps": steps,
+        row = {"epoch": epoch, **{k: sums[k] / images for k in terms}, "images": images, "steps": steps,
                "time_s": round(time.time() - t0, 3)}
         history.append(row)
-        log.info("enhancer epoch %d/%d: %s", epoch + 1, ecfg.epochs,
-                 " ".join(f"{k}={row[k]:.5f}" for k in terms))
-        ckpt = _checkpoint(cfg, model, spec, epoch + 1, row, history)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(ckpt, tmp)
-        metrics = {"epochs": history, "checkpoint": str(ckpt_path), "init": init,
-                   "bad_videos": sorted(reported_bad)}
+        log.info("enhancer epoch %d/%d: %s", epoch, ecfg.epochs - 1, " ".join(f"{k}={row[k]:.5f}" for k in terms))
+        save_checkpoint(ckpt_path, kind="enhancer", arch={"enhancer": spec}, config=cfg.to_dict(),
+                        model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch=epoch,
+                        metrics=row, history=history)
+        metrics = {"epochs": history, "checkpoint": str(ckpt_path), "init": init, "bad_videos": list(data.skipped)}
         atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -233,8 +141,6 @@ def enhance_frames(enhancer: nn.Module, frames: np.ndarray, device: str | torch.
                    progress: bool = True, desc: str = "enhance") -> np.ndarray:
     """Enhance uint8 RGB frames ``(T,H,W,3)`` -> uint8 ``(T,H,W,3)``, ``batch`` frames at a time
     (as ``(batch,3,H,W)`` images in [0,1]); the output is clamped to [0,1] and rounded."""
-    from tqdm import tqdm
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames (T,H,W,3), got shape {frames.shape}")
@@ -259,8 +165,6 @@ def save_preview(path: str | Path, original: np.ndarray, enhanced: np.ndarray, r
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from dlkdd.utils import atomic_path
 
     t = len(original)
     idx = sorted(set(np.linspace(0, t - 1, num=min(rows, t)).round().astype(int).tolist()))
@@ -291,9 +195,6 @@ def enhance_video(in_path: str | Path, out_path: str | Path, enhancer: nn.Module
 
     A missing or undecodable video raises :class:`VideoError` naming the file.
     """
-    from dlkdd.data.video import decode, probe
-    from dlkdd.data.writer import write_video
-
     t0 = time.time()
     info = probe(in_path)
     indices: Sequence[int] | None = None

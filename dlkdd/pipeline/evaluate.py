@@ -8,87 +8,47 @@ sliding windows (label and time range per window) for long videos.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dlkdd.config import config_from_dict
+from dlkdd.data.dataset import ClipDataset, collate
+from dlkdd.data.video import probe
+from dlkdd.data.views import TestGrid, center_view, load_clips
+from dlkdd.errors import DataError
+from dlkdd.models.build import model_from_checkpoint
+from dlkdd.train.checkpoint import load_checkpoint
+from dlkdd.train.engine import evaluate
+from dlkdd.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["test_views", "load_model", "evaluate_checkpoint", "plot_confusion", "predict_video"]
-
-
-def test_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: int = 1, crops: int = 1) -> list:
-    """``clips`` x ``crops`` fixed evaluation views (clips=crops=1: the centred view)."""
-    from dataclasses import replace
-
-    from dlkdd.data.views import center_view
-
-    base = center_view(num_frames, clip_cfg, height, width)
-    span = (clip_cfg.frames - 1) * clip_cfg.stride + 1
-    if clips <= 1:
-        starts = [base.start]
-    else:
-        last = max(0, num_frames - span)
-        starts = sorted({int(round(s)) for s in np.linspace(0, last, clips)}) if last > 0 else [0] * clips
-    if crops <= 1:
-        boxes = [(base.y0, base.x0)]
-    else:
-        if base.w < 1.0 - 1e-9:  # landscape: slide along x
-            boxes = [(base.y0, float(x)) for x in np.linspace(0.0, 1.0 - base.w, crops)]
-        else:
-            boxes = [(float(y), base.x0) for y in np.linspace(0.0, 1.0 - base.h, crops)]
-    return [replace(base, start=s, y0=y0, x0=x0) for s in starts for (y0, x0) in boxes]
-
-
-class _MultiView:
-    """Dataset of (stacked test views of one video, label, key)."""
-
-    def __init__(self, manifest: Any, clip_cfg: Any, clips: int, crops: int):
-        self.manifest, self.clip_cfg, self.clips, self.crops = manifest, clip_cfg, clips, crops
-
-    def __len__(self) -> int:
-        return len(self.manifest)
-
-    def __getitem__(self, i: int):
-        import torch
-
-        from dlkdd.data.views import cut_views
-
-        e = self.manifest[i]
-        clips, _ = cut_views(e.path, lambda info: test_views(info.num_frames, info.height, info.width, self.clip_cfg,
-                                                              self.clips, self.crops), self.clip_cfg.size)
-        return torch.stack(clips), int(e.label), e.key
+__all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions"]
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):
     """``(model in eval mode on device, checkpoint dict)`` from a self-contained checkpoint."""
-    from dlkdd.models.build import model_from_checkpoint
-    from dlkdd.train.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, str(ckpt_path)).to(device).eval()
     return model, ckpt
 
 
 def _clip_cfg(ckpt: dict, overrides: Any = None):
-    from dlkdd.config import config_from_dict
-
     cfg = config_from_dict(ckpt.get("config") or {})
     return overrides if overrides is not None else cfg.clip
 
 
 def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", clips: int = 1, crops: int = 1,
                         workers: int = 2, clip_cfg: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Top-1/top-5, per-class accuracy and confusion of a checkpoint on ``manifest``."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from dlkdd.errors import DataError
-    from dlkdd.utils import resolve_device
-
+    """Top-1/top-5, per-class accuracy, confusion and per-clip predictions of a checkpoint on
+    ``manifest``, each video scored by the mean logits of its ``clips`` x ``crops`` test views
+    (:class:`~dlkdd.data.views.TestGrid`) through :func:`dlkdd.train.engine.evaluate`."""
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
@@ -96,26 +56,14 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
                         f"{list(manifest.classes)}")
     cc = _clip_cfg(ckpt, clip_cfg)
-    C = len(classes)
-    ds = _MultiView(manifest, cc, clips, crops)
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None)
-    conf = np.zeros((C, C), dtype=np.int64)
-    top5 = 0
-    predictions = []
-    with torch.inference_mode():
-        for x, y, key in tqdm(loader, total=len(ds), desc="evaluate", unit="video", disable=not progress):
-            logits = model(x.to(dev)).float().mean(0)
-            pred = int(logits.argmax())
-            conf[int(y), pred] += 1
-            k = min(5, C)
-            top5 += int(int(y) in logits.topk(k).indices.tolist())
-            predictions.append({"key": key, "label": int(y), "pred": pred})
-    n = int(conf.sum())
-    support = conf.sum(1)
-    per_class = [float(100.0 * conf[c, c] / support[c]) if support[c] else None for c in range(C)]
-    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "top1": 100.0 * float(np.trace(conf)) / max(1, n),
-            "top5": 100.0 * top5 / max(1, n), "n": n, "classes": classes, "per_class": per_class,
-            "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops}, "predictions": predictions}
+    ds = ClipDataset(manifest, cc, TestGrid(cc, clips, crops))
+    loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
+                        collate_fn=collate)
+    m = evaluate(model, loader, dev, len(classes), progress=progress, keep_predictions=True)
+    for row in m["predictions"]:
+        del row["logits"]
+    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), **m, "classes": classes,
+            "views": {"clips": clips, "crops": crops}}
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
@@ -155,12 +103,6 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
     and the video's label from the windows' averaged logits."""
-    import torch
-
-    from dlkdd.data.video import probe
-    from dlkdd.data.views import center_view, load_clips
-    from dataclasses import replace
-
     cc = _clip_cfg(ckpt, clip_cfg)
     classes = list(ckpt.get("classes") or [])
     info = probe(path)
@@ -171,7 +113,7 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
         starts = list(range(0, info.num_frames - span + 1, hop))[:max_windows]
     else:
         starts = [base.start]
-    views = [replace(base, start=s) for s in starts]
+    views = [dataclasses.replace(base, start=s) for s in starts]
     x = torch.stack(load_clips(path, views, cc.size)).to(device)
     with torch.inference_mode():
         logits = model(x).float()

@@ -2,9 +2,18 @@
 
 ``L = CE(y, z_s) + alpha_t * KL(softmax(z_t/tau) || softmax(z_s/tau))``, ``alpha_t = alpha_0 gamma^epoch``
 (DL-KDD, Chang, Chen & Tseng; paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5). The teacher
-logits come only from the cache (:class:`dlkdd.cache.dataset.CachedViewDataset`): this module
-never builds or loads the teacher. ``no_kd=True`` trains the same network with CE alone (the
-paper's "backbone only" row) on fresh random views.
+logits come only from the cache: this module never builds or loads the teacher.
+
+- data: :class:`~dlkdd.data.dataset.ClipDataset` with the :class:`~dlkdd.data.views.StoredView`
+  policy: each sample replays one of its clip's stored views (so the student sees exactly the clip
+  the teacher scored) with the teacher's logits for that view (:class:`dlkdd.cache.reader.StoreRows`
+  joins the store to the manifest by key).
+- model: :func:`dlkdd.models.build.build_student` (R(2+1)D-BERT, no enhancer).
+- loss: :class:`~dlkdd.train.objectives.DistillationObjective` ->
+  :func:`dlkdd.losses.distillation_loss`.
+
+``no_kd=True`` trains the same network with CE alone (the paper's "backbone only" row) on fresh
+random views (:class:`~dlkdd.data.views.RandomView`).
 
 Out: ``OUT/student.pt`` (kind ``student`` or ``baseline``), ``OUT/metrics.json``, logs, curves.
 """
@@ -13,6 +22,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from dlkdd.cache.inspect import soft_targets_of
+from dlkdd.cache.match import check_store_matches
+from dlkdd.cache.reader import StoreRows
+from dlkdd.cache.store import LogitStore
+from dlkdd.data.dataset import ClipDataset
+from dlkdd.data.prepare import prepare_data
+from dlkdd.data.views import CenterView, RandomView, StoredView
+from dlkdd.errors import CacheError
+from dlkdd.models.build import build_student, student_arch
+from dlkdd.train import distributed as ddp
+from dlkdd.train.fit import fit
+from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
+from dlkdd.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +69,6 @@ def soft_target_warnings(stats: dict[str, Any]) -> list[str]:
 
 def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
     """Log how informative the open store's soft targets are for this training list; return the numbers."""
-    import numpy as np
-
-    from dlkdd.cache.inspect import soft_targets_of
-
     sample = train
     if len(train) > _STATS_SAMPLE:
         sample = train.subset(np.linspace(0, len(train) - 1, _STATS_SAMPLE).round().astype(int).tolist())
@@ -64,16 +85,7 @@ def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
 def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None, no_kd: bool = False,
                   device: str = "auto", resume: str | Path | None = None, progress: bool = True,
                   config_path: str | None = None) -> dict[str, Any]:
-    from dlkdd.data.dataset import VideoDataset
-    from dlkdd.models.build import build_student, student_arch
-    from dlkdd.runs import prepare_data, run_training
-    from dlkdd.train import distributed as ddp
-    from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
-    from dlkdd.utils import resolve_device, seed_everything
-
     if not no_kd and not cache:
-        from dlkdd.errors import CacheError
-
         raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
                          "baseline without distillation")
     info = ddp.init_distributed(resolve_device(device))
@@ -82,15 +94,10 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
         extra: dict[str, Any] = {}
         if no_kd:
             data = prepare_data(cfg, progress=progress and info.is_main)
-            train_ds = VideoDataset(data.train, cfg.clip, train=True, seed=cfg.seed)
+            train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
             objective = CrossEntropyObjective()
-            epoch_extras = None
             kind = "baseline"
         else:
-            from dlkdd.cache.dataset import CachedViewDataset
-            from dlkdd.cache.match import check_store_matches
-            from dlkdd.cache.store import LogitStore
-
             store = LogitStore.open(cache)
             # the cache was built on the clips that decoded: the same skipped keys apply here
             skipped = list(store.meta.get("skipped_keys") or [])
@@ -103,21 +110,19 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
             if info.is_main:
                 extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
             store.close()
-            train_ds = CachedViewDataset(data.train, cfg.clip, cache, seed=cfg.seed)
+            train_ds = ClipDataset(data.train, cfg.clip, StoredView(StoreRows(data.train, cache), seed=cfg.seed))
             objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
-            epoch_extras = objective.extras
             kind = "student"
             extra["cache"] = str(cache)
             extra["teacher_sha256"] = teacher_sha
         extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
         n = len(data.classes)
         model = build_student(cfg, n)
-        val_ds = VideoDataset(data.test, cfg.clip, train=False) if data.test is not None else None
+        val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
         log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
                  "" if no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
-        final = run_training(cfg, model, train_ds, val_ds, objective, kind=kind, arch=student_arch(cfg, n),
-                             classes=data.classes, out_dir=out_dir, info=info, resume=resume, extra=extra,
-                             epoch_extras=epoch_extras, progress=progress, filename="student.pt")
-        return final
+        return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind=kind, arch=student_arch(cfg, n),
+                   classes=data.classes, info=info, resume=resume, extra=extra, progress=progress,
+                   filename="student.pt")
     finally:
         ddp.cleanup()

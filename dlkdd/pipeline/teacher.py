@@ -1,6 +1,12 @@
 """``dlkdd teacher``: train the teacher (frozen enhancer -> R(2+1)D-BERT) with cross-entropy
 on enhanced clips (DL-KDD stage 1), or the ActLumos teacher with CE + SupCon.
 
+- data: :class:`~dlkdd.data.dataset.ClipDataset`, random training views
+  (:class:`~dlkdd.data.views.RandomView`), centred validation views (:class:`~dlkdd.data.views.CenterView`).
+- model: :func:`dlkdd.models.build.build_teacher` (``model.teacher``: ``dlkdd`` or ``actlumos``).
+- loss: :class:`~dlkdd.train.objectives.CrossEntropyObjective` or
+  :class:`~dlkdd.train.objectives.SupConObjective` (ActLumos).
+
 In: a :class:`dlkdd.config.Config`. Out: ``OUT/teacher.pt`` (self-contained: the enhancer's
 weights are inside), ``OUT/metrics.json``, ``OUT/log.{csv,json}``, ``OUT/curves.png``,
 ``OUT/{last,best}.pt`` (resumable with ``--resume OUT``).
@@ -11,6 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dlkdd.data.dataset import ClipDataset
+from dlkdd.data.prepare import prepare_data
+from dlkdd.data.views import CenterView, RandomView
+from dlkdd.models.build import build_teacher, teacher_arch
+from dlkdd.train import distributed as ddp
+from dlkdd.train.fit import fit
+from dlkdd.train.objectives import CrossEntropyObjective, SupConObjective
+from dlkdd.utils import resolve_device, seed_everything
+
 log = logging.getLogger(__name__)
 
 __all__ = ["train_teacher"]
@@ -18,13 +33,6 @@ __all__ = ["train_teacher"]
 
 def train_teacher(cfg: Any, out_dir: str | Path, device: str = "auto", resume: str | Path | None = None,
                   progress: bool = True) -> dict[str, Any]:
-    from dlkdd.data.dataset import VideoDataset
-    from dlkdd.models.build import build_teacher, teacher_arch
-    from dlkdd.runs import prepare_data, run_training
-    from dlkdd.train import distributed as ddp
-    from dlkdd.train.objectives import CrossEntropyObjective, SupConObjective
-    from dlkdd.utils import resolve_device, seed_everything
-
     info = ddp.init_distributed(resolve_device(device))
     try:
         seed_everything(cfg.seed)
@@ -35,13 +43,12 @@ def train_teacher(cfg: Any, out_dir: str | Path, device: str = "auto", resume: s
             objective = SupConObjective(cfg.actlumos.supcon_weight, cfg.actlumos.supcon_temperature)
         else:
             objective = CrossEntropyObjective()
-        train_ds = VideoDataset(data.train, cfg.clip, train=True, seed=cfg.seed)
-        val_ds = VideoDataset(data.test, cfg.clip, train=False) if data.test is not None else None
+        train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
+        val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
         log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
                  cfg.enhancer.kind, len(train_ds), n, out_dir)
-        return run_training(cfg, model, train_ds, val_ds, objective, kind="teacher", arch=teacher_arch(cfg, n),
-                            classes=data.classes, out_dir=out_dir, info=info, resume=resume,
-                            extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)},
-                            progress=progress)
+        return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind="teacher", arch=teacher_arch(cfg, n),
+                   classes=data.classes, info=info, resume=resume, progress=progress,
+                   extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
     finally:
         ddp.cleanup()

@@ -10,6 +10,11 @@ epoch), ``rng``, ``metrics``, ``history``, ``best_top1``, ``extra``.
 Everything stored must be weights_only-loadable: tensors, str/int/float/bool/None, lists, tuples,
 dicts. :func:`to_plain` converts numpy arrays/scalars and paths; :func:`get_rng_state` returns the
 torch/CUDA/numpy/python RNG states in that form and :func:`set_rng_state` restores them.
+
+Resume: :func:`resume_state` loads a run's ``last.pt`` into model, optimizer and scheduler and
+restores the RNG states; :func:`remove_torn_files` deletes what a killed write left behind;
+:func:`write_final` writes the run's deliverable (``teacher.pt`` / ``student.pt`` ...): the last
+checkpoint without optimiser state.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch
 
 from dlkdd import __version__
 from dlkdd.errors import CheckpointError
+from dlkdd.models.weights import weights_mismatch
 from dlkdd.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,7 @@ CHECKPOINT_FIELDS = ("schema_version", "dlkdd_version", "kind", "arch", "config"
 KINDS = ("teacher", "student", "baseline", "pretrain", "enhancer")
 
 __all__ = ["SCHEMA_VERSION", "CHECKPOINT_FIELDS", "save_checkpoint", "load_checkpoint", "check_compatible",
-           "get_rng_state", "set_rng_state", "to_plain"]
+           "get_rng_state", "set_rng_state", "to_plain", "resume_state", "remove_torn_files", "write_final"]
 
 
 def _other_copy_hint(path: Path) -> str:
@@ -216,3 +222,60 @@ def check_compatible(ckpt: dict[str, Any], kind: str | Iterable[str] | None = No
                 problems.append(f"architecture '{k}' is {a!r}, expected {b!r}")
     if problems:
         raise CheckpointError(where + "; ".join(problems))
+
+
+def _arch_hint(arch: Any) -> str:
+    if not isinstance(arch, dict):
+        return ""
+    return (f". The checkpoint is a {arch.get('backbone')} with a {arch.get('head')} head and "
+            f"{arch.get('num_classes')} classes: resume with the model settings it was trained with")
+
+
+def resume_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 scheduler: Any = None, kind: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint (``path`` a file or a run directory holding ``last.pt``) into ``model`` (not
+    DDP-wrapped), ``optimizer`` and ``scheduler``; restore the RNG states. Returns
+    ``dict(start_epoch, history, best_top1, best_epoch, ckpt, path)``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    ckpt = load_checkpoint(path)
+    check_compatible(ckpt, kind=kind, path=path)
+    report = weights_mismatch(model.state_dict(), ckpt["model"] if isinstance(ckpt["model"], dict) else {})
+    if report:
+        raise CheckpointError(f"{path}: model weights do not fit this model: {report}{_arch_hint(ckpt.get('arch'))}")
+    model.load_state_dict(ckpt["model"])
+    if optimizer is not None and ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("rng") is not None:
+        set_rng_state(ckpt["rng"])
+    extra = ckpt.get("extra") or {}
+    epoch = ckpt.get("epoch")
+    log.info("resuming from %s after epoch %s", path, epoch)
+    return {"start_epoch": (int(epoch) + 1) if epoch is not None else 0, "history": list(ckpt.get("history") or []),
+            "best_top1": ckpt.get("best_top1"), "best_epoch": extra.get("best_epoch"), "ckpt": ckpt, "path": path}
+
+
+def remove_torn_files(out_dir: str | os.PathLike) -> None:
+    """Delete the temporary files (``.last.pt.*.tmp`` ...) a killed run left in ``out_dir``.
+
+    :func:`dlkdd.utils.atomic_path` writes beside the target and renames; a kill mid-write leaves
+    the previous good file plus a torn temporary one, which is garbage (often hundreds of MB).
+    """
+    for tmp in Path(out_dir).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            log.info("removed %s, left by an interrupted write", tmp)
+        except OSError:  # pragma: no cover - gone already
+            pass
+
+
+def write_final(out_dir: str | os.PathLike, filename: str) -> Path:
+    """``OUT/<filename>``: the run's ``last.pt`` without optimiser, scheduler and RNG state."""
+    out_dir = Path(out_dir)
+    last = load_checkpoint(out_dir / "last.pt")
+    for k in ("optimizer", "scheduler", "rng"):
+        last[k] = None
+    return save_checkpoint(out_dir / filename, **last)

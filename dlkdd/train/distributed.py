@@ -23,7 +23,7 @@ rank 0's, broadcast at every forward: ``broadcast_buffers=True``). ``wrap_ddp(..
 (``train.sync_bn``) converts BatchNorm to ``SyncBatchNorm`` (statistics over the global batch;
 CUDA only, one extra all-reduce per BN layer) - worth it only when the per-GPU batch is tiny.
 
-Sharding rows for writers: :func:`shard_rows` gives each rank whole storage chunks of a list
+Sharding rows for writers is :func:`dlkdd.cache.parts.shard_rows`: it gives each rank whole storage chunks of a list
 of rows, without padding, so no two ranks ever write the same chunk.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, Sized
+from typing import Any, Iterator, Sized
 
 import torch
 import torch.distributed as dist
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DistInfo", "init_distributed", "wrap_ddp", "unwrap", "build_sampler", "build_loader",
            "SeededRandomSampler", "ShardSampler", "all_reduce_sum", "barrier", "cleanup", "is_distributed",
-           "loader_seed", "seed_rank_rng", "rank_seeded", "broadcast_object", "shard_rows"]
+           "loader_seed", "seed_rank_rng", "broadcast_object"]
 
 
 @dataclass(frozen=True)
@@ -142,18 +142,6 @@ def seed_rank_rng(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(int(h[:15], 16))
 
 
-def rank_seeded(info: DistInfo, seed: int,
-                fn: Callable[[int], Mapping[str, Any]] | None = None) -> Callable[[int], Mapping[str, Any]]:
-    """Wrap an ``epoch_extras(epoch)`` callable of :func:`dlkdd.train.engine.fit` (called at the
-    start of every epoch) so that it first calls :func:`seed_rank_rng` for this rank."""
-
-    def extras(epoch: int) -> Mapping[str, Any]:
-        seed_rank_rng(seed, epoch, info.rank)
-        return fn(epoch) if fn is not None else {}
-
-    return extras
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` (picklable) on every rank; ``obj`` itself in a single process."""
     if not is_distributed():
@@ -161,24 +149,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def shard_rows(rows: Sequence[int], rank: int, world_size: int, rows_per_chunk: int = 1) -> list[int]:
-    """Rank ``rank``'s share of ``rows``: whole chunks (``row // rows_per_chunk``), dealt round-robin
-    in order of first appearance, without padding. The shares are disjoint, cover ``rows`` exactly,
-    and no chunk is split between ranks (with one row per chunk: ``rows[rank::world_size]``)."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} not in [0, {world_size})")
-    rpc = max(1, int(rows_per_chunk))
-    owner: dict[int, int] = {}
-    mine = []
-    for r in rows:
-        c = int(r) // rpc
-        if c not in owner:
-            owner[c] = len(owner) % world_size
-        if owner[c] == rank:
-            mine.append(int(r))
-    return mine
 
 
 class SeededRandomSampler(Sampler[int]):

@@ -1,4 +1,4 @@
-"""Ready-made loss functions for :func:`dlkdd.train.engine.train_one_epoch`.
+"""The objectives of :func:`dlkdd.train.engine.train_one_epoch`: what each stage optimises.
 
 Each is a small picklable callable ``(model, batch, epoch) -> (terms, logits)`` built on the
 pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``batch["label"]``
@@ -8,6 +8,8 @@ pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``
 - :class:`DistillationObjective` - DL-KDD student: ``L = CE(y, z_s) + alpha_0 gamma^epoch KL(p_t^tau || p_s^tau)``.
 - :class:`SupConObjective` - ActLumos teacher: ``L = CE(y, z) + w * SupCon(proj(feature), y)``;
   the model must accept ``return_features=True`` and return ``(logits, embedding (B,D))``.
+- :class:`InfoNCEObjective` - ActLumos student pre-training: ``L = info_nce(z(view1), z(view2))`` on
+  ``batch["video"]`` / ``batch["video2"]`` (no labels, no logits).
 """
 from __future__ import annotations
 
@@ -17,20 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlkdd.losses import distillation_loss, kd_alpha, supcon_loss
+from dlkdd.losses import distillation_loss, info_nce, kd_alpha, supcon_loss
 
-__all__ = ["CrossEntropyObjective", "DistillationObjective", "SupConObjective"]
+__all__ = ["logits_of", "CrossEntropyObjective", "DistillationObjective", "SupConObjective", "InfoNCEObjective"]
 
 
-def _logits(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def logits_of(out: Any) -> torch.Tensor:
+    """The logits of a model output: the tensor itself, the first of a ``(logits, features)`` pair,
+    or ``out["logits"]``."""
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    if isinstance(out, dict):
+        return out["logits"]
+    return out
 
 
 class CrossEntropyObjective:
     """``L = CE(y, z)``; terms ``{"loss"}``."""
 
     def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        logits = _logits(model(batch["video"]))
+        logits = logits_of(model(batch["video"]))
         return {"loss": F.cross_entropy(logits.float(), batch["label"])}, logits
 
 
@@ -53,7 +61,7 @@ class DistillationObjective:
     def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
         if "teacher_logits" not in batch:
             raise KeyError("DistillationObjective: the batch has no 'teacher_logits' (use the logit-cache dataset)")
-        logits = _logits(model(batch["video"]))
+        logits = logits_of(model(batch["video"]))
         terms = distillation_loss(logits, batch["label"], batch["teacher_logits"], self.alpha_at(epoch), self.tau,
                                   self.tau2_scale)
         return terms, logits
@@ -73,3 +81,25 @@ class SupConObjective:
         task = F.cross_entropy(logits.float(), batch["label"])
         sc = supcon_loss(F.normalize(emb.float(), dim=1), batch["label"], self.temperature)
         return {"loss": task + self.weight * sc, "task_loss": task, "supcon_loss": sc}, logits
+
+
+class InfoNCEObjective:
+    """``L = info_nce(z1, z2, temperature)`` on ``batch["video"]`` / ``batch["video2"]``; no logits."""
+
+    def __init__(self, temperature: float = 0.1):
+        self.temperature = float(temperature)
+
+    def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, torch.Tensor], None]:
+        v1, v2 = batch["video"], batch["video2"]
+        z = model(torch.cat([v1, v2], dim=0)).float()
+        b = v1.shape[0]
+        z1, z2 = z[:b], z[b:]
+        loss = info_nce(z1, z2, self.temperature)
+        with torch.no_grad():
+            zn = F.normalize(z, dim=1)
+            sim = zn @ zn.t()
+            sim.fill_diagonal_(-2.0)
+            target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+            pair_acc = 100.0 * (sim.argmax(1) == target).float().mean()
+            pos_sim = (zn[:b] * zn[b:]).sum(1).mean()
+        return {"loss": loss, "pos_sim": pos_sim, "pair_acc": pair_acc}, None

@@ -1,4 +1,5 @@
-"""``dlkdd pretrain``: ActLumos stage 1, self-supervised student pre-training (InfoNCE, two views)."""
+"""``dlkdd pretrain``: ActLumos stage 1, self-supervised student pre-training (InfoNCE, two views);
+calls :func:`dlkdd.pipeline.pretrain.pretrain_student`."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,35 +1,10 @@
-"""``dlkdd enhancer`` (zero-reference ZeroDCE training) and ``dlkdd enhance`` (enhance one video).
-
-Heavy imports (torch, av, matplotlib) happen inside the commands.
-"""
+"""``dlkdd enhance``: enhance one video (see what the teacher sees); calls
+:func:`dlkdd.pipeline.enhancer.enhance_video`."""
 from __future__ import annotations
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
-
-
-@click.command("enhancer")
-@config_options()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output directory: DIR/enhancer.pt and DIR/metrics.json")
-@friendly_errors
-def enhancer(config_path: str, overrides: tuple[str, ...], out_dir: str) -> None:
-    """Train ZeroDCE zero-reference on the training list's own dark frames.
-
-    Random enhancer.crop crops of enhancer.frames_per_clip frames per video, Adam
-    (enhancer.lr), enhancer.epochs epochs; fine-tunes from enhancer.weights when it exists.
-    Use the result with --set enhancer.weights=DIR/enhancer.pt.
-    """
-    from dlkdd.pipeline.enhancer import train_enhancer
-    from dlkdd.utils import resolve_device
-
-    cfg = load_cli_config(config_path, overrides)
-    device = resolve_device(get_device())
-    metrics = train_enhancer(cfg, out_dir, device=str(device))
-    last = metrics["epochs"][-1]
-    click.echo(f"wrote {metrics['checkpoint']} (epoch {last['epoch']}: loss {last['loss']:.5f}, tv {last['tv']:.5f}, "
-               f"spa {last['spa']:.5f}, col {last['col']:.5f}, exp {last['exp']:.5f})")
+from dlkdd.commands.common import friendly_errors, get_device
 
 
 @click.command("enhance")

@@ -1,28 +1,12 @@
-"""``dlkdd teacher`` and ``dlkdd student``."""
+"""``dlkdd student``: the student from the cached logits (or ``--no-kd``: the baseline); calls
+:func:`dlkdd.pipeline.student.train_student`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
-
-
-@click.command()
-@config_options()
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (OUT/teacher.pt).")
-@click.option("--resume", type=click.Path(), default=None,
-              help="Continue an interrupted run from its directory (its last.pt).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-@friendly_errors
-def teacher(config_path, overrides, out, resume, no_progress):
-    """Train the teacher: frozen light enhancer -> R(2+1)D-BERT, cross-entropy on enhanced clips."""
-    from dlkdd.pipeline.teacher import train_teacher
-
-    cfg = load_cli_config(config_path, overrides)
-    res = train_teacher(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
-    if is_rank0():
-        click.echo(f"teacher: {Path(out) / 'teacher.pt'}  val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
+from dlkdd.commands.common import config_options, fmt_pct, friendly_errors, get_device, is_rank0, load_cli_config
 
 
 @click.command()
@@ -61,8 +45,4 @@ def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alp
                         progress=not no_progress, config_path=config_path)
     if is_rank0():
         click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  "
-                   f"val top-1 {_fmt(res.get('top1'))}  top-5 {_fmt(res.get('top5'))}")
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.2f}%"
+                   f"val top-1 {fmt_pct(res.get('top1'))}  top-5 {fmt_pct(res.get('top5'))}")

@@ -1,0 +1,38 @@
+"""``dlkdd cache-logits``: run the teacher once over the training set; calls
+:func:`dlkdd.pipeline.cache_logits.precompute_logits`."""
+from __future__ import annotations
+
+import click
+
+from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
+
+
+@click.command("cache-logits")
+@config_options()
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(dir_okay=False),
+              help="Teacher checkpoint (teacher.pt from `dlkdd teacher`).")
+@click.option("--views", type=int, default=None, help="K stored views per clip (cache.views, default 8).")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default=None, help="Store format.")
+@click.option("--out", type=click.Path(), default=None, help="Store path (default: derived under cache.dir).")
+@click.option("--features", is_flag=True, default=None, help="Also store the teacher's CLS features.")
+@click.option("--overwrite", is_flag=True, help="Rebuild the store even if it exists.")
+@click.option("--path-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the store's path into this text file (used by `make student`).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features, overwrite, path_file, no_progress):
+    """Run the teacher once over every training clip (K views each) into a logit store."""
+    from dlkdd.pipeline.cache_logits import precompute_logits
+    from dlkdd.utils import atomic_write_text
+
+    if views is not None and views < 1:
+        raise click.BadParameter(f"must be >= 1, got {views}", param_hint="--views")
+    cfg = load_cli_config(config_path, overrides, {"cache.views": views})
+    path = precompute_logits(cfg, teacher_path, out=out, views=views, fmt=fmt, device=get_device(),
+                             features=features, progress=not no_progress, config_path=config_path,
+                             overwrite=overwrite)
+    if not is_rank0():
+        return
+    if path_file:
+        atomic_write_text(path_file, f"{path}\n")
+    click.echo(str(path))
