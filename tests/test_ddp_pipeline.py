@@ -140,7 +140,7 @@ def test_sharded_precompute_equals_single_process(run, launched, fmt):
 def test_killed_hdf5_parts_are_merged_on_resume(run, monkeypatch):
     """A distributed HDF5 run killed after rank 1 wrote rows 3..5 into its part: the next run (here a
     single process) copies those rows in, scores only the rest, and ends equal to the reference."""
-    from dlkdd.cache import precompute
+    from dlkdd.cache import parts as precompute
     from dlkdd.cache.store import LogitStore
 
     d = run["dir"]

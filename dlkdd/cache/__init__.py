@@ -1,38 +1,14 @@
-"""The offline logit cache (DESIGN.md "Logit cache"): teacher logits stored once per
-(teacher checkpoint, training manifest, view spec) in Zarr or HDF5, read by the student.
+"""The offline logit cache: teacher logits stored once per (teacher checkpoint, training
+manifest, view spec) in Zarr or HDF5, read by the student. Import the submodules:
 
-- :mod:`dlkdd.cache.store`: :class:`LogitStore` (create / open / write / read / mark_complete).
+- :mod:`dlkdd.cache.backends`: the Zarr / HDF5 backends, JSON metadata, the format rules.
+- :mod:`dlkdd.cache.store`: :class:`~dlkdd.cache.store.LogitStore` (create / open / write / read / mark_complete).
+- :mod:`dlkdd.cache.parts`: row sharding and the HDF5 part stores of a multi-process write.
+- :mod:`dlkdd.cache.reader`: :class:`~dlkdd.cache.reader.StoreRows`, a store joined to a manifest by key.
 - :mod:`dlkdd.cache.keying`: default store names and paths derived from hashes.
-- :mod:`dlkdd.cache.lock`: :class:`WriterLock`, the exclusive writer lock.
-- :mod:`dlkdd.cache.inspect`: ``list_stores``, ``store_info``, ``verify_store``.
+- :mod:`dlkdd.cache.lock`: :class:`~dlkdd.cache.lock.WriterLock`, the exclusive writer lock.
 - :mod:`dlkdd.cache.match`: ``check_store_matches`` (refuse a store built for other data).
+- :mod:`dlkdd.cache.inspect`: ``list_stores``, ``store_info``, ``verify_store``, soft-target statistics.
 
-Names are imported lazily so that importing ``dlkdd.cache`` stays cheap.
+Building a store is the ``cache_logits`` stage: :mod:`dlkdd.pipeline.cache_logits`.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "LogitStore": "dlkdd.cache.store",
-    "SCHEMA_VERSION": "dlkdd.cache.store",
-    "detect_format": "dlkdd.cache.backends",
-    "store_name": "dlkdd.cache.keying",
-    "default_store_path": "dlkdd.cache.keying",
-    "view_spec_from_config": "dlkdd.cache.keying",
-    "WriterLock": "dlkdd.cache.lock",
-    "list_stores": "dlkdd.cache.inspect",
-    "store_info": "dlkdd.cache.inspect",
-    "verify_store": "dlkdd.cache.inspect",
-    "check_store_matches": "dlkdd.cache.match",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'dlkdd.cache' has no attribute {name!r}")
-    return getattr(importlib.import_module(mod), name)

@@ -1,7 +1,7 @@
 """Where a logit store lives: a name derived from what identifies it.
 
-A store is identified by (teacher checkpoint, training manifest, view spec) (DESIGN.md,
-"Logit cache"). Its default file name is
+A store is identified by (teacher checkpoint, training manifest, view spec) (README.md
+"The workflow", "Logit cache"). Its default file name is
 
     t<first 12 hex of teacher sha256>-m<first 12 hex of manifest sha256>-v<8 hex of view-spec hash>.zarr
 

@@ -1,4 +1,4 @@
-"""Refuse a logit store that was not built for this student's data (DESIGN.md, "Logit cache").
+"""Refuse a logit store that was not built for this student's data (README.md "The workflow", docs/INTERNALS.md "Cache").
 
 Before a student trains with distillation, :func:`check_store_matches` compares the store's
 metadata with the training manifest and the config, and raises one :class:`CacheError`

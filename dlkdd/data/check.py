@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlkdd.data.manifest import Manifest, manifest_from_config
-from dlkdd.errors import DataError
+from dlkdd.data.video import VideoReader
+from dlkdd.errors import DataError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ class CheckReport:
 
 
 def _reason(e: BaseException) -> str:
-    from dlkdd.errors import VideoError
-
     if isinstance(e, VideoError):
         return e.reason
     return f"undecodable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
@@ -114,8 +113,6 @@ def _reason(e: BaseException) -> str:
 def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool = True) -> CheckReport:
     """Decode every clip of ``split`` (train | test | all) of ``cfg.data``; see the module docstring."""
     from tqdm import tqdm
-
-    from dlkdd.data.video import VideoReader
 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
@@ -170,8 +167,6 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
 def scan_clips(manifest: Manifest, progress: bool = True, decode: bool = False) -> list[tuple[int, str]]:
     """``(index, reason)`` of the clips that fail to open (``decode``: or to fully decode)."""
     from tqdm import tqdm
-
-    from dlkdd.data.video import VideoReader
 
     out = []
     for i, e in enumerate(tqdm(manifest.entries, desc="scan clips", unit="clip", disable=not progress, leave=False)):

@@ -1,6 +1,6 @@
 """Manifests: the ordered list of ``(key, path, label)`` of a dataset split, plus its class names.
 
-Readers for the three list formats dlkdd accepts (see ``DESIGN.md`` "Data"):
+Readers for the three list formats dlkdd accepts (see README.md "Data preparation"):
 
 * ARID v1.0 (Xu et al., "ARID: A New Dataset for Recognizing Action in the Dark", 2021):
   lists ``index<TAB>label<TAB>Class/Name.avi`` and ``mapping_table.txt`` (``id<TAB>Class``).
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from dlkdd.data.video import unreadable_parent
 from dlkdd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,6 @@ def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
     except PermissionError:  # a directory above it may not be entered
         is_file = False
     if not is_file:
-        from dlkdd.data.video import unreadable_parent
-
         d = unreadable_parent(p)
         if d is not None:
             raise DataError(f"{what} {p}: permission denied: cannot enter directory {d} (fix its permissions)")
@@ -175,8 +174,6 @@ def _resolve(root: str, listed: str, source: str, check_files: bool) -> str:
         if os.path.isfile(cand):
             return cand
     if check_files:
-        from dlkdd.data.video import unreadable_parent
-
         d = unreadable_parent(base)
         if d is not None:
             raise DataError(f"{source}: cannot read {base}: permission denied on directory {d} (fix its permissions)")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from dlkdd.data.dataset import ClipDataset, collate
 from dlkdd.data.manifest import Manifest
+from dlkdd.data.views import RandomView
 
 __all__ = ["decode_throughput"]
 
@@ -22,9 +24,6 @@ def decode_throughput(manifest: Manifest, clip_cfg, frames: int, workers: int, n
     Clips cycle through the manifest when ``n_clips > len(manifest)``.
     """
     from torch.utils.data import DataLoader
-
-    from dlkdd.data.dataset import ClipDataset, collate
-    from dlkdd.data.views import RandomView
 
     cfg = dataclasses.replace(clip_cfg, frames=int(frames), stride=int(stride or clip_cfg.stride))
     m = manifest.subset([i % len(manifest) for i in range(n_clips)]) if n_clips <= len(manifest) else None

@@ -38,13 +38,17 @@ the video's :class:`~dlkdd.data.video.VideoInfo`) and further sample fields (``t
 """
 from __future__ import annotations
 
-import os
 import dataclasses
 import hashlib
+import os
 from dataclasses import astuple, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dlkdd.data.video import VideoReader
 
 __all__ = [
     "View",
@@ -167,9 +171,6 @@ def apply_view(frames: np.ndarray, view: View, size: int):
 
     frames: uint8 ``(T,H,W,3)``; returns torch float32 ``(3,T,size,size)`` in [0,1].
     """
-    import torch
-    import torch.nn.functional as F
-
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames (T,H,W,3), got shape {tuple(frames.shape)}")
     _, H, W, _ = frames.shape
@@ -203,8 +204,6 @@ def cut_views(path: str | os.PathLike, make_views: Callable[[Any], Sequence[View
     the views from the video's frame count and size, decode the frames they need once, and cut
     them: ``([(3,T,size,size) float32, ...], views)``. ``num_frames``: the frame count the views
     were drawn for (default: the video's own)."""
-    from dlkdd.data.video import VideoReader
-
     with VideoReader(path) as reader:
         views = list(make_views(reader.info))
         n = num_frames or reader.num_frames
@@ -318,8 +317,6 @@ class StoredView(_Policy):
         return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
 
     def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
-        import torch
-
         logits, views = self.rows.read(index)
         v = self.choice(index, epoch)
         return [View.from_array(views[v])], {

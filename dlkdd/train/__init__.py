@@ -1,4 +1,4 @@
-"""Training: the generic engine (:mod:`.engine`), checkpoints (:mod:`.checkpoint`), AdamW and
-schedules (:mod:`.optim`), the epoch log (:mod:`.logger`), DDP helpers (:mod:`.distributed`) and
-ready-made loss functions (:mod:`.objectives`). Import the submodules directly; this package
-imports nothing heavy."""
+"""Training: one run of a stage (:mod:`.fit`), the epoch and evaluation engine (:mod:`.engine`),
+the objectives (:mod:`.objectives`), checkpoints and resume (:mod:`.checkpoint`), AdamW and
+schedules (:mod:`.optim`), the epoch log (:mod:`.logger`) and DDP helpers (:mod:`.distributed`).
+Import the submodules directly; this package imports nothing heavy."""
