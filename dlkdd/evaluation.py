@@ -109,13 +109,20 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
             conf[int(y), pred] += 1
             k = min(5, C)
             top5 += int(int(y) in logits.topk(k).indices.tolist())
-            predictions.append({"key": key, "label": int(y), "pred": pred})
+            predictions.append({"key": key, "label": int(y), "pred": pred, "probs": logits.softmax(-1).tolist()})
     n = int(conf.sum())
     support = conf.sum(1)
     per_class = [float(100.0 * conf[c, c] / support[c]) if support[c] else None for c in range(C)]
     return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "top1": 100.0 * float(np.trace(conf)) / max(1, n),
             "top5": 100.0 * top5 / max(1, n), "n": n, "classes": classes, "per_class": per_class,
-            "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops}, "predictions": predictions}
+            "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops},
+            "test_views": _view_spec(cc, clips, crops), "predictions": predictions}
+
+
+def _view_spec(clip_cfg: Any, clips: int, crops: int) -> dict[str, int]:
+    from dlkdd.predictions import eval_view_spec
+
+    return eval_view_spec(clip_cfg, clips, crops)
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:

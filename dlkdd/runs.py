@@ -129,6 +129,11 @@ def run_training(cfg: Any, model: Any, train_ds: Any, val_ds: Any | None, object
                 len(classes), ckpt_fields=fields, resume=resume, seed=cfg.seed, eval_every=tc.eval_every,
                 accum_steps=tc.accum_steps, amp=tc.amp, max_steps=tc.max_steps_per_epoch,
                 epoch_extras=epoch_extras, info=info, progress=progress)
+    if val_loader is not None:  # the final weights' per-clip test predictions, for `dlkdd compare`
+        from dlkdd.predictions import write_run_predictions
+
+        write_run_predictions(model, val_loader, info.device, classes, cfg.clip, out_dir, amp=tc.amp,
+                              is_main=info.is_main, meta={"kind": kind, "seed": cfg.seed, "run": str(out_dir)})
     if info.is_main:
         # the deliverable: the final weights, self-contained, without optimiser state
         last = load_checkpoint(out_dir / "last.pt")

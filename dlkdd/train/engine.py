@@ -255,7 +255,7 @@ def _reduce_cpu(vec: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.device, num_classes: int,
              amp: str = "auto", aggregate_views: bool = False, progress: bool = True,
-             is_main: bool = True) -> dict[str, Any]:
+             is_main: bool = True, predictions: bool = False) -> dict[str, Any]:
     """Top-1/top-5 accuracy (%), mean cross-entropy, per-class accuracy (%) and confusion matrix.
 
     ``confusion[i][j]``: clips of true class i predicted as j. ``per_class[i]``: accuracy on class i
@@ -263,6 +263,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     V views' logits. ``aggregate_views``: batches carry several views of one key (``"key"`` repeated);
     their logits are averaged per key over the whole loader (the views of one key must be on one
     rank). Under DDP the counts are summed over ranks, so every rank returns the global metrics.
+    ``predictions``: also return ``"predictions": {"keys", "labels", "logits" (N,C) float32}``, every
+    scored clip's logits (gathered from all ranks; for :mod:`dlkdd.predictions`).
     """
     from tqdm import tqdm
 
@@ -275,11 +277,16 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     loss_sum = 0.0
     c5 = 0
     per_key: dict[str, list] = {}
+    rows: dict[str, list] = {"keys": [], "labels": [], "logits": []}
 
-    def score(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def score(logits: torch.Tensor, labels: torch.Tensor, keys: Any = None) -> None:
         nonlocal loss_sum, c5
         logits = logits.float().cpu()
         labels = labels.cpu()
+        if predictions:
+            rows["keys"] += list(keys) if keys is not None else [f"#{len(rows['keys']) + i}" for i in range(len(labels))]
+            rows["labels"] += labels.tolist()
+            rows["logits"].append(logits)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         c5 += topk_correct(logits, labels, (5,))[0]
         pred = logits.argmax(1)
@@ -304,10 +311,10 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
                     else:
                         per_key[key] = [lg.clone(), 1, int(lb)]
             else:
-                score(logits, labels)
+                score(logits, labels, batch.get("key"))
         if aggregate_views and per_key:
             lg = torch.stack([s / c for s, c, _ in per_key.values()])
-            score(lg, torch.tensor([lb for _, _, lb in per_key.values()], dtype=torch.long))
+            score(lg, torch.tensor([lb for _, _, lb in per_key.values()], dtype=torch.long), list(per_key))
     finally:
         net.train(was_training)
 
@@ -319,9 +326,23 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     support = conf.sum(1)
     diag = conf.diag()
     per_class = [100.0 * float(d) / float(s) if s > 0 else 0.0 for d, s in zip(diag, support)]
-    return {"top1": 100.0 * float(diag.sum()) / max(1, n), "top5": 100.0 * c5 / max(1, n),
-            "loss": loss_sum / max(1, n), "n": n, "per_class": per_class,
-            "per_class_n": [int(s) for s in support], "confusion": conf.tolist()}
+    out = {"top1": 100.0 * float(diag.sum()) / max(1, n), "top5": 100.0 * c5 / max(1, n),
+           "loss": loss_sum / max(1, n), "n": n, "per_class": per_class,
+           "per_class_n": [int(s) for s in support], "confusion": conf.tolist()}
+    if predictions:
+        out["predictions"] = _gather_rows(rows, num_classes)
+    return out
+
+
+def _gather_rows(rows: dict[str, list], num_classes: int) -> dict[str, Any]:
+    """Per-clip rows of :func:`evaluate` from every DDP rank (rank order), logits ``(N,C)`` float32."""
+    lg = torch.cat(rows["logits"]) if rows["logits"] else torch.zeros(0, num_classes)
+    parts = [(rows["keys"], rows["labels"], lg)]
+    if ddp.is_distributed():
+        parts = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (rows["keys"], rows["labels"], lg))
+    return {"keys": [k for p in parts for k in p[0]], "labels": [lb for p in parts for lb in p[1]],
+            "logits": torch.cat([p[2] for p in parts])}
 
 
 # ----------------------------------------------------------------------------------- epoch loop
