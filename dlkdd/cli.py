@@ -1,7 +1,7 @@
 """The ``dlkdd`` command: a click group with global options, one command per pipeline step.
 
     dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify
-          | student | pretrain | evaluate | predict | bench
+          | student | pretrain | evaluate | predict | bench | compare
 
 Heavy imports live inside the commands (``dlkdd --help`` is instant).
 """
@@ -29,6 +29,7 @@ _COMMANDS = [
     ("dlkdd.commands.evaluate", "evaluate"),
     ("dlkdd.commands.evaluate", "predict"),
     ("dlkdd.commands.bench", "bench"),
+    ("dlkdd.commands.compare", "compare"),
 ]
 
 

@@ -113,7 +113,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     n = int(conf.sum())
     support = conf.sum(1)
     per_class = [float(100.0 * conf[c, c] / support[c]) if support[c] else None for c in range(C)]
-    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "top1": 100.0 * float(np.trace(conf)) / max(1, n),
+    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "seed": (ckpt.get("config") or {}).get("seed"),
+            "top1": 100.0 * float(np.trace(conf)) / max(1, n),
             "top5": 100.0 * top5 / max(1, n), "n": n, "classes": classes, "per_class": per_class,
             "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops},
             "test_views": _view_spec(cc, clips, crops), "predictions": predictions}

@@ -32,7 +32,7 @@ import numpy as np
 from dlkdd.errors import DataError
 
 __all__ = ["PREDICTIONS_FILE", "Predictions", "from_logits", "write_predictions", "read_predictions",
-           "predictions_path", "eval_view_spec", "write_run_predictions"]
+           "predictions_path", "eval_view_spec", "write_run_predictions", "load_predictions"]
 
 PREDICTIONS_FILE = "predictions.jsonl"  # in a run directory, beside metrics.json
 _VERSION = 1
@@ -190,3 +190,20 @@ def write_run_predictions(model: Any, loader: Any, device: Any, classes: Sequenc
     info = {"views": eval_view_spec(clip_cfg), "top1": m["top1"], **dict(meta or {})}
     p = from_logits(rows["keys"], rows["labels"], rows["logits"], classes, info)
     return write_predictions(Path(out_dir) / PREDICTIONS_FILE, p)
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """A run directory, a prediction file, or an ``evaluate --json`` file (its per-clip ``predictions``)."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return read_predictions(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        rows = obj["predictions"]
+        probs = [r["probs"] for r in rows]
+        meta = {"views": obj.get("test_views"), "checkpoint": obj.get("checkpoint"), "kind": obj.get("kind"),
+                "seed": obj.get("seed")}
+        return Predictions([r["key"] for r in rows], [r["label"] for r in rows], probs, obj["classes"], meta, str(path))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not an `evaluate --json` file with per-clip probabilities ({e}); re-run "
+                        f"dlkdd evaluate ... --predictions FILE") from None

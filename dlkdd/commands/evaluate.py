@@ -64,7 +64,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
 
         rows = m["predictions"]
         p = Predictions([r["key"] for r in rows], [r["label"] for r in rows], [r["probs"] for r in rows],
-                        m["classes"], {"views": m["test_views"], "checkpoint": str(checkpoint), "kind": m["kind"],
+                        m["classes"], {"views": m["test_views"], "checkpoint": str(checkpoint), "kind": m["kind"], "seed": m["seed"],
                                        "top1": m["top1"]})
         click.echo(f"predictions: {write_predictions(pred_out, p)}")
     if json_out:
