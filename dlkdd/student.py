@@ -2,8 +2,9 @@
 
 ``L = CE(y, z_s) + alpha_t * KL(softmax(z_t/tau) || softmax(z_s/tau))``, ``alpha_t = alpha_0 gamma^epoch``
 (DL-KDD, Chang, Chen & Tseng; paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5). The teacher
-logits come only from the cache (:class:`dlkdd.cache.dataset.CachedViewDataset`): this module
-never builds or loads the teacher. ``no_kd=True`` trains the same network with CE alone (the
+logits come only from the cache (:class:`dlkdd.cache.dataset.CachedViewDataset`; several caches:
+the mean of the teachers' softmax(z/tau), :mod:`dlkdd.cache.ensemble`): this module never builds or
+loads the teacher. ``no_kd=True`` trains the same network with CE alone (the
 paper's "backbone only" row) on fresh random views.
 
 Out: ``OUT/student.pt`` (kind ``student`` or ``baseline``), ``OUT/metrics.json``, logs, curves.
@@ -61,9 +62,11 @@ def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k != "path"}
 
 
-def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None, no_kd: bool = False,
+def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None = None, no_kd: bool = False,
                   device: str = "auto", resume: str | Path | None = None, progress: bool = True,
-                  config_path: str | None = None) -> dict[str, Any]:
+                  config_path: str | None = None, cache_weights: list | None = None) -> dict[str, Any]:
+    """``cache``: one store path, or several (a list): then the soft target is the (``cache_weights``-)
+    weighted mean of the teachers' softmax(z/tau) (:mod:`dlkdd.cache.ensemble`)."""
     from dlkdd.data.dataset import VideoDataset
     from dlkdd.models.build import build_student, student_arch
     from dlkdd.runs import prepare_data, run_training
@@ -71,7 +74,9 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
     from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
     from dlkdd.utils import resolve_device, seed_everything
 
-    if not no_kd and not cache:
+    caches = [cache] if isinstance(cache, (str, Path)) else list(cache or [])
+    cache = caches[0] if len(caches) == 1 else None
+    if not no_kd and not caches:
         from dlkdd.errors import CacheError
 
         raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
@@ -86,6 +91,15 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
             objective = CrossEntropyObjective()
             epoch_extras = None
             kind = "baseline"
+        elif len(caches) > 1:  # several cached teachers: one ensemble soft target
+            from dlkdd.cache.ensemble import ensemble_training_set
+
+            data, train_ds, ens_extra = ensemble_training_set(cfg, caches, cache_weights, progress, info.is_main,
+                                                              config_path)
+            extra.update(ens_extra)
+            objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+            epoch_extras = objective.extras
+            kind = "student"
         else:
             from dlkdd.cache.dataset import CachedViewDataset
             from dlkdd.cache.match import check_store_matches
