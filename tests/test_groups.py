@@ -180,3 +180,35 @@ def test_data_check_flags_shared_groups(tmp_path):
                                                          "--set", f"data.test_list={tmp_path / 'te.txt'}"])
     assert r.exit_code == 0, r.output
     assert "none shared" in r.output and "LEAKAGE" not in r.output + r.stderr
+
+
+@pytest.mark.parametrize("fmt,text", [
+    ("dark48", "walk/v_walk_g01_c01.mp4 3\nwalk/v_walk_g02_c01.mp4 3\nrun/v_run_g01_c02.mp4 1\n"),
+    ("csv", "path,label\nwalk/v_walk_g01_c01.mp4,walk\nwalk/v_walk_g02_c01.mp4,walk\nrun/v_run_g01_c02.mp4,run\n"),
+    ("arid", "0\t3\tWalk/Walk_1_1.avi\n1\t3\tWalk/Walk_2_1.avi\n2\t1\tRun/Run_1_2.avi\n"),
+])
+def test_list_files_round_trip(tmp_path, fmt, text):
+    src = tmp_path / "in.txt"
+    src.write_text(text)
+    rows, header = read_list(src, fmt)
+    assert [r.key for r in rows][0] in ("walk/v_walk_g01_c01", "Walk/Walk_1_1")
+    write_list(tmp_path / "out.txt", [rows[2], rows[0]], fmt, header)
+    back, _ = read_list(tmp_path / "out.txt", fmt)
+    assert [r.key for r in back] == [rows[2].key, rows[0].key] and [r.label for r in back] == [rows[2].label, rows[0].label]
+    pattern = re.compile(r"_g(?P<group>[0-9]+)_") if fmt != "arid" else ARID
+    assert group_of(rows[0].key, pattern) != group_of(rows[1].key, pattern)
+
+
+def test_leakage_for_config_default_and_explicit_regex():
+    from dlkdd.config import DataConfig
+    from dlkdd.data.groups import leakage_for_config
+
+    assert leakage_for_config(DataConfig(format="arid"), ["A/A_1_1"], ["A/A_1_2"]).shared == {"A_1": (1, 1)}
+    assert leakage_for_config(DataConfig(format="dark48"), ["a/x"], ["a/y"]) is None
+    # keys in another naming scheme: the default ARID regex does not fit -> reported, not fatal
+    un = leakage_for_config(DataConfig(format="arid"), ["A/clipone"], ["A/cliptwo"])
+    assert un.ok and "not checked" in un.lines()[0] and "data.group_regex" in un.lines()[0]
+    with pytest.raises(DataError, match="does not match the group regex"):
+        leakage_for_config(DataConfig(format="arid", group_regex=r"_g(\d+)_"), ["A/clipone"], ["A/cliptwo"])
+    got = leakage_for_config(DataConfig(format="csv", group_regex=r"([a-z]+)\d"), ["A/p1x", "A/q2"], ["A/p3"])
+    assert got.shared == {"p": (1, 1)}

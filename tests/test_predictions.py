@@ -84,13 +84,20 @@ def test_training_run_writes_predictions_and_evaluate_matches(tmp_path):
     assert p.meta["kind"] == "baseline" and p.meta["views"]["frames"] == 4 and p.meta["views"]["clips"] == 1
     out = tmp_path / "eval.csv"
     r = CliRunner().invoke(main, ["--device", "cpu", "evaluate", str(run / "student.pt"), "--config", paths["config"],
-                                  *sets, "--predictions", str(out), "--workers", "0", "--no-progress"],
+                                  *sets, "--predictions", str(out), "--json", str(tmp_path / "eval.json"),
+                                  "--workers", "0", "--no-progress"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     q = read_predictions(out)
     # the same weights on the same centred views: the same clips, views and probabilities
     assert sorted(q.keys) == sorted(p.keys) and q.meta["views"] == p.meta["views"]
     np.testing.assert_allclose(q.aligned(p.keys).probs, p.probs, atol=1e-4)
+    assert q.meta["seed"] == 0 and q.meta["kind"] == "baseline"
+    from dlkdd.predictions import load_predictions
+
+    j = load_predictions(tmp_path / "eval.json")  # an `evaluate --json` file serves `compare` too
+    assert j.keys == q.keys and j.meta["views"] == q.meta["views"]
+    np.testing.assert_allclose(j.probs, q.probs, atol=1e-12)
     assert eval_view_spec(type("C", (), {"frames": 4, "stride": 2, "size": 32, "resize": 40})) == p.meta["views"]
 
 

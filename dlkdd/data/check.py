@@ -162,11 +162,10 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
     if "train" in manifests and "test" in manifests:
         test_keys = set(manifests["test"].keys())
         report.overlap = [k for k in manifests["train"].keys() if k in test_keys]
-        from dlkdd.data.groups import find_shared_groups, group_pattern
+        from dlkdd.data.groups import leakage_for_config
 
-        pattern = group_pattern(cfg.data)
-        if pattern is not None:  # recordings shared between the lists (dlkdd/data/groups.py)
-            report.leakage = find_shared_groups(manifests["train"].keys(), manifests["test"].keys(), pattern)
+        # recordings shared between the lists (dlkdd/data/groups.py)
+        report.leakage = leakage_for_config(cfg.data, manifests["train"].keys(), manifests["test"].keys())
     if npx:
         mean = s1 / npx
         std = np.sqrt(np.maximum(s2 / npx - mean**2, 0.0))

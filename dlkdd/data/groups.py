@@ -38,7 +38,7 @@ from dlkdd.errors import DataError
 log = logging.getLogger(__name__)
 
 __all__ = ["ARID_GROUP_REGEX", "compile_group_regex", "default_group_regex", "group_pattern", "group_of",
-           "groups_of", "Leakage", "find_shared_groups", "SplitResult", "group_split", "ListRow", "read_list",
+           "groups_of", "Leakage", "find_shared_groups", "leakage_for_config", "SplitResult", "group_split", "ListRow", "read_list",
            "write_list"]
 
 # <Class>_<group>_<n> as the last path component: the group is everything before the last "_"
@@ -98,6 +98,7 @@ class Leakage:
     train_groups: int
     test_groups: int
     test_clips: int
+    unchecked: str = ""  # why the lists were not checked (keys that the default regex does not fit)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,8 @@ class Leakage:
         return sum(n for _, n in self.shared.values())
 
     def lines(self) -> list[str]:
+        if self.unchecked:
+            return [f"recording groups: not checked ({self.unchecked})"]
         head = f"recording groups: {self.train_groups} in train, {self.test_groups} in test"
         if self.ok:
             return [head + ", none shared (group-disjoint)"]
@@ -133,6 +136,23 @@ def find_shared_groups(train_keys: Sequence[str], test_keys: Sequence[str], patt
         n_te[g] = n_te.get(g, 0) + 1
     shared = {g: (n_tr[g], n_te[g]) for g in sorted(set(n_tr) & set(n_te))}
     return Leakage(shared, len(n_tr), len(n_te), len(te))
+
+
+def leakage_for_config(data_cfg: Any, train_keys: Sequence[str], test_keys: Sequence[str]) -> Leakage | None:
+    """:func:`find_shared_groups` with ``data.group_regex`` (None where the format has no groups).
+
+    A key that the format's *default* regex does not fit gives an unchecked report saying so (the
+    names follow another scheme: set ``data.group_regex``); with an explicit regex it is an error.
+    """
+    pattern = group_pattern(data_cfg)
+    if pattern is None:
+        return None
+    try:
+        return find_shared_groups(train_keys, test_keys, pattern)
+    except DataError as e:
+        if getattr(data_cfg, "group_regex", ""):
+            raise
+        return Leakage({}, 0, 0, len(test_keys), unchecked=str(e))
 
 
 # ----------------------------------------------------------------------------------- split
