@@ -212,3 +212,26 @@ def test_leakage_for_config_default_and_explicit_regex():
         leakage_for_config(DataConfig(format="arid", group_regex=r"_g(\d+)_"), ["A/clipone"], ["A/cliptwo"])
     got = leakage_for_config(DataConfig(format="csv", group_regex=r"([a-z]+)\d"), ["A/p1x", "A/q2"], ["A/p3"])
     assert got.shared == {"p": (1, 1)}
+
+
+def test_pick_test_groups_is_near_optimal_and_seeded():
+    from itertools import combinations
+
+    from dlkdd.data.groups import _pick_test_groups
+
+    sizes = [12, 13, 3, 4, 5, 1, 9]
+    target = 0.3 * sum(sizes)  # 14.1
+    best = min(abs(sum(c) - target) for r in range(1, len(sizes)) for c in combinations(sizes, r))
+    picks = set()
+    for seed in range(20):
+        got = _pick_test_groups(sizes, target, np.random.default_rng(seed))
+        assert 0 < len(got) < len(sizes)
+        assert abs(sum(sizes[j] for j in got) - target) <= best + max(1.0, 0.05 * sum(sizes))
+        picks.add(tuple(got))
+    assert len(picks) > 3  # many near-best subsets: the seed chooses among them
+    assert _pick_test_groups(sizes, target, np.random.default_rng(4)) == _pick_test_groups(
+        sizes, target, np.random.default_rng(4))
+    # more groups than the exhaustive limit: the greedy fallback still keeps a group on each side
+    g = _pick_test_groups([2] * 10, 6.0, np.random.default_rng(0), exhaustive_max=4)
+    assert len(g) == 3
+    assert len(_pick_test_groups([5, 5], 9.0, np.random.default_rng(0), exhaustive_max=1)) == 1

@@ -172,11 +172,12 @@ def group_split(keys: Sequence[str], labels: Sequence[Hashable], test_fraction: 
     """Stratified group-disjoint split of clips ``(keys[i], labels[i])``.
 
     A group belongs to the class most of its clips have (ties: the first in sorted order). Per
-    class (sorted), its groups (sorted by name) are shuffled by ``np.random.default_rng(seed)``
-    and taken in turn into the test side while that brings the class's test clip count closer
-    to ``test_fraction * (clips of the class)``; the first is always taken, and at least one
-    group always stays in training. A class with a single group stays wholly in training (a
-    warning says so). Deterministic for a given ``seed``; indices come back in input order.
+    class (sorted), the test side gets a non-empty proper subset of its groups (sorted by name)
+    whose clip count is within ``max(1, 5%)`` clips of the closest reachable to
+    ``test_fraction * (clips of the class)``, drawn by ``np.random.default_rng(seed)`` among all
+    such subsets (:func:`_pick_test_groups`), so every class keeps a group on each side. A class
+    with a single group stays wholly in training (a warning says so). Deterministic for a given
+    ``seed``; indices come back in input order.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -209,17 +210,8 @@ def group_split(keys: Sequence[str], labels: Sequence[Hashable], test_fraction: 
             res.train_groups[c] = list(gs)
             res.test_groups[c] = []
             continue
-        target = test_fraction * n_c
-        order = [gs[j] for j in rng.permutation(len(gs))]
-        taken: list[str] = []
-        t = 0
-        for g in order:
-            if len(taken) == len(gs) - 1:
-                break
-            size = len(members[g])
-            if not taken or abs(t + size - target) < abs(t - target):
-                taken.append(g)
-                t += size
+        sizes = [len(members[g]) for g in gs]
+        taken = [gs[j] for j in _pick_test_groups(sizes, test_fraction * n_c, rng)]
         test_set.update(taken)
         res.test_groups[c] = sorted(taken)
         res.train_groups[c] = sorted(g for g in gs if g not in taken)
@@ -229,6 +221,32 @@ def group_split(keys: Sequence[str], labels: Sequence[Hashable], test_fraction: 
 
 
 # ----------------------------------------------------------------------------------- list files
+def _pick_test_groups(sizes: Sequence[int], target: float, rng: np.random.Generator,
+                      exhaustive_max: int = 16) -> list[int]:
+    """Indices of the groups (sizes ``sizes``, at least 2) to put in the test side: a non-empty
+    proper subset whose clip count is within ``max(1, 5% of the class)`` clips of the best reachable
+    distance to ``target``, drawn uniformly by ``rng`` among all such subsets (enumerated in a
+    fixed order). Beyond ``exhaustive_max`` groups: greedy over a random order instead."""
+    k = len(sizes)
+    if k <= exhaustive_max:
+        masks = np.arange(1, 2 ** k - 1, dtype=np.int64)
+        bits = (masks[:, None] >> np.arange(k)) & 1
+        dev = np.abs(bits @ np.asarray(sizes, dtype=np.float64) - target)
+        tol = max(1.0, 0.05 * sum(sizes))
+        ok = np.flatnonzero(dev <= dev.min() + tol)
+        m = int(masks[ok[rng.integers(len(ok))]])
+        return [j for j in range(k) if m >> j & 1]
+    taken: list[int] = []
+    t = 0
+    for j in rng.permutation(k):
+        if len(taken) == k - 1:
+            break
+        if not taken or abs(t + sizes[j] - target) < abs(t - target):
+            taken.append(int(j))
+            t += sizes[j]
+    return taken
+
+
 @dataclass(frozen=True)
 class ListRow:
     """One clip of a list file: ``key`` (path without extension), ``label`` (as written), ``line``."""
