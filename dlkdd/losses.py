@@ -5,7 +5,8 @@ Every function returns a 0-d tensor (or a dict of named 0-d tensors) that carrie
 ``grad_fn`` whenever an input requires grad.
 
 - :func:`kd_loss` - Hinton et al. 2015, "Distilling the Knowledge in a Neural Network":
-  ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``.
+  ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``;
+  :func:`kd_loss_from_probs` takes ``p_t^tau`` itself (e.g. a mean over several teachers).
 - :func:`kd_alpha`, :func:`distillation_loss` - DL-KDD (Chang, Chen & Tseng):
   ``L = CE(y, z_s) + alpha_t * KL(p_t^tau || p_s^tau)``, ``alpha_t = alpha_0 * gamma**epoch``
   (paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5).
