@@ -164,6 +164,10 @@ def test_ensemble_dataset_replays_the_single_cache_view(tiny):
         v = single.view_choice(i)
         want = 0.5 * torch.softmax(s["teacher_logits"] / 5.0, -1) + 0.5 * torch.softmax(zb[v] / 5.0, -1)
         assert torch.allclose(t["teacher_probs"], want, atol=1e-6)
+    import pickle  # DataLoader workers get a pickled copy (stores reopen lazily)
+
+    copy = pickle.loads(pickle.dumps(two))
+    assert torch.equal(copy[1]["teacher_probs"], two[1]["teacher_probs"])
 
 
 def test_cache_stats_reports_the_ensemble(tiny):
