@@ -17,6 +17,10 @@ SEED ?=
 PRETRAINED ?=
 VIEWS ?=
 FORMAT ?=
+# distil from several cached teachers (the mean of their softmax(z/tau)), e.g.
+#   CACHES="cache/t1.zarr cache/t2.zarr" [CACHE_WEIGHTS="2 1"]   (default: OUT's cache-path.txt)
+CACHES ?=
+CACHE_WEIGHTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -30,7 +34,8 @@ SEEDOPT := $(if $(SEED),--seed $(SEED),)
 SETOPTS := $(foreach s,$(SET),--set $(s))
 PRETRAINOPT := $(if $(PRETRAINED),--set model.pretrained=$(PRETRAINED),)
 KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if $(TAU),--tau $(TAU),)
-STUDENT_OUT ?= $(OUT)/student$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
+CACHEOPTS := $(if $(CACHES),$(foreach c,$(CACHES),--cache $(c)) $(foreach w,$(CACHE_WEIGHTS),--cache-weight $(w)),--cache-path-file $(OUT)/cache-path.txt)
+STUDENT_OUT ?= $(OUT)/student$(if $(CACHES),-ens$(words $(CACHES)),)$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
 .PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
 
@@ -68,8 +73,8 @@ teacher: $(STAMP) ## Train the teacher (enhancer + R(2+1)D-BERT) -> OUT/teacher/
 cache-logits: $(STAMP) ## Run the teacher once over the training set -> cache/ (reused if present)
 	$(RUN) $(SEEDOPT) cache-logits --config $(CONFIG) $(SETOPTS) --teacher $(OUT)/teacher/teacher.pt --path-file $(OUT)/cache-path.txt $(if $(VIEWS),--views $(VIEWS),) $(if $(FORMAT),--format $(FORMAT),)
 
-student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED= PRETRAINED=) -> OUT/student*/
-	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) $(PRETRAINOPT) --cache-path-file $(OUT)/cache-path.txt $(KDOPTS) --out $(STUDENT_OUT)
+student: $(STAMP) ## Train the student from the cached logits (ALPHA= GAMMA= TAU= SEED= PRETRAINED= CACHES=) -> OUT/student*/
+	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) $(PRETRAINOPT) $(CACHEOPTS) $(KDOPTS) --out $(STUDENT_OUT)
 
 baseline: $(STAMP) ## The same student without distillation (backbone only) -> OUT/baseline/
 	$(RUN) $(SEEDOPT) student --config $(CONFIG) $(SETOPTS) --no-kd --out $(OUT)/baseline$(if $(SEED),-s$(SEED),)

@@ -74,10 +74,20 @@ class DataConfig:
     test_list: str = ""
     mapping: str = ""
     on_bad_clip: str = "error"  # error: stop before training, listing bad clips; skip: drop them
+    # recording group of a clip key (leakage check, group-disjoint splits; dlkdd/data/groups.py):
+    # a regex whose named group 'group' (or first group) is the recording; "" = the format's default
+    group_regex: str = ""
 
     def validate(self) -> None:
         _choice(self.format, "data.format", ("arid", "dark48", "csv"))
         _choice(self.on_bad_clip, "data.on_bad_clip", ("error", "skip"))
+        if self.group_regex:
+            from dlkdd.data.groups import compile_group_regex
+
+            try:
+                compile_group_regex(self.group_regex)
+            except ValueError as e:
+                raise ConfigError(f"config key 'data.group_regex': {e}") from None
 
 
 @dataclass(frozen=True)

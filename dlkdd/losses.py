@@ -5,7 +5,8 @@ Every function returns a 0-d tensor (or a dict of named 0-d tensors) that carrie
 ``grad_fn`` whenever an input requires grad.
 
 - :func:`kd_loss` - Hinton et al. 2015, "Distilling the Knowledge in a Neural Network":
-  ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``.
+  ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``;
+  :func:`kd_loss_from_probs` takes ``p_t^tau`` itself (e.g. a mean over several teachers).
 - :func:`kd_alpha`, :func:`distillation_loss` - DL-KDD (Chang, Chen & Tseng):
   ``L = CE(y, z_s) + alpha_t * KL(p_t^tau || p_s^tau)``, ``alpha_t = alpha_0 * gamma**epoch``
   (paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd_loss", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce"]
+__all__ = ["kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce"]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
@@ -44,21 +45,42 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: flo
     return kl * (tau * tau) if tau2_scale else kl
 
 
+def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, tau: float,
+                       tau2_scale: bool = False) -> torch.Tensor:
+    """:func:`kd_loss` with the teacher side given as probabilities ``p_t`` ``(B, C)`` already at ``tau``
+    (e.g. the mean ``softmax(z_i / tau)`` of several teachers, :mod:`dlkdd.cache.ensemble`):
+    ``KL = (1/B) sum_b sum_c p_t (log p_t - log p_s^tau)``, with ``0 log 0 = 0``; x ``tau**2`` with ``tau2_scale``.
+    """
+    if student_logits.shape != teacher_probs.shape:
+        raise ValueError(f"kd_loss_from_probs: student logits {tuple(student_logits.shape)} and teacher probabilities "
+                         f"{tuple(teacher_probs.shape)} differ in shape")
+    if tau <= 0:
+        raise ValueError(f"kd_loss_from_probs: tau must be > 0, got {tau}")
+    log_ps = F.log_softmax(student_logits.float() / tau, dim=-1)
+    kl = F.kl_div(log_ps, teacher_probs.detach().float(), log_target=False, reduction="batchmean")
+    return kl * (tau * tau) if tau2_scale else kl
+
+
 def kd_alpha(alpha0: float, gamma: float, epoch: int) -> float:
     """DL-KDD's decaying distillation weight ``alpha_t = alpha_0 * gamma**epoch`` (epoch from 0)."""
     return float(alpha0) * float(gamma) ** int(epoch)
 
 
-def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                      alpha: float, tau: float, tau2_scale: bool = False) -> dict[str, torch.Tensor | float]:
+def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      alpha: float, tau: float, tau2_scale: bool = False,
+                      teacher_probs: torch.Tensor | None = None) -> dict[str, torch.Tensor | float]:
     """DL-KDD student objective ``L = CE(y, z_s) + alpha * KL(p_t^tau || p_s^tau)``.
 
     ``alpha`` is the already-decayed weight (:func:`kd_alpha`). Returns the named terms
     (timm style): ``loss`` (total), ``task_loss`` (CE), ``kd_loss`` (the KL term before alpha),
-    and the floats ``alpha`` and ``tau`` used, for logging.
+    and the floats ``alpha`` and ``tau`` used, for logging. ``teacher_probs`` (instead of
+    ``teacher_logits``): the soft target at ``tau`` itself (:func:`kd_loss_from_probs`).
     """
     task = F.cross_entropy(student_logits.float(), labels)
-    kd = kd_loss(student_logits, teacher_logits, tau, tau2_scale)
+    if teacher_probs is not None:
+        kd = kd_loss_from_probs(student_logits, teacher_probs, tau, tau2_scale)
+    else:
+        kd = kd_loss(student_logits, teacher_logits, tau, tau2_scale)
     return {"loss": task + float(alpha) * kd, "task_loss": task, "kd_loss": kd,
             "alpha": float(alpha), "tau": float(tau)}
 

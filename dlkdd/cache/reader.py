@@ -19,6 +19,8 @@ __all__ = ["StoreRows"]
 
 
 class StoreRows:
+    target_field = "teacher_logits"
+
     def __init__(self, manifest: Any, store_path: str | Path):
         self.path = Path(store_path)
         self.store = LogitStore.open(store_path, mode="r")

@@ -72,16 +72,19 @@ def cache_verify(path, config_path):
 
 
 @cache.command("stats")
-@click.argument("path", type=click.Path())
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
 @config_options()
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which list of the config gives the clips' labels.")
 @click.option("--tau", "taus", type=float, multiple=True, help="Temperatures to report (default: 1 and kd.tau).")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@click.option("--cache-weight", "weights", type=float, multiple=True,
+              help="With several caches: one weight per cache for the ensemble (default: equal).")
 @friendly_errors
-def cache_stats(path, config_path, overrides, split, taus, as_json):
+def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
     """How informative the soft targets are: the teacher's accuracy on the stored views, and the
-    top / true-class probability and entropy of softmax(z/tau) at each temperature."""
+    top / true-class probability and entropy of softmax(z/tau) at each temperature. Several
+    caches: each one, then their ensemble (the mean of the teachers' softmax(z/tau))."""
     from dlkdd.cache.inspect import soft_target_stats
     from dlkdd.data.manifest import manifest_from_config
 
@@ -90,6 +93,17 @@ def cache_stats(path, config_path, overrides, split, taus, as_json):
         if t <= 0:
             raise click.BadParameter(f"temperatures must be > 0, got {t}", param_hint="--tau")
     taus = taus or tuple(sorted({1.0, float(cfg.kd.tau)}))
+    if len(paths) > 1 or weights:  # several cached teachers: each, then their ensemble soft target
+        from dlkdd.cache.ensemble import ensemble_stats, format_ensemble_stats
+
+        try:
+            st = ensemble_stats(paths, manifest_from_config(cfg.data, split, check_files=False), taus,
+                                list(weights) or None)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--cache-weight") from None
+        click.echo(json.dumps(st, indent=2) if as_json else "\n".join(format_ensemble_stats(st, split)))
+        return
+    path = paths[0]
     st = soft_target_stats(path, manifest_from_config(cfg.data, split, check_files=False), taus)
     if as_json:
         click.echo(json.dumps(st, indent=2))

@@ -23,11 +23,14 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Confusion-matrix PNG (default: beside --json, or none).")
+@click.option("--predictions", "pred_out", type=click.Path(dir_okay=False), default=None,
+              help="Write per-clip predictions (key, label, predicted, top-k, probabilities): .jsonl or .csv "
+                   "(for `dlkdd compare`).")
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
-             no_progress):
+             no_progress, pred_out):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
@@ -55,6 +58,14 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):
         click.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}%'}")
+    if pred_out:
+        from dlkdd.predictions import Predictions, write_predictions
+
+        rows = m["predictions"]
+        p = Predictions([r["key"] for r in rows], [r["label"] for r in rows], [r["probs"] for r in rows],
+                        m["classes"], {"views": m["test_views"], "checkpoint": str(checkpoint), "kind": m["kind"], "seed": m["seed"],
+                                       "top1": m["top1"]})
+        click.echo(f"predictions: {write_predictions(pred_out, p)}")
     if json_out:
         from dlkdd.utils import atomic_write_json
 

@@ -11,8 +11,11 @@ from dlkdd.commands.common import config_options, fmt_pct, friendly_errors, get_
 
 @click.command()
 @config_options()
-@click.option("--cache", "cache_path", type=click.Path(), default=None,
-              help="Logit store from `dlkdd cache-logits` (a .zarr directory or .h5 file).")
+@click.option("--cache", "cache_path", type=click.Path(), multiple=True,
+              help="Logit store from `dlkdd cache-logits` (a .zarr directory or .h5 file). Repeat it to distil "
+                   "from several cached teachers (the mean of their softmax(z/tau)).")
+@click.option("--cache-weight", "cache_weights", type=float, multiple=True,
+              help="With several --cache: one weight per cache, in order (default: equal).")
 @click.option("--cache-path-file", type=click.Path(dir_okay=False), default=None,
               help="A text file holding the store path (written by `cache-logits --path-file`).")
 @click.option("--no-kd", is_flag=True, help="Cross-entropy only: the 'backbone only' baseline.")
@@ -24,8 +27,8 @@ from dlkdd.commands.common import config_options, fmt_pct, friendly_errors, get_
 @click.option("--resume", type=click.Path(), default=None, help="Continue an interrupted run from its directory.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly_errors
-def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alpha, gamma, tau, tau2_scale, resume,
-            no_progress):
+def student(config_path, overrides, cache_path, cache_weights, cache_path_file, no_kd, out, alpha, gamma, tau,
+            tau2_scale, resume, no_progress):
     """Train the student on the dark clips from the cached teacher logits (never loads the teacher)."""
     from dlkdd.pipeline.student import train_student
 
@@ -34,15 +37,18 @@ def student(config_path, overrides, cache_path, cache_path_file, no_kd, out, alp
         if not p.is_file():
             raise click.BadParameter(f"{p} does not exist; run `make cache-logits` (or `dlkdd cache-logits "
                                      f"--path-file {p}`) first", param_hint="--cache-path-file")
-        cache_path = p.read_text().strip()
+        cache_path = (p.read_text().strip(),)
+    if cache_weights and len(cache_weights) != len(cache_path):
+        raise click.BadParameter(f"{len(cache_weights)} weights for {len(cache_path)} caches: give one per --cache",
+                                 param_hint="--cache-weight")
     if no_kd and cache_path:
         raise click.BadParameter("--no-kd trains without the cache; drop --cache", param_hint="--no-kd")
     if not no_kd and not cache_path:
         raise click.BadParameter("give --cache PATH (from `dlkdd cache-logits`) or --no-kd", param_hint="--cache")
     cfg = load_cli_config(config_path, overrides,
                           {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
-    res = train_student(cfg, out, cache=cache_path, no_kd=no_kd, device=get_device(), resume=resume,
-                        progress=not no_progress, config_path=config_path)
+    res = train_student(cfg, out, cache=list(cache_path), no_kd=no_kd, device=get_device(), resume=resume,
+                        progress=not no_progress, config_path=config_path, cache_weights=list(cache_weights) or None)
     if is_rank0():
         click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  "
                    f"val top-1 {fmt_pct(res.get('top1'))}  top-5 {fmt_pct(res.get('top5'))}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,7 @@ class CheckReport:
     splits: dict[str, SplitReport]
     bad: list[BadClip]
     overlap: list[str] = field(default_factory=list)  # keys in both train and test
+    leakage: Any = None  # dlkdd.data.groups.Leakage: recording groups in both train and test (None: not checked)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     mean_luma: float | None = None  # of 255
@@ -85,6 +87,8 @@ class CheckReport:
             out.append("pixel std  (train, RGB): [" + ", ".join(f"{v:.4f}" for v in self.std) + "]")
         if self.overlap:
             out.append(f"warning: {len(self.overlap)} clips are in both train and test (first: {self.overlap[0]})")
+        if self.leakage is not None:
+            out.extend(self.leakage.lines())
         if self.bad:
             out.append(f"{len(self.bad)} bad clips:")
             out.extend(f"  [{b.split}] {b.line()}" for b in self.bad)
@@ -155,6 +159,10 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
     if "train" in manifests and "test" in manifests:
         test_keys = set(manifests["test"].keys())
         report.overlap = [k for k in manifests["train"].keys() if k in test_keys]
+        from dlkdd.data.groups import leakage_for_config
+
+        # recordings shared between the lists (dlkdd/data/groups.py)
+        report.leakage = leakage_for_config(cfg.data, manifests["train"].keys(), manifests["test"].keys())
     if npx:
         mean = s1 / npx
         std = np.sqrt(np.maximum(s2 / npx - mean**2, 0.0))

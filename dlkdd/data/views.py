@@ -303,10 +303,12 @@ class CenterView(_Policy):
 class StoredView(_Policy):
     """Replay one of the clip's stored views, with the teacher's logits for it.
 
-    ``rows``: an object with ``read(index) -> (logits float32 (V,C), views float64 (V,P))`` for
-    sample ``index`` (:class:`dlkdd.cache.reader.StoreRows` joins a logit store to a manifest by
-    key) and ``views_per_clip``. The view is ``view_rng(seed, epoch, index).integers(V)``; the
-    sample gains ``teacher_logits`` float32 ``(C,)`` of exactly that view.
+    ``rows``: an object with ``read(index) -> (targets float32 (V,C), views float64 (V,P))`` for
+    sample ``index`` and ``views_per_clip`` (:class:`dlkdd.cache.reader.StoreRows` joins a logit store
+    to a manifest by key; :class:`dlkdd.cache.ensemble.EnsembleRows` several). The view is
+    ``view_rng(seed, epoch, index).integers(V)``; the sample gains the target of exactly that view,
+    float32 ``(C,)``, as ``rows.target_field`` (``teacher_logits``: raw logits of one teacher;
+    ``teacher_probs``: an ensemble's soft target at tau).
     """
 
     def __init__(self, rows: Any, seed: int = 0):
@@ -317,10 +319,11 @@ class StoredView(_Policy):
         return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
 
     def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
-        logits, views = self.rows.read(index)
+        targets, views = self.rows.read(index)
         v = self.choice(index, epoch)
+        field = getattr(self.rows, "target_field", "teacher_logits")
         return [View.from_array(views[v])], {
-            "teacher_logits": torch.from_numpy(np.ascontiguousarray(logits[v], dtype=np.float32))}
+            field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
 
 
 class CacheViews(_Policy):

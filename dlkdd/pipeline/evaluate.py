@@ -23,6 +23,7 @@ from dlkdd.data.video import probe
 from dlkdd.data.views import TestGrid, center_view, load_clips
 from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
+from dlkdd.predictions import eval_view_spec
 from dlkdd.train.checkpoint import load_checkpoint
 from dlkdd.train.engine import evaluate
 from dlkdd.utils import resolve_device
@@ -59,11 +60,14 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     ds = ClipDataset(manifest, cc, TestGrid(cc, clips, crops))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
                         collate_fn=collate)
-    m = evaluate(model, loader, dev, len(classes), progress=progress, keep_predictions=True)
-    for row in m["predictions"]:
-        del row["logits"]
-    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), **m, "classes": classes,
-            "views": {"clips": clips, "crops": crops}}
+    m = evaluate(model, loader, dev, len(classes), progress=progress, predictions=True)
+    rows = m.pop("predictions")
+    probs = rows["logits"].softmax(-1)
+    predictions = [{"key": k, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
+                   for k, y, p in zip(rows["keys"], rows["labels"], probs)]
+    return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "seed": (ckpt.get("config") or {}).get("seed"),
+            **m, "classes": classes, "views": {"clips": clips, "crops": crops},
+            "test_views": eval_view_spec(cc, clips, crops), "predictions": predictions}
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:

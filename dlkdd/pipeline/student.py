@@ -7,7 +7,9 @@ logits come only from the cache: this module never builds or loads the teacher.
 - data: :class:`~dlkdd.data.dataset.ClipDataset` with the :class:`~dlkdd.data.views.StoredView`
   policy: each sample replays one of its clip's stored views (so the student sees exactly the clip
   the teacher scored) with the teacher's logits for that view (:class:`dlkdd.cache.reader.StoreRows`
-  joins the store to the manifest by key).
+  joins the store to the manifest by key). Several caches (``--cache A --cache B``): the sample
+  carries ``teacher_probs``, the (weighted) mean of the teachers' softmax(z/tau) on that view
+  (:class:`dlkdd.cache.ensemble.EnsembleRows`).
 - model: :func:`dlkdd.models.build.build_student` (R(2+1)D-BERT, no enhancer).
 - loss: :class:`~dlkdd.train.objectives.DistillationObjective` ->
   :func:`dlkdd.losses.distillation_loss`.
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dlkdd.cache.ensemble import EnsembleRows, EnsembleStore, ensemble_stats
 from dlkdd.cache.inspect import soft_targets_of
 from dlkdd.cache.match import check_store_matches
 from dlkdd.cache.reader import StoreRows
@@ -82,10 +85,14 @@ def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k != "path"}
 
 
-def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None, no_kd: bool = False,
+def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None = None, no_kd: bool = False,
                   device: str = "auto", resume: str | Path | None = None, progress: bool = True,
-                  config_path: str | None = None) -> dict[str, Any]:
-    if not no_kd and not cache:
+                  config_path: str | None = None, cache_weights: list | None = None) -> dict[str, Any]:
+    """``cache``: one store path, or several (a list): then the soft target is the (``cache_weights``-)
+    weighted mean of the teachers' softmax(z/tau) (:mod:`dlkdd.cache.ensemble`)."""
+    caches = [cache] if isinstance(cache, (str, Path)) else list(cache or [])
+    cache = caches[0] if len(caches) == 1 else None
+    if not no_kd and not caches:
         raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
                          "baseline without distillation")
     info = ddp.init_distributed(resolve_device(device))
@@ -97,6 +104,13 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
             train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
             objective = CrossEntropyObjective()
             kind = "baseline"
+        elif len(caches) > 1:  # several cached teachers: one ensemble soft target
+            data, rows, ens_extra = _ensemble_rows(cfg, caches, cache_weights, progress and info.is_main, info.is_main,
+                                                   config_path)
+            extra.update(ens_extra)
+            train_ds = ClipDataset(data.train, cfg.clip, StoredView(rows, seed=cfg.seed))
+            objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+            kind = "student"
         else:
             store = LogitStore.open(cache)
             # the cache was built on the clips that decoded: the same skipped keys apply here
@@ -126,3 +140,35 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | None = None
                    filename="student.pt")
     finally:
         ddp.cleanup()
+
+
+def _ensemble_rows(cfg: Any, caches: list, weights: list | None, progress: bool, is_main: bool,
+                   config_path: str | None) -> tuple[Any, EnsembleRows, dict[str, Any]]:
+    """``(prepared data, rows for StoredView, extra for the run record)`` for a student of several
+    cached teachers. Every cache must match the data (:func:`dlkdd.cache.match.check_store_matches`)
+    and the others (:class:`dlkdd.cache.ensemble.EnsembleStore`); clips a cache skipped as bad are
+    dropped, and the caches must agree on them."""
+    with EnsembleStore(caches, weights) as ens:
+        skipped = [sorted(s.meta.get("skipped_keys") or []) for s in ens.stores]
+        if any(sk != skipped[0] for sk in skipped):
+            raise CacheError("the logit caches skipped different bad clips: " + "; ".join(
+                f"{p}: {sk[:3]}" for p, sk in zip(ens.paths, skipped)))
+        teacher_shas = [s.meta.get("teacher_sha256") for s in ens.stores]
+        w = ens.weights.tolist()
+    data = prepare_data(cfg, progress=progress, scan=not skipped[0])
+    if skipped[0]:
+        data.train = data.train.without(skipped[0])
+        data.skipped = list(skipped[0])
+    for c in caches:
+        check_store_matches(c, data.train, cfg, config_path=config_path)
+    extra: dict[str, Any] = {"cache": [str(c) for c in caches], "teacher_sha256": teacher_shas, "cache_weights": w}
+    if is_main:
+        st = ensemble_stats(caches, data.train, taus=(cfg.kd.tau,), weights=weights)
+        t = st["taus"][0]
+        log.info("ensemble of %d cached teachers (weights %s): top-1 %.1f%% on the stored views (each: %s); at tau %g "
+                 "top prob %.2f, true-class prob %.2f, entropy %.0f%% of uniform", len(caches),
+                 ", ".join(f"{x:.2f}" for x in w), st["view_top1"],
+                 ", ".join(f"{s['view_top1']:.1f}%" for s in st["teachers"]), cfg.kd.tau, t["top_prob"],
+                 t["true_prob"], 100 * t["entropy_ratio"])
+        extra["soft_targets"] = {k: v for k, v in st.items() if k != "teachers"}
+    return data, EnsembleRows(data.train, caches, cfg.kd.tau, weights), extra

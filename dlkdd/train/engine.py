@@ -239,14 +239,15 @@ def _reduce_cpu(vec: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.device, num_classes: int,
              amp: str = "auto", progress: bool = True, is_main: bool = True,
-             keep_predictions: bool = False) -> dict[str, Any]:
+             predictions: bool = False) -> dict[str, Any]:
     """Top-1/top-5 accuracy (%), mean cross-entropy, per-class accuracy (%) and confusion matrix.
 
     ``confusion[i][j]``: clips of true class i predicted as j. ``per_class[i]``: accuracy on class i
     (None where ``per_class_n[i] == 0``: no clip, no accuracy). A 6-D video ``(B,V,3,T,H,W)`` is scored
     by the mean of its V views' logits. Under DDP the counts are summed over ranks, so every rank
-    returns the global metrics. ``keep_predictions``: also ``predictions``, one row per clip of this
-    process (``key``, ``label``, ``pred``, ``logits``), in loader order.
+    returns the global metrics. ``predictions``: also return ``"predictions": {"keys", "labels",
+    "logits" (N,C) float32}``, every scored clip's logits (gathered from all ranks; for
+    :mod:`dlkdd.predictions`).
     """
     from tqdm import tqdm
 
@@ -258,12 +259,16 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss_sum = 0.0
     c5 = 0
-    rows: list[dict[str, Any]] = []
+    rows: dict[str, list] = {"keys": [], "labels": [], "logits": []}
 
-    def score(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def score(logits: torch.Tensor, labels: torch.Tensor, keys: Any = None) -> None:
         nonlocal loss_sum, c5
         logits = logits.float().cpu()
         labels = labels.cpu()
+        if predictions:
+            rows["keys"] += list(keys) if keys is not None else [f"#{len(rows['keys']) + i}" for i in range(len(labels))]
+            rows["labels"] += labels.tolist()
+            rows["logits"].append(logits)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         c5 += topk_correct(logits, labels, (5,))[0]
         pred = logits.argmax(1)
@@ -280,11 +285,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
                     logits = logits_of(net(video.flatten(0, 1))).float().reshape(b, v, -1).mean(1)
                 else:
                     logits = logits_of(net(video)).float()
-            score(logits, labels)
-            if keep_predictions:
-                keys = batch.get("key") or [None] * len(labels)
-                for key, lg, lb in zip(keys, logits.float().cpu(), labels.cpu()):
-                    rows.append({"key": key, "label": int(lb), "pred": int(lg.argmax()), "logits": lg.tolist()})
+            score(logits, labels, batch.get("key"))
     finally:
         net.train(was_training)
 
@@ -299,9 +300,20 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     out = {"top1": 100.0 * float(diag.sum()) / max(1, n), "top5": 100.0 * c5 / max(1, n),
            "loss": loss_sum / max(1, n), "n": n, "per_class": per_class,
            "per_class_n": [int(s) for s in support], "confusion": conf.tolist()}
-    if keep_predictions:
-        out["predictions"] = rows
+    if predictions:
+        out["predictions"] = _gather_rows(rows, num_classes)
     return out
+
+
+def _gather_rows(rows: dict[str, list], num_classes: int) -> dict[str, Any]:
+    """Per-clip rows of :func:`evaluate` from every DDP rank (rank order), logits ``(N,C)`` float32."""
+    lg = torch.cat(rows["logits"]) if rows["logits"] else torch.zeros(0, num_classes)
+    parts = [(rows["keys"], rows["labels"], lg)]
+    if ddp.is_distributed():
+        parts = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (rows["keys"], rows["labels"], lg))
+    return {"keys": [k for p in parts for k in p[0]], "labels": [lb for p in parts for lb in p[1]],
+            "logits": torch.cat([p[2] for p in parts])}
 
 
 # ----------------------------------------------------------------------------------- epoch loop

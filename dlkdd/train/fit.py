@@ -7,8 +7,10 @@ trains (:func:`dlkdd.train.engine.train_one_epoch`), evaluates every ``train.eva
 (:func:`dlkdd.train.engine.evaluate`), logs every term (``log.csv``, ``log.json``, ``curves.png``),
 saves ``last.pt`` and, when val top-1 improves, ``best.pt`` (a hard link to that epoch's
 ``last.pt``: no second copy on disk). At the end: ``metrics.json`` and the self-contained
-``OUT/<filename>`` (default ``<kind>.pt``). ``resume=DIR`` continues exactly (model, optimizer,
-scheduler, epoch, history, best metric, RNG states): :func:`dlkdd.train.checkpoint.resume_state`.
+``OUT/<filename>`` (default ``<kind>.pt``); the last epoch's evaluation also writes every test clip's
+prediction to ``OUT/predictions.jsonl`` (:mod:`dlkdd.predictions`, read by ``dlkdd compare``).
+``resume=DIR`` continues exactly (model, optimizer, scheduler, epoch, history, best metric, RNG
+states): :func:`dlkdd.train.checkpoint.resume_state`.
 
 The objective (:mod:`dlkdd.train.objectives`) may define ``extras(epoch)``: scalars logged with the
 epoch (the student's ``alpha``, ``tau``).
@@ -23,6 +25,7 @@ from torch import nn
 
 from dlkdd.data.dataset import collate
 from dlkdd.errors import CheckpointError
+from dlkdd.predictions import PREDICTIONS_FILE, eval_view_spec, from_logits, write_predictions
 from dlkdd.train import distributed as ddp
 from dlkdd.train.checkpoint import (get_rng_state, remove_torn_files, resume_state, save_checkpoint,
                                     write_final)
@@ -98,8 +101,16 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
         row.update(extras)
         improved = False
         if val_loader is not None and ((epoch + 1) % tc.eval_every == 0 or epoch == epochs - 1):
+            last = epoch == epochs - 1  # the final weights' per-clip predictions, for `dlkdd compare`
             val = evaluate(model, val_loader, device, len(classes), amp=tc.amp, progress=progress,
-                           is_main=info.is_main)
+                           is_main=info.is_main, predictions=last)
+            if last:
+                rows = val.pop("predictions")
+                if info.is_main:
+                    write_predictions(out_dir / PREDICTIONS_FILE, from_logits(
+                        rows["keys"], rows["labels"], rows["logits"], classes,
+                        {"views": eval_view_spec(cfg.clip), "top1": val["top1"], "kind": kind, "seed": cfg.seed,
+                         "run": str(out_dir)}))
             row.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
             if best_top1 is None or val["top1"] > best_top1:
                 best_top1, best_epoch, improved = val["top1"], epoch, True

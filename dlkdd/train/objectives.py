@@ -2,7 +2,8 @@
 
 Each is a small picklable callable ``(model, batch, epoch) -> (terms, logits)`` built on the
 pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``batch["label"]``
-``(B,)`` and, for distillation, ``batch["teacher_logits"]`` ``(B,C)``; ``logits`` is ``(B,C)``.
+``(B,)`` and, for distillation, ``batch["teacher_logits"]`` ``(B,C)`` (or ``batch["teacher_probs"]``
+``(B,C)``, a soft target already at tau, e.g. of several teachers); ``logits`` is ``(B,C)``.
 
 - :class:`CrossEntropyObjective` - teacher / no-KD baseline: ``L = CE(y, z)``.
 - :class:`DistillationObjective` - DL-KDD student: ``L = CE(y, z_s) + alpha_0 gamma^epoch KL(p_t^tau || p_s^tau)``.
@@ -55,15 +56,16 @@ class DistillationObjective:
         return kd_alpha(self.alpha, self.gamma, epoch)
 
     def extras(self, epoch: int) -> dict[str, float]:
-        """Per-epoch scalars for the log (``fit(epoch_extras=...)``)."""
+        """Per-epoch scalars logged with the epoch (:func:`dlkdd.train.fit.fit` calls it)."""
         return {"alpha": self.alpha_at(epoch), "tau": self.tau}
 
     def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
-        if "teacher_logits" not in batch:
+        if "teacher_logits" not in batch and "teacher_probs" not in batch:
             raise KeyError("DistillationObjective: the batch has no 'teacher_logits' (use the logit-cache dataset)")
         logits = logits_of(model(batch["video"]))
-        terms = distillation_loss(logits, batch["label"], batch["teacher_logits"], self.alpha_at(epoch), self.tau,
-                                  self.tau2_scale)
+        # "teacher_probs": an ensemble of cached teachers' soft targets at tau (dlkdd/cache/ensemble.py)
+        terms = distillation_loss(logits, batch["label"], batch.get("teacher_logits"), self.alpha_at(epoch), self.tau,
+                                  self.tau2_scale, teacher_probs=batch.get("teacher_probs"))
         return terms, logits
 
 

@@ -1,0 +1,67 @@
+"""``dlkdd compare NAME=RUNS ...``: paired statistics between groups of runs on the same test clips."""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import click
+
+from dlkdd.commands.common import friendly_errors
+
+
+def _expand(spec: str) -> tuple[str, list[str]]:
+    if "=" not in spec:
+        raise click.BadParameter(f"{spec!r}: expected NAME=GLOB (e.g. student='runs/study/student-s*')",
+                                 param_hint="GROUPS")
+    name, pattern = spec.split("=", 1)
+    name = name.strip()
+    if not name:
+        raise click.BadParameter(f"{spec!r}: empty group name", param_hint="GROUPS")
+    paths = sorted({p for part in pattern.split(",") if part for p in (glob.glob(part) or [part])})
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise click.BadParameter(f"{name}: nothing matches {missing[0]!r}", param_hint="GROUPS")
+    return name, paths
+
+
+@click.command("compare")
+@click.argument("groups", nargs=-1, required=True, metavar="NAME=GLOB...")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of models and pairs.")
+@click.option("--bootstrap", "reps", type=click.IntRange(100), default=10000, show_default=True,
+              help="Paired bootstrap replicates.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seeds", "seed_mode", type=click.Choice(["resampled", "pooled"]), default="resampled",
+              show_default=True, help="Bootstrap: also resample each model's seeds (two-level), or average "
+                                      "each clip's correctness over seeds and resample clips only.")
+@click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05, show_default=True)
+@friendly_errors
+def compare(groups, json_out, plot, reps, seed, seed_mode, alpha):
+    """Compare groups of runs (seeds) scored on the same test clips.
+
+    Each NAME=GLOB names a model and its runs: run directories (their predictions.jsonl),
+    prediction files (`evaluate --predictions`) or `evaluate --json` files; comma-separate several
+    globs. Later groups are compared with earlier ones ("is B better than A?"). Per model: top-1
+    per seed, mean, std and 95% interval over seeds, and whether it beats chance (exact binomial).
+    Per pair: the difference with a paired bootstrap interval over clips (and seeds), exact
+    McNemar per seed and pooled, clips won/lost, a verdict, and the clips a difference this size
+    needs. Refuses runs scored on different clips, classes or test views.
+    """
+    from dlkdd.compare import compare_groups, format_report, plot_report
+    from dlkdd.predictions import load_predictions
+
+    named = [_expand(g) for g in groups]
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("group names must differ", param_hint="GROUPS")
+    preds = {n: [load_predictions(p) for p in paths] for n, paths in named}
+    report = compare_groups(preds, reps=reps, seed=seed, alpha=alpha, seeds=seed_mode)
+    report["inputs"] = {n: paths for n, paths in named}
+    click.echo(format_report(report))
+    if json_out:
+        from dlkdd.utils import atomic_write_json
+
+        atomic_write_json(json_out, report)
+        click.echo(f"json: {json_out}")
+    if plot:
+        click.echo(f"plot: {plot_report(report, plot)}")
