@@ -2,7 +2,7 @@
 
 ``ClipDataset(manifest, clip_cfg, policy)[i]`` decodes video ``i`` once, cuts the views the
 policy (:mod:`dlkdd.data.views`: ``RandomView``, ``CenterView``, ``StoredView``, ``CacheViews``,
-``TwoViews``, ``TestGrid``) picks for it at the current epoch, and returns a dict::
+``TwoViews``, ``EvalGrid``) picks for it at the current epoch, and returns a dict::
 
     layout "one":   {"video": float32 (3,T,S,S) in [0,1], "view": float64 (P,),   ...}
     layout "pair":  {"video": (3,T,S,S), "video2": (3,T,S,S), "view": (2,P),      ...}

@@ -29,7 +29,7 @@ scored can be read in one place:
 * :class:`CacheViews` (cache-logits): the centred view and K-1 random views from a generator
   seeded by ``(cache.seed, sha256(key))``: they depend on neither the order nor the process.
 * :class:`TwoViews` (ActLumos pre-training): two random views, start frames forced apart.
-* :class:`TestGrid` (evaluation): ``clips`` temporal windows x ``crops`` spatial crops.
+* :class:`EvalGrid` (evaluation): ``clips`` temporal windows x ``crops`` spatial crops.
 
 A policy's ``pick(index, key, info, epoch)`` returns ``(views, extra)``: the views to cut (``info``:
 the video's :class:`~dlkdd.data.video.VideoInfo`) and further sample fields (``teacher_logits``);
@@ -64,14 +64,14 @@ __all__ = [
     "view_rng",
     "key_rng",
     "two_views",
-    "test_views",
+    "grid_views",
     "clip_views",
     "RandomView",
     "CenterView",
     "StoredView",
     "CacheViews",
     "TwoViews",
-    "TestGrid",
+    "EvalGrid",
 ]
 
 VIEW_PARAMS = 8
@@ -248,7 +248,7 @@ def two_views(num_frames: int, clip_cfg: Any, rng: np.random.Generator, height: 
     return v1, v2
 
 
-def test_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: int = 1, crops: int = 1) -> list[View]:
+def grid_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: int = 1, crops: int = 1) -> list[View]:
     """``clips`` x ``crops`` fixed evaluation views (clips=crops=1: the centred view): windows evenly
     spaced over the video; crops at both ends and the centre of the frame's long side."""
     base = center_view(num_frames, clip_cfg, height, width)
@@ -265,8 +265,6 @@ def test_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: i
         boxes = [(float(y), base.x0) for y in np.linspace(0.0, 1.0 - base.h, crops)]
     return [dataclasses.replace(base, start=s, y0=y0, x0=x0) for s in starts for (y0, x0) in boxes]
 
-
-test_views.__test__ = False  # not a pytest test
 
 
 class _Policy:
@@ -351,14 +349,13 @@ class TwoViews(_Policy):
                               info.width))
 
 
-class TestGrid(_Policy):
-    """The multi-view test grid (:func:`test_views`), stacked; logits are averaged per video."""
+class EvalGrid(_Policy):
+    """The multi-view test grid (:func:`grid_views`), stacked; logits are averaged per video."""
 
-    __test__ = False  # not a pytest test class
     layout = "stack"
 
     def __init__(self, clip_cfg: Any, clips: int = 1, crops: int = 1):
         self.clip_cfg, self.clips, self.crops = clip_cfg, int(clips), int(crops)
 
     def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
-        return test_views(info.num_frames, info.height, info.width, self.clip_cfg, self.clips, self.crops)
+        return grid_views(info.num_frames, info.height, info.width, self.clip_cfg, self.clips, self.crops)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from dlkdd.config import config_from_dict
 from dlkdd.data.dataset import ClipDataset, collate
 from dlkdd.data.video import probe
-from dlkdd.data.views import TestGrid, center_view, load_clips
+from dlkdd.data.views import EvalGrid, center_view, load_clips
 from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
 from dlkdd.predictions import eval_view_spec
@@ -49,7 +49,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
                         workers: int = 2, clip_cfg: Any = None, progress: bool = True) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy, confusion and per-clip predictions of a checkpoint on
     ``manifest``, each video scored by the mean logits of its ``clips`` x ``crops`` test views
-    (:class:`~dlkdd.data.views.TestGrid`) through :func:`dlkdd.train.engine.evaluate`."""
+    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`."""
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
@@ -57,7 +57,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
                         f"{list(manifest.classes)}")
     cc = _clip_cfg(ckpt, clip_cfg)
-    ds = ClipDataset(manifest, cc, TestGrid(cc, clips, crops))
+    ds = ClipDataset(manifest, cc, EvalGrid(cc, clips, crops))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
                         collate_fn=collate)
     m = evaluate(model, loader, dev, len(classes), progress=progress, predictions=True)
