@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dlkdd.errors import DlkddError
+from dlkdd.utils import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,6 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     pairs = r["pairs"]
     fig, axes = plt.subplots(1, 2 if pairs else 1, figsize=(10 if pairs else 5.5, 3.8), squeeze=False)
@@ -346,8 +346,4 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
         ax.set_xlabel("top-1 difference (pp), paired bootstrap 95% CI")
         ax.set_title("pairs (green: better at 95%)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

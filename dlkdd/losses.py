@@ -21,6 +21,14 @@ import torch.nn.functional as F
 __all__ = ["kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce"]
 
 
+def _check_kd(name: str, student: torch.Tensor, teacher: torch.Tensor, what: str, tau: float) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(f"{name}: student logits {tuple(student.shape)} and {what} {tuple(teacher.shape)} "
+                         f"differ in shape")
+    if tau <= 0:
+        raise ValueError(f"{name}: tau must be > 0, got {tau}")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
             tau2_scale: bool = False) -> torch.Tensor:
     """Knowledge-distillation term ``KL(p_t^tau || p_s^tau)``, mean over the batch.
@@ -34,11 +42,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: flo
     Args: student_logits ``(B, C)``, teacher_logits ``(B, C)``, tau > 0.
     Returns: a 0-d tensor.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"kd_loss: student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape")
-    if tau <= 0:
-        raise ValueError(f"kd_loss: tau must be > 0, got {tau}")
+    _check_kd("kd_loss", student_logits, teacher_logits, "teacher logits", tau)
     log_ps = F.log_softmax(student_logits.float() / tau, dim=-1)
     log_pt = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)
     kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")
@@ -51,11 +55,7 @@ def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor
     (e.g. the mean ``softmax(z_i / tau)`` of several teachers, :mod:`dlkdd.cache.ensemble`):
     ``KL = (1/B) sum_b sum_c p_t (log p_t - log p_s^tau)``, with ``0 log 0 = 0``; x ``tau**2`` with ``tau2_scale``.
     """
-    if student_logits.shape != teacher_probs.shape:
-        raise ValueError(f"kd_loss_from_probs: student logits {tuple(student_logits.shape)} and teacher probabilities "
-                         f"{tuple(teacher_probs.shape)} differ in shape")
-    if tau <= 0:
-        raise ValueError(f"kd_loss_from_probs: tau must be > 0, got {tau}")
+    _check_kd("kd_loss_from_probs", student_logits, teacher_probs, "teacher probabilities", tau)
     log_ps = F.log_softmax(student_logits.float() / tau, dim=-1)
     kl = F.kl_div(log_ps, teacher_probs.detach().float(), log_target=False, reduction="batchmean")
     return kl * (tau * tau) if tau2_scale else kl

@@ -26,7 +26,7 @@ from dlkdd.models.build import model_from_checkpoint
 from dlkdd.predictions import eval_view_spec
 from dlkdd.train.checkpoint import load_checkpoint
 from dlkdd.train.engine import evaluate
-from dlkdd.utils import resolve_device
+from dlkdd.utils import resolve_device, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(f"{Path(metrics['checkpoint']).name}: top-1 {metrics['top1']:.1f}%  top-5 {metrics['top5']:.1f}%  "
                  f"(n={metrics['n']})", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: int = 5, window_stride: int = 0,
