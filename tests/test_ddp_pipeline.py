@@ -140,8 +140,9 @@ def test_sharded_precompute_equals_single_process(run, launched, fmt):
 def test_killed_hdf5_parts_are_merged_on_resume(run, monkeypatch):
     """A distributed HDF5 run killed after rank 1 wrote rows 3..5 into its part: the next run (here a
     single process) copies those rows in, scores only the rest, and ends equal to the reference."""
-    from dlkdd.cache import parts as precompute
+    from dlkdd.cache.parts import parts_dir
     from dlkdd.cache.store import LogitStore
+    from dlkdd.pipeline import cache_logits as precompute
 
     d = run["dir"]
     h5 = d / "killed.h5"
@@ -149,7 +150,7 @@ def test_killed_hdf5_parts_are_merged_on_resume(run, monkeypatch):
         meta = {k: v for k, v in ref.meta.items() if k != "complete"}
         with LogitStore.create(h5, ref.keys, ref.views_per_clip, ref.num_classes, meta) as s:
             s.write_many([0, 1, 2], *ref.read_many([0, 1, 2]))
-        part = precompute.parts_dir(h5) / "rank1.zarr"
+        part = parts_dir(h5) / "rank1.zarr"
         with LogitStore.create(part, ref.keys, ref.views_per_clip, ref.num_classes, meta) as p:
             p.write_many([3, 4, 5], *ref.read_many([3, 4, 5]))
     scored = []
@@ -158,7 +159,7 @@ def test_killed_hdf5_parts_are_merged_on_resume(run, monkeypatch):
                         real(cfg, ck, path, mine, *a))
     precompute.precompute_logits(_cfg(run), run["teacher"], out=h5, device="cpu", progress=False)
     assert scored == [list(range(6, 9))]
-    assert not precompute.parts_dir(h5).exists()
+    assert not parts_dir(h5).exists()
     _assert_same_store(run["one.zarr"], h5)
 
 
