@@ -1,7 +1,7 @@
 """The ``dlkdd`` command: a click group with global options, one command per pipeline step.
 
     dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify
-          | student | pretrain | evaluate | predict | bench
+          | student | pretrain | evaluate | predict | export | bench
 
 Heavy imports live inside the commands (``dlkdd --help`` is instant).
 """
@@ -28,6 +28,7 @@ _COMMANDS = [
     ("dlkdd.commands.cache", "cache"),
     ("dlkdd.commands.evaluate", "evaluate"),
     ("dlkdd.commands.evaluate", "predict"),
+    ("dlkdd.commands.export", "export"),
     ("dlkdd.commands.bench", "bench"),
 ]
 

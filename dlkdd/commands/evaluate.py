@@ -74,13 +74,16 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @friendly_errors
 def predict(checkpoint, videos, topk, window_stride, as_json):
-    """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
-    from dlkdd.evaluation import format_predictions, load_model, predict_video
+    """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
+
+    CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
+    from dlkdd.deploy.runtime import load_for_predict
+    from dlkdd.evaluation import format_predictions, predict_video
     from dlkdd.utils import resolve_device
 
     if topk < 1:
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
     dev = resolve_device(get_device())
-    model, ckpt = load_model(checkpoint, dev)
+    model, ckpt = load_for_predict(checkpoint, dev)
     results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
