@@ -68,6 +68,8 @@ def _quiet_tracing():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export's own pytree deprecations
+        # torch 2.13 marks torch.jit deprecated (README, "Deploy the student"); it still works and is tested
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
         try:
             yield
         finally:

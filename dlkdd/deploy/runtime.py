@@ -117,9 +117,13 @@ class TorchScriptModel(ExportedModel):
     runtime = "torchscript"
 
     def __init__(self, path: str | os.PathLike, device: Any = "cpu"):
+        import warnings
+
         extra = {"dlkdd.json": ""}
         try:
-            self.module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
+            with warnings.catch_warnings():  # torch 2.13 marks torch.jit deprecated; it still loads and runs
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+                self.module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
         except (RuntimeError, ValueError) as e:
             raise ExportError(f"{path}: not a loadable TorchScript archive: {str(e).strip().splitlines()[0][:300]}"
                               ) from None
