@@ -319,3 +319,27 @@ def test_teacher_with_zerodce_exports_with_its_enhancer(module_dir, fmt):
         got = load_exported(out)(x)
     assert float((got - ref).abs().max()) <= TOL
     assert float((plain - ref).abs().max()) > 100 * TOL
+
+
+def test_bench_deploy_rows_without_the_extra(monkeypatch, tmp_path):
+    """`dlkdd bench`'s deployed-formats table keeps working without onnx: eager and TorchScript
+    are measured, the ONNX rows say "not installed"."""
+    import sys
+
+    from dlkdd.bench.deploy import bench_deploy, deploy_table
+    from dlkdd.config import config_from_dict
+
+    for mod in [m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "onnxscript")]:
+        monkeypatch.delitem(sys.modules, mod)
+    for mod in ("onnx", "onnxruntime", "onnxscript"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    cfg = config_from_dict({"clip": {"frames": 4, "stride": 2, "size": 32, "resize": 40},
+                            "model": {"head": "avg", "pretrained": ""}})
+    dep = bench_deploy(cfg, CLASSES, tmp_path, repeats=1, clips=0)
+    rows = {r["format"]: r for r in dep["rows"]}
+    assert rows["torch eager (checkpoint)"]["status"] == rows["TorchScript (torch.jit)"]["status"] == "ok"
+    assert rows["TorchScript (torch.jit)"]["max_abs_diff"] <= TOL and rows["TorchScript (torch.jit)"]["latency_ms"] > 0
+    for name in ("ONNX Runtime fp32", "ONNX Runtime int8 (dynamic)"):
+        assert rows[name]["status"].startswith("not installed") and "latency_ms" not in rows[name]
+    md = "\n".join(deploy_table(dep))
+    assert md.count("not installed (pip install 'dlkdd[export]')") == 2 and dep["int8_agreement"] is None
