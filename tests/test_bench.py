@@ -74,11 +74,11 @@ def test_bench_tiny_end_to_end(tmp_path):
     dep = inf["deploy"]
     rows = {r["format"]: r for r in dep["rows"]}
     assert list(rows)[0] == "torch eager (checkpoint)" and dep["input_shape"] == [1, 3, 4, 32, 32]
-    for r in rows.values():
-        if r["status"] == "ok":
-            assert _finite(r["latency_ms"]) and r["bytes"] > 1e6 and r["vs_eager"] > 0, r
-            assert r["max_abs_diff"] <= (0.1 if "int8" in r["format"] else 1e-4), r
-            assert r["format"] in md
+    for row in rows.values():
+        if row["status"] == "ok":
+            assert _finite(row["latency_ms"]) and row["bytes"] > 1e6 and row["vs_eager"] > 0, row
+            assert row["max_abs_diff"] <= (0.1 if "int8" in row["format"] else 1e-4), row
+            assert row["format"] in md
     assert rows["TorchScript (torch.jit)"]["status"] == "ok"
     assert "Deployed formats" in md
 

@@ -114,7 +114,7 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any]
 def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any], tmp: Path) -> None:
     with _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
+        torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
 
 
 def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
