@@ -63,10 +63,14 @@ class _MultiView:
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):
-    """``(model in eval mode on device, checkpoint dict)`` from a self-contained checkpoint."""
+    """``(model in eval mode on device, checkpoint dict)`` from a self-contained checkpoint, or from
+    a file written by ``dlkdd export`` (its runtime and its spec as the checkpoint dict)."""
+    from dlkdd.deploy.runtime import detect_format, load_for_predict
     from dlkdd.models.build import model_from_checkpoint
     from dlkdd.train.checkpoint import load_checkpoint
 
+    if detect_format(ckpt_path) is not None:
+        return load_for_predict(ckpt_path, device)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, str(ckpt_path)).to(device).eval()
     return model, ckpt

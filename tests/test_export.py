@@ -343,3 +343,28 @@ def test_bench_deploy_rows_without_the_extra(monkeypatch, tmp_path):
         assert rows[name]["status"].startswith("not installed") and "latency_ms" not in rows[name]
     md = "\n".join(deploy_table(dep))
     assert md.count("not installed (pip install 'dlkdd[export]')") == 2 and dep["int8_agreement"] is None
+
+
+def test_evaluate_on_exported_equals_checkpoint(exported, tmp_path):
+    """`dlkdd evaluate` takes an exported file too: same predictions as the checkpoint on a
+    short real test list (one video per class)."""
+    root = shared_path("arid6")
+    lines = (root / "arid6_test.txt").read_text().splitlines()
+    by_label: dict[str, str] = {}
+    for ln in lines:
+        by_label.setdefault(ln.split("\t")[1], ln)
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(by_label.values()) + "\n")
+    args = ["--root", str(root / "clips"), "--list", str(short), "--mapping", str(root / "mapping_table.txt"),
+            "--workers", "0", "--no-progress"]
+    metrics = {}
+    for name in ("ckpt", "onnx"):
+        path = exported("avg", "onnx")
+        path = path.with_name("avg.pt") if name == "ckpt" else path
+        out = tmp_path / f"{name}.json"
+        r = CliRunner().invoke(main, ["--device", "cpu", "evaluate", str(path), *args, "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        metrics[name] = json.loads(out.read_text())
+    assert metrics["ckpt"]["n"] == len(by_label) == len(CLASSES)
+    for k in ("top1", "top5", "confusion", "predictions"):
+        assert metrics["onnx"][k] == metrics["ckpt"][k], k

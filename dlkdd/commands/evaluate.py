@@ -29,7 +29,7 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
 @friendly_errors
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
              no_progress):
-    """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
+    """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint (or exported model)."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.evaluation import evaluate_checkpoint, plot_confusion
 
@@ -77,13 +77,12 @@ def predict(checkpoint, videos, topk, window_stride, as_json):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
 
     CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
-    from dlkdd.deploy.runtime import load_for_predict
-    from dlkdd.evaluation import format_predictions, predict_video
+    from dlkdd.evaluation import format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
 
     if topk < 1:
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
     dev = resolve_device(get_device())
-    model, ckpt = load_for_predict(checkpoint, dev)
+    model, ckpt = load_model(checkpoint, dev)
     results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))

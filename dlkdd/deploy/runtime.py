@@ -10,7 +10,8 @@ runtime, so a wrong clip gives one clear :class:`~dlkdd.deploy.spec.ExportError`
 ``detect_format(path)`` tells an exported file from a checkpoint by content (a TorchScript
 archive holds ``code/``, a checkpoint does not; ONNX by the ``.onnx`` suffix or its first
 protobuf byte). ``load_for_predict(path, device)`` returns ``(model, ckpt-like dict)`` for either,
-which is what :func:`dlkdd.evaluation.predict_video` takes.
+which is what :func:`dlkdd.evaluation.load_model` returns, so ``dlkdd predict`` and ``dlkdd
+evaluate`` take an exported file wherever they take a checkpoint.
 """
 from __future__ import annotations
 
