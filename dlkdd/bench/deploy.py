@@ -153,9 +153,10 @@ def _time_round_robin(runners: dict[str, Callable], x: torch.Tensor, repeats: in
 def deploy_table(dep: dict[str, Any]) -> list[str]:
     """Markdown lines of the deployed-formats table (for :mod:`dlkdd.bench.report`)."""
     shape = "x".join(str(v) for v in dep["input_shape"])
-    L = ["", f"#### Deployed formats: {dep['backbone']} + {dep['head']}, batch {shape}, CPU, {dep['threads']} thread(s)",
-         "", f"Median of {dep['repeats']} round-robin calls each, after two warm-ups; max |Δlogit| against torch eager on "
-         "the timed clip.", "",
+    L = ["", f"#### Deployed formats: {dep['backbone']} + {dep['head']}, batch {shape}, CPU, "
+         f"{dep['threads']} thread(s)", "",
+         f"Median of {dep['repeats']} round-robin calls each, after two warm-ups; max |Δlogit| against torch eager "
+         "on the timed clip.", "",
          "| format | file | size (MB) | latency (ms) | vs eager | max abs logit diff |", "|---|---|---|---|---|---|"]
     for r in dep["rows"]:
         if r.get("status") != "ok":
@@ -168,6 +169,7 @@ def deploy_table(dep: dict[str, Any]) -> list[str]:
         q, f = a["int8_vs_fp32"], a["fp32_vs_eager"]
         L += ["", f"int8 vs fp32 ONNX Runtime on {q['n']} test clips ({'x'.join(map(str, a['clip_shape']))}, "
               f"{a['weights']} weights): same top-1 class {100 * q['top1_agreement']:.1f}%, max |Δlogit| "
-              f"{q['max_abs_logit_error']:.3g} (mean {q['mean_abs_logit_error']:.3g}), max |Δprob| {q['max_prob_error']:.3g}. "
-              f"fp32 ONNX Runtime vs eager: top-1 {100 * f['top1_agreement']:.1f}%, max |Δlogit| {f['max_abs_logit_error']:.2g}."]
+              f"{q['max_abs_logit_error']:.3g} (mean {q['mean_abs_logit_error']:.3g}), "
+              f"max |Δprob| {q['max_prob_error']:.3g}. fp32 ONNX Runtime vs eager: top-1 "
+              f"{100 * f['top1_agreement']:.1f}%, max |Δlogit| {f['max_abs_logit_error']:.2g}."]
     return L
