@@ -38,8 +38,14 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, spec: Mapping[
     dst = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".int8.tmp", dir=dst.parent)
     os.close(fd)
+    root = logging.getLogger()  # onnxruntime.quantization logs one INFO line per tensor on the root logger
+    level = root.level
     try:
-        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
+        root.setLevel(max(level, logging.WARNING))
+        try:
+            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         m = onnx.load(tmp)
         props = {p.key: p for p in m.metadata_props}
         for key, value in (("dlkdd", spec_to_json(spec)), ("classes", json.dumps(list(spec["classes"]))),
