@@ -368,3 +368,20 @@ def test_evaluate_on_exported_equals_checkpoint(exported, tmp_path):
     assert metrics["ckpt"]["n"] == len(by_label) == len(CLASSES)
     for k in ("top1", "top5", "confusion", "predictions"):
         assert metrics["onnx"][k] == metrics["ckpt"][k], k
+
+
+def test_retinex_enhancer_is_refused_before_exporting(tmp_path):
+    """A teacher with the multi-scale Retinex enhancer cannot be exported (quantile ranks computed
+    in Python): one clear error, before any slow export, and no file left behind."""
+    from dlkdd.deploy.export import export_model
+    from dlkdd.models.build import build_student, student_arch
+    from dlkdd.models.classifier import Teacher
+    from dlkdd.models.enhancers import MultiScaleRetinex
+
+    cfg = _config("avg")
+    model = Teacher(MultiScaleRetinex(), build_student(cfg, len(CLASSES)))
+    ckpt = {"kind": "teacher", "arch": student_arch(cfg, len(CLASSES)), "config": cfg.to_dict(), "classes": CLASSES}
+    for fmt in ("torchscript", "onnx"):
+        with pytest.raises(ExportError, match="Retinex enhancer.*export the student"):
+            export_model(model, ckpt, tmp_path / f"t.{fmt}", fmt)
+    assert list(tmp_path.iterdir()) == []

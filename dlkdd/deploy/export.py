@@ -113,7 +113,10 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any]
 
 def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any], tmp: Path) -> None:
     with _quiet_tracing(), torch.no_grad():
-        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        try:
+            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        except Exception as e:  # tracing surfaces whatever the forward raises on traced sizes
+            raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
         torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
 
 
@@ -129,6 +132,7 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
     if int8 and fmt != "onnx":
         raise ExportError("--int8 is ONNX Runtime dynamic quantisation: use it with --format onnx")
     model = model.eval().cpu()
+    _check_exportable(model, source)
     spec = build_spec(ckpt, model, fmt, source, source_sha256, spatial_dynamic=fmt == "torchscript")
     wrapper = LogitsOnly(model).eval()
     example = _example(spec)
@@ -150,6 +154,16 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
             result["check"] = _check(tmp, model, example, spec, tol)
     atomic_write_text(sidecar_path(out), spec_to_json(spec) + "\n")
     return result
+
+
+def _check_exportable(model: nn.Module, source: Any) -> None:
+    """Refuse, before the slow export, models with parts known not to export."""
+    from dlkdd.models.enhancers import MultiScaleRetinex
+
+    if any(isinstance(m, MultiScaleRetinex) for m in model.modules()):
+        raise ExportError(f"{source}: holds a multi-scale Retinex enhancer (ActLumos teacher or enhancer.kind=retinex), "
+                          "whose per-frame quantiles (kthvalue at ranks computed in Python from the frame size) neither "
+                          "trace to TorchScript nor convert to ONNX; export the student, which has no enhancer")
 
 
 def _check(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, Any], tol: float) -> dict[str, Any]:
