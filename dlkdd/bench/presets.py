@@ -8,7 +8,7 @@
 - ``paper``: the DL-KDD paper's R(2+1)D-34 (IG65M layout) + BERT, 64x112x112, batch 8
   (Chang, Chen & Tseng, DL-KDD, Sec. 4 and Table 5). The published IG65M weights are not loaded:
   costs do not depend on the weights' values. On a CPU only ``inference`` and ``data`` run by
-  default (a training step there takes minutes).
+  default (a training step there takes minutes), and without the deployed-formats table.
 
 :func:`bench_config` returns the :class:`~dlkdd.config.Config` of a preset, with the dataset
 resolved (``work_dir`` receives a synthetic set when the real one is absent).
@@ -79,7 +79,8 @@ PRESETS: dict[str, BenchPreset] = {
         normalize="kinetics", kd_warmup=1, kd_steps=3, e2e_steps=2, mem_steps=1,
         inference=(("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112),),
         inference_repeats=2, decode_clips=16, loader_clips=16, precompute_clips=12,
-        cpu_parts=("inference", "data")),
+        cpu_parts=("inference", "data"),
+        deploy_repeats=0),  # no deploy table: eager takes ~18 s per 64x112x112 CPU call, int8 ~5x that (BENCHMARKS.md)
 }
 
 
