@@ -47,10 +47,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 	$(BIN)/pip install "$(TORCH)"
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test,export]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with test extras
+install: $(STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest

@@ -1,7 +1,7 @@
 """The ``dlkdd`` command: a click group with global options, one command per pipeline step.
 
     dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify/stats
-          | student | pretrain | evaluate | predict | bench | compare
+          | student | pretrain | evaluate | predict | export | bench | compare
 
 one module per verb in dlkdd/commands/, each calling a stage of dlkdd/pipeline/.
 
@@ -30,6 +30,7 @@ _COMMANDS = [
     ("dlkdd.commands.pretrain", "pretrain"),
     ("dlkdd.commands.evaluate", "evaluate"),
     ("dlkdd.commands.predict", "predict"),
+    ("dlkdd.commands.export", "export"),
     ("dlkdd.commands.bench", "bench"),
     ("dlkdd.commands.compare", "compare"),
 ]

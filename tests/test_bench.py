@@ -70,6 +70,18 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert inf["enhanced"]["gflops"] > inf["student"]["gflops"]
     assert inf["two_stream"]["gflops"] == pytest.approx(2 * inf["student"]["gflops"], rel=1e-3)
 
+    # the exported student beside torch eager, measured in the same run (dlkdd/bench/deploy.py)
+    dep = inf["deploy"]
+    rows = {r["format"]: r for r in dep["rows"]}
+    assert list(rows)[0] == "torch eager (checkpoint)" and dep["input_shape"] == [1, 3, 4, 32, 32]
+    for row in rows.values():
+        if row["status"] == "ok":
+            assert _finite(row["latency_ms"]) and row["bytes"] > 1e6 and row["vs_eager"] > 0, row
+            assert row["max_abs_diff"] <= (0.1 if "int8" in row["format"] else 1e-4), row
+            assert row["format"] in md
+    assert rows["TorchScript (torch.jit)"]["status"] == "ok"
+    assert "Deployed formats" in md
+
     data = res["data"]
     assert [d["frames"] for d in data["decode"]] == list(PRESETS["tiny"].decode_frames)
     assert [d["workers"] for d in data["loader"]] == list(PRESETS["tiny"].loader_workers)

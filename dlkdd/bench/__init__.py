@@ -6,7 +6,9 @@
 - ``kd_step`` (:mod:`dlkdd.bench.kd_step`): cached vs online distillation step, ideal speed-up,
   peak memory, end-to-end variant with the DataLoader;
 - ``inference`` (:mod:`dlkdd.bench.inference`): params, GFLOPs, GMACs, memory, latency of the
-  student, enhancement-based and two-stream inference (the paper's Table 5);
+  student, enhancement-based and two-stream inference (the paper's Table 5); under ``deploy``
+  (:mod:`dlkdd.bench.deploy`) the student's CPU latency and file size as torch eager,
+  TorchScript, ONNX Runtime fp32 and int8;
 - ``data`` (:mod:`dlkdd.bench.data_path`): decode ms per clip, loader clips/s with 0/1/2 workers
   against the training step's clips/s;
 - ``precompute`` (:mod:`dlkdd.bench.precompute`): teacher precompute clips/s for K views and
@@ -101,6 +103,11 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
 
             result["inference"] = bench_inference(cfg, n, p.inference, dev, p.inference_repeats)
             result["inference"]["device"] = str(dev)
+            if p.deploy_repeats:  # the exported formats, CPU batch 1 (dlkdd/bench/deploy.py)
+                from dlkdd.bench.deploy import bench_deploy
+
+                result["inference"]["deploy"] = bench_deploy(cfg, list(manifest.classes), work, p.deploy_repeats,
+                                                             p.deploy_clips)
             done("inference")
         if "data" in todo:
             from dlkdd.bench.data_path import bench_data

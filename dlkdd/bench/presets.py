@@ -8,7 +8,7 @@
 - ``paper``: the DL-KDD paper's R(2+1)D-34 (IG65M layout) + BERT, 64x112x112, batch 8
   (Chang, Chen & Tseng, DL-KDD, Sec. 4 and Table 5). The published IG65M weights are not loaded:
   costs do not depend on the weights' values. On a CPU only ``inference`` and ``data`` run by
-  default (a training step there takes minutes).
+  default (a training step there takes minutes), and without the deployed-formats table.
 
 :func:`bench_config` returns the :class:`~dlkdd.config.Config` of a preset, with the dataset
 resolved (``work_dir`` receives a synthetic set when the real one is absent).
@@ -45,6 +45,8 @@ class BenchPreset:
     # inference: (label, backbone, frames, size) profiled at batch 1
     inference: tuple[tuple[str, str, int, int], ...] = ()
     inference_repeats: int = 3
+    deploy_repeats: int = 7  # timed calls per exported format (0: no deploy table); see dlkdd/bench/deploy.py
+    deploy_clips: int = 64  # test clips for the int8 vs fp32 agreement
     decode_frames: tuple[int, ...] = (16, 64)
     decode_clips: int = 24
     loader_workers: tuple[int, ...] = (0, 1, 2)
@@ -61,7 +63,8 @@ PRESETS: dict[str, BenchPreset] = {
     "tiny": BenchPreset(
         name="tiny", backbone="r2plus1d_18", frames=4, size=32, resize=40, stride=2, batch=2,
         kd_warmup=1, kd_steps=2, e2e_steps=1, mem_steps=1,
-        inference=(("tiny R(2+1)D-18+BERT", "r2plus1d_18", 4, 32),), inference_repeats=1,
+        inference=(("tiny R(2+1)D-18+BERT", "r2plus1d_18", 4, 32),), inference_repeats=1, deploy_repeats=1,
+        deploy_clips=3,
         decode_frames=(4, 16), decode_clips=4, loader_workers=(0, 1), loader_clips=4,
         precompute_clips=4, precompute_views=(1, 2),
         synth={"classes": 3, "clips_per_class": 3, "frames": 20, "size": (48, 64)}, use_arid6=False),
@@ -76,7 +79,8 @@ PRESETS: dict[str, BenchPreset] = {
         normalize="kinetics", kd_warmup=1, kd_steps=3, e2e_steps=2, mem_steps=1,
         inference=(("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112),),
         inference_repeats=2, decode_clips=16, loader_clips=16, precompute_clips=12,
-        cpu_parts=("inference", "data")),
+        cpu_parts=("inference", "data"),
+        deploy_repeats=0),  # no deploy table: eager takes ~18 s per 64x112x112 CPU call, int8 ~5x that (BENCHMARKS.md)
 }
 
 

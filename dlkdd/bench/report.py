@@ -84,6 +84,10 @@ def _inference(inf: dict[str, Any]) -> list[str]:
         L.append(f"- {s['label']}: enhanced / student = {_f(s['enhanced']['gflops_vs_student'], 3)}x FLOPs, "
                  f"{_f(s['enhanced']['latency_vs_student'])}x latency; two-stream / student = "
                  f"{_f(s['two_stream']['gflops_vs_student'], 3)}x FLOPs, {_f(s['two_stream']['latency_vs_student'])}x latency.")
+    if inf.get("deploy"):
+        from dlkdd.bench.deploy import deploy_table
+
+        L += deploy_table(inf["deploy"])
     return L
 
 

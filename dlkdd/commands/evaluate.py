@@ -31,7 +31,7 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
 @friendly_errors
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
              no_progress, pred_out):
-    """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
+    """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint (or exported model)."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
 

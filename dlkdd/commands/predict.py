@@ -17,7 +17,9 @@ from dlkdd.commands.common import friendly_errors, get_device
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @friendly_errors
 def predict(checkpoint, videos, topk, window_stride, as_json):
-    """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
+    """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
+
+    CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
     from dlkdd.pipeline.evaluate import format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
 

@@ -21,6 +21,7 @@ from dlkdd.config import config_from_dict
 from dlkdd.data.dataset import ClipDataset, collate
 from dlkdd.data.video import probe
 from dlkdd.data.views import EvalGrid, center_view, load_clips
+from dlkdd.deploy.runtime import detect_format, load_for_predict
 from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
 from dlkdd.predictions import eval_view_spec
@@ -34,7 +35,10 @@ __all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):
-    """``(model in eval mode on device, checkpoint dict)`` from a self-contained checkpoint."""
+    """``(model in eval mode on device, checkpoint dict)`` from a self-contained checkpoint, or from
+    a file written by ``dlkdd export`` (its runtime and its spec as the checkpoint dict)."""
+    if detect_format(ckpt_path) is not None:
+        return load_for_predict(ckpt_path, device)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, str(ckpt_path)).to(device).eval()
     return model, ckpt

@@ -1,0 +1,45 @@
+"""``dlkdd export CKPT --format onnx|torchscript --out FILE``: a deployable file of a classifier."""
+from __future__ import annotations
+
+import click
+
+from dlkdd.commands.common import friendly_errors
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True,
+              help="onnx (ONNX Runtime; needs pip install 'dlkdd[export]') or torchscript (torch.jit).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Output file, e.g. student.onnx or student.ts; the spec goes beside it as FILE.json.")
+@click.option("--int8", is_flag=True,
+              help="ONNX only: ONNX Runtime dynamic int8 quantisation - a 4x smaller file, but slower than fp32 on the "
+                   "CPUs measured (BENCHMARKS.md, 'Deployed formats').")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--no-check", is_flag=True, help="Skip running the written file against the checkpoint.")
+@click.option("--tol", type=float, default=1e-4, show_default=True,
+              help="Largest logit difference accepted by the check (fp32).")
+@friendly_errors
+def export(checkpoint, fmt, out, int8, opset, no_check, tol):
+    """Export a student / baseline / teacher checkpoint to ONNX or TorchScript.
+
+    The file takes float clips (B,3,T,H,W) in [0,1] (normalisation and any enhancer inside) and
+    returns logits (B,C); class names and the clip spec travel with it. Batch and frames are
+    dynamic (BERT head: at most 8 x its position embeddings); run it with `dlkdd predict FILE VIDEO`.
+    """
+    from dlkdd.deploy.export import export_checkpoint
+    from dlkdd.deploy.spec import sidecar_path
+
+    if int8 and fmt != "onnx":
+        raise click.BadParameter("int8 quantisation is for --format onnx", param_hint="--int8")
+    if tol <= 0:
+        raise click.BadParameter(f"must be > 0, got {tol}", param_hint="--tol")
+    r = export_checkpoint(checkpoint, out, fmt, opset=opset, int8=int8, check=not no_check, tol=tol)
+    frames = r["dynamic"]["frames"]
+    click.echo(f"{r['path']}: {fmt}{' int8' if int8 else ''}, {r['bytes'] / 2**20:.1f} MiB, {r['num_classes']} classes, "
+               f"input clip (B,3,T,{r['input']['size']},{r['input']['size']}) in [0,1], "
+               f"T {frames['min']}..{frames['max'] if frames['max'] is not None else 'any'} "
+               f"(trained at {r['clip']['frames']})")
+    if r["check"] is not None:
+        click.echo(f"check: max |logit difference| vs the checkpoint {r['check']['max_abs_diff']:.2g}")
+    click.echo(f"spec: {sidecar_path(r['path'])}")

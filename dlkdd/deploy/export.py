@@ -1,0 +1,198 @@
+"""Export a dlkdd classifier checkpoint to ONNX or TorchScript.
+
+In: a self-contained checkpoint (student, baseline, teacher: enhancer + classifier, ActLumos
+teacher). Out: one file whose graph maps ``clip`` float32 ``(B,3,T,S,S)`` in [0,1] to ``logits``
+float32 ``(B,C)`` - the enhancer (teachers) and the mean/std normalisation are inside - plus the
+spec of :mod:`dlkdd.deploy.spec` embedded in it and written beside it as ``<file>.json``.
+
+- ONNX: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter; needs
+  onnxscript). Batch and frames are symbolic dimensions (``torch.export.Dim``), frames bounded by
+  the BERT head's position embeddings (``spec.frame_range``); height and width stay at the clip
+  spec's size. The TorchScript-based exporter (``dynamo=False``) is not used: it records the
+  sequence length of ``nn.MultiheadAttention``'s reshapes as a constant, so a BERT-head export
+  would only run at the frame count it was traced with.
+- TorchScript: ``torch.jit.trace`` of the eval-mode model. Tracing records tensor sizes as size
+  ops, so batch, frames, height and width all stay free; the shape checks of the Python forward
+  (``Classifier.forward``, ``BertHead.forward``) become constants in the trace, which is why
+  :class:`dlkdd.deploy.runtime.ExportedModel` re-checks inputs against the spec.
+- ``int8=True`` (ONNX): ONNX Runtime dynamic quantisation of the exported graph
+  (:mod:`dlkdd.deploy.quantize`).
+
+After writing, the file is loaded back with its runtime and run on a random clip next to the
+checkpoint's model: ``max_abs_diff`` of the logits is returned, and an fp32 export that differs
+by more than ``tol`` is refused (the file is not kept).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sidecar_path, spec_to_json
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "export_checkpoint", "export_model", "LogitsOnly"]
+
+FORMATS = ("onnx", "torchscript")
+OPSET = 18
+_NOT_CLASSIFIERS = ("enhancer", "pretrain")
+
+
+class LogitsOnly(nn.Module):
+    """``clip (B,3,T,H,W) -> logits (B,C)``: the model's forward without ``return_features``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.model(clip)
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """Silence the expected TracerWarnings (shape checks turned into constants), the ONNX
+    exporter's notes about torchvision ops it cannot register (dlkdd uses none) and the INFO
+    logs of its graph optimiser (onnxscript / onnx_ir)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export's own pytree deprecations
+        # torch 2.13 marks torch.jit deprecated (README, "Deploy the student"); it still works and is tested
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _example(spec: dict[str, Any], seed: int = 0) -> torch.Tensor:
+    """A random clip (2,3,T,S,S) at the spec's size; T = the clip's frames, at least 2*8 so that
+    no dimension of the trace is 1 (torch.export specialises size-1 dimensions)."""
+    frames = int(spec["clip"]["frames"])
+    hi = spec["dynamic"]["frames"]["max"]
+    t = max(frames, 16) if hi is None else min(max(frames, 16), hi)
+    size = int(spec["input"]["size"])
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, t, size, size, generator=g)
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any], tmp: Path, opset: int) -> None:
+    require_export_extra("onnx", "onnxscript", "onnxruntime")
+    import json
+
+    from torch.export import Dim
+
+    lo, hi = spec["dynamic"]["frames"]["min"], spec["dynamic"]["frames"]["max"]
+    frames = Dim("frames", min=lo, max=hi) if hi is not None else Dim("frames", min=lo)
+    dyn = ({0: Dim("batch", min=1), 2: frames},)
+    with _quiet_tracing():
+        try:
+            prog = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["clip"], output_names=["logits"],
+                                     dynamic_shapes=dyn, opset_version=opset, verbose=False, external_data=False)
+        except Exception as e:  # the exporter raises many types; the first line is what matters
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {first[:300]}") from e
+    props = prog.model.metadata_props
+    props["dlkdd"] = spec_to_json(spec)
+    props["classes"] = json.dumps(spec["classes"])
+    props["clip"] = json.dumps(spec["clip"], sort_keys=True)
+    prog.save(tmp, external_data=False)
+
+
+def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[str, Any], tmp: Path) -> None:
+    with _quiet_tracing(), torch.no_grad():
+        try:
+            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        except Exception as e:  # tracing surfaces whatever the forward raises on traced sizes
+            raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
+        torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
+
+
+def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
+                 source: str | os.PathLike = "checkpoint", source_sha256: str | None = None, opset: int = OPSET,
+                 int8: bool = False, check: bool = True, tol: float = 1e-4) -> dict[str, Any]:
+    """Export ``model`` (rebuilt from ``ckpt``) to ``out``; returns the spec plus ``path``,
+    ``bytes`` and ``check`` (``{"max_abs_diff", "input_shape"}``, or None with ``check=False``)."""
+    from dlkdd.utils import atomic_path, atomic_write_text
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ExportError("--int8 is ONNX Runtime dynamic quantisation: use it with --format onnx")
+    model = model.eval().cpu()
+    _check_exportable(model, source)
+    spec = build_spec(ckpt, model, fmt, source, source_sha256, spatial_dynamic=fmt == "torchscript")
+    wrapper = LogitsOnly(model).eval()
+    example = _example(spec)
+    out = Path(out)
+    log.info("exporting %s (%s, %s head, %d classes) to %s at input (B,3,T,%d,%d)", source, spec["arch"]["backbone"],
+             spec["arch"]["head"], spec["num_classes"], fmt, example.shape[-2], example.shape[-1])
+    with atomic_path(out) as tmp:
+        if fmt == "onnx":
+            _export_onnx(wrapper, example, spec, tmp, opset)
+            if int8:
+                from dlkdd.deploy.quantize import quantize_onnx
+
+                spec["quantization"] = "int8-dynamic"
+                quantize_onnx(tmp, tmp, spec)
+        else:
+            _export_torchscript(wrapper, example, spec, tmp)
+        result = dict(spec, path=str(out), bytes=tmp.stat().st_size, check=None)
+        if check:
+            result["check"] = _check(tmp, model, example, spec, tol)
+    atomic_write_text(sidecar_path(out), spec_to_json(spec) + "\n")
+    return result
+
+
+def _check_exportable(model: nn.Module, source: Any) -> None:
+    """Refuse, before the slow export, models with parts known not to export."""
+    from dlkdd.models.enhancers import MultiScaleRetinex
+
+    if any(isinstance(m, MultiScaleRetinex) for m in model.modules()):
+        raise ExportError(f"{source}: holds a multi-scale Retinex enhancer (ActLumos teacher or enhancer.kind=retinex), "
+                          "whose per-frame quantiles (kthvalue at ranks computed in Python from the frame size) neither "
+                          "trace to TorchScript nor convert to ONNX; export the student, which has no enhancer")
+
+
+def _check(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, Any], tol: float) -> dict[str, Any]:
+    """Logits of the written file vs the eager model on ``example``; fp32 beyond ``tol`` raises."""
+    from dlkdd.deploy.runtime import load_exported
+
+    exported = load_exported(path, fmt=spec["runtime"])
+    with torch.inference_mode():
+        ref = model(example).float()
+        got = exported(example)
+    diff = float((got - ref).abs().max())
+    log.info("check: max |logit difference| %.3g vs the checkpoint on a random %s clip", diff, tuple(example.shape))
+    if spec.get("quantization") is None and not diff <= tol:
+        raise ExportError(f"the exported {spec['runtime']} model's logits differ from the checkpoint's by {diff:.3g} "
+                          f"(> {tol:g}) on a random clip; not written")
+    return {"max_abs_diff": diff, "input_shape": list(example.shape)}
+
+
+def export_checkpoint(ckpt_path: str | os.PathLike, out: str | os.PathLike, fmt: str, **kwargs: Any) -> dict[str, Any]:
+    """:func:`export_model` of the model stored in checkpoint ``ckpt_path``."""
+    from dlkdd.models.build import model_from_checkpoint
+    from dlkdd.train.checkpoint import load_checkpoint
+    from dlkdd.utils import sha256_file
+
+    if fmt == "onnx":  # fail before the (slow) checkpoint load when the extra is missing
+        require_export_extra("onnx", "onnxscript", "onnxruntime")
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("kind") in _NOT_CLASSIFIERS:
+        raise ExportError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint is not a classifier; export a student, "
+                          "baseline or teacher checkpoint")
+    model = model_from_checkpoint(ckpt, str(ckpt_path))
+    return export_model(model, ckpt, out, fmt, source=ckpt_path, source_sha256=sha256_file(ckpt_path), **kwargs)
