@@ -43,10 +43,10 @@ def test_arid6_split_resolves_avi_to_mp4():
     cfg = DataConfig(format="arid", root=str(d / "clips"), train_list=str(d / "arid6_train.txt"),
                      test_list=str(d / "arid6_test.txt"), mapping=str(d / "mapping_table.txt"))
     tr, te = manifest_from_config(cfg, "train"), manifest_from_config(cfg, "test")
-    assert (len(tr), len(te)) == (108, 42)
-    assert tr.class_counts() == [18] * 6 and te.class_counts() == [7] * 6
+    assert (len(tr), len(te)) == (104, 46)  # the group-disjoint split (../shared/data/arid6/README)
+    assert tr.class_counts() == [14, 19, 17, 20, 21, 13] and te.class_counts() == [11, 6, 8, 5, 4, 12]
     assert all(e.path.endswith(".mp4") and Path(e.path).is_file() for e in tr)
-    assert tr[0].key == "Jump/Jump_11_1" and tr[0].source.endswith("arid6_train.txt:1")
+    assert tr[0].key == "Jump/Jump_8_1" and tr[0].source.endswith("arid6_train.txt:1")
 
 
 def _arid(tmp_path: Path, lines: str, mapping="0\tJump\n1\tRun\n"):

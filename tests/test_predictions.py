@@ -119,7 +119,4 @@ def test_engine_evaluate_returns_per_clip_logits():
     r = evaluate(LogitsIn(), [b1, b2], "cpu", 3, progress=False, predictions=True)
     assert r["predictions"]["keys"] == ["a", "a", "b", "c"] and r["predictions"]["labels"] == [1, 1, 2, 1]
     assert r["predictions"]["logits"].tolist() == [[3, 0, 0], [0, 4, 0], [0, 0, 1], [0, 1, 0]]
-    agg = evaluate(LogitsIn(), [b1, b2], "cpu", 3, aggregate_views=True, progress=False, predictions=True)
-    assert agg["predictions"]["keys"] == ["a", "b", "c"]
-    assert agg["predictions"]["logits"][0].tolist() == [1.5, 2.0, 0.0]
     assert "predictions" not in evaluate(LogitsIn(), [b1], "cpu", 3, progress=False)
