@@ -72,6 +72,13 @@ def load_model(ckpt_path: str | Path, device: Any = "cpu"):
     return model, ckpt
 
 
+def _amp_of(ckpt: dict, amp: str | None) -> str:
+    """``amp`` if given, else the checkpoint's ``train.amp`` (``auto`` for checkpoints without one)."""
+    if amp is not None:
+        return amp
+    return str(((ckpt.get("config") or {}).get("train") or {}).get("amp") or "auto")
+
+
 def _clip_cfg(ckpt: dict, overrides: Any = None):
     from dlkdd.config import config_from_dict
 
@@ -80,13 +87,18 @@ def _clip_cfg(ckpt: dict, overrides: Any = None):
 
 
 def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", clips: int = 1, crops: int = 1,
-                        workers: int = 2, clip_cfg: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Top-1/top-5, per-class accuracy and confusion of a checkpoint on ``manifest``."""
+                        workers: int = 2, clip_cfg: Any = None, progress: bool = True,
+                        amp: str | None = None) -> dict[str, Any]:
+    """Top-1/top-5, per-class accuracy and confusion of a checkpoint on ``manifest``.
+
+    ``amp``: ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`);
+    the one used is returned as ``amp``."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from dlkdd.errors import DataError
+    from dlkdd.train.amp import autocast, resolve_amp
     from dlkdd.utils import resolve_device
 
     dev = resolve_device(device)
@@ -102,7 +114,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     conf = np.zeros((C, C), dtype=np.int64)
     top5 = 0
     predictions = []
-    with torch.inference_mode():
+    amp_used = resolve_amp(_amp_of(ckpt, amp), dev, "evaluation")
+    with torch.inference_mode(), autocast(torch.bfloat16 if amp_used == "bf16" else None, dev):
         for x, y, key in tqdm(loader, total=len(ds), desc="evaluate", unit="video", disable=not progress):
             logits = model(x.to(dev)).float().mean(0)
             pred = int(logits.argmax())
@@ -115,7 +128,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     per_class = [float(100.0 * conf[c, c] / support[c]) if support[c] else None for c in range(C)]
     return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "top1": 100.0 * float(np.trace(conf)) / max(1, n),
             "top5": 100.0 * top5 / max(1, n), "n": n, "classes": classes, "per_class": per_class,
-            "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops}, "predictions": predictions}
+            "confusion": conf.tolist(), "views": {"clips": clips, "crops": crops}, "predictions": predictions,
+            "amp": amp_used}
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
@@ -151,11 +165,13 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
 
 
 def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: int = 5, window_stride: int = 0,
-                  max_windows: int = 64, clip_cfg: Any = None) -> dict[str, Any]:
+                  max_windows: int = 64, clip_cfg: Any = None, amp: str | None = None) -> dict[str, Any]:
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
-    and the video's label from the windows' averaged logits."""
+    and the video's label from the windows' averaged logits. ``amp`` as in :func:`evaluate_checkpoint`."""
     import torch
+
+    from dlkdd.train.amp import autocast_dtype, infer
 
     from dlkdd.data.video import probe
     from dlkdd.data.views import center_view, load_clips
@@ -173,8 +189,7 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
         starts = [base.start]
     views = [replace(base, start=s) for s in starts]
     x = torch.stack(load_clips(path, views, cc.size)).to(device)
-    with torch.inference_mode():
-        logits = model(x).float()
+    logits = infer(model, x, x.shape[0], autocast_dtype(_amp_of(ckpt, amp), device), device)
     probs = logits.softmax(-1)
     k = min(topk, len(classes))
 

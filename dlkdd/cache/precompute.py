@@ -91,8 +91,9 @@ def store_path_for(cfg: Any, teacher_sha256: str, manifest_sha256: str, views: i
 
 
 def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: Any, views: int,
-          skipped: list[str]) -> dict[str, Any]:
+          skipped: list[str], device: Any = "cpu") -> dict[str, Any]:
     from dlkdd.cache.keying import clip_spec
+    from dlkdd.train.amp import amp_name, autocast_dtype
 
     arch = ckpt.get("arch") or {}
     return {
@@ -109,6 +110,7 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "config": cfg.to_dict(),
         "skipped_keys": list(skipped),
         "num_skipped": len(skipped),
+        "teacher_amp": amp_name(autocast_dtype(cfg.train.amp, device)),
     }
 
 
@@ -179,7 +181,8 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     status = "reuse"
                 else:
                     LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
-                                      _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
+                                      _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped,
+                                            info.device),
                                       dtype=cfg.cache.dtype, feature_dim=_feature_dim(ckpt) if feats else 0,
                                       fmt=fmt).close()
                     status = "create"
@@ -206,7 +209,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
             if use_parts and mine:
                 # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
                 target = parts_dir(path) / f"rank{info.rank}.zarr"
-                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
+                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped, info.device),
                              part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
                 LogitStore.create(target, manifest.keys(), k, len(manifest.classes), pmeta, dtype=plan["dtype"],
                                   feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
@@ -305,6 +308,7 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
     from tqdm import tqdm
 
     from dlkdd.cache.store import LogitStore
+    from dlkdd.train.amp import infer, resolve_amp
 
     if not mine:
         return
@@ -312,19 +316,19 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
     try:
         model = model_from_checkpoint(ckpt, str(teacher_path)).to(info.device).eval()
         bs = max(1, int(cfg.cache.batch_size))
+        # bf16 where it pays (logged); under autocast, fixed-size chunks keep a resumed run's logits identical
+        dtype = torch.bfloat16 if resolve_amp(cfg.train.amp, info.device, "teacher inference") == "bf16" else None
         pending: list[tuple[int, Any, np.ndarray]] = []
 
         def flush() -> None:
             if not pending:
                 return
             x = torch.cat([c for _, c, _ in pending]).to(info.device)
-            with torch.inference_mode():
-                outs = [model(x[j:j + bs], return_features=feats) for j in range(0, x.shape[0], bs)]
+            out = infer(model, x, bs, dtype, info.device, return_features=feats)
             if feats:
-                logits = torch.cat([o[0] for o in outs]).float().cpu().numpy()
-                fts = torch.cat([o[1] for o in outs]).float().cpu().numpy()
+                logits, fts = out[0].cpu().numpy(), out[1].cpu().numpy()
             else:
-                logits = torch.cat(outs).float().cpu().numpy()
+                logits = out.cpu().numpy()
             if not np.isfinite(logits).all():
                 bad = [pending[j // k][0] for j in np.flatnonzero(~np.isfinite(logits).all(1))]
                 raise CacheError(f"teacher {teacher_path} produced non-finite logits for "

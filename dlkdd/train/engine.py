@@ -9,7 +9,8 @@ scalars including ``"loss"`` (the one optimised), ``logits`` ``(B,C)`` or None
 
 - :func:`train_one_epoch` -> dict of averaged metrics: every term, ``top1``/``top5`` (%),
   ``clips``, ``clips_per_s``, ``lr``, ``seconds``. Gradient accumulation, bf16 autocast and
-  channels_last_3d on CUDA (``amp="auto"``), fp32 on CPU. A non-finite loss raises
+  channels_last_3d on CUDA; ``amp="auto"`` is bf16 on CUDA and on CPUs with native bf16
+  (:mod:`dlkdd.train.amp`), fp32 elsewhere. A non-finite loss raises
   :class:`~dlkdd.errors.TrainingError` before any optimizer step (the weights stay good).
 - :func:`evaluate` -> ``dict(top1, top5, loss, n, per_class, per_class_n, confusion)``, optionally
   averaging the logits of the views of one key; summed over DDP ranks.
@@ -35,6 +36,7 @@ from torch import nn
 
 from dlkdd.errors import TrainingError
 from dlkdd.train import distributed as ddp
+from dlkdd.train.amp import autocast as _autocast, autocast_dtype, resolve_amp
 from dlkdd.train.checkpoint import check_compatible, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from dlkdd.train.logger import EpochLogger
 from dlkdd.utils import atomic_link, atomic_write_json
@@ -48,21 +50,6 @@ LossFn = Callable[[nn.Module, dict, int], "tuple[dict[str, Any], torch.Tensor | 
 
 
 # ----------------------------------------------------------------------------------- helpers
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CUDA, None (fp32) elsewhere; ``bf16``: bf16 on any device; ``fp32``: None."""
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"amp must be auto, bf16 or fp32, got {amp!r}")
-    if amp == "fp32" or (amp == "auto" and torch.device(device).type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def _autocast(dtype: torch.dtype | None, device: torch.device):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def prepare_model(model: nn.Module, device: str | torch.device) -> nn.Module:
     """Move ``model`` to ``device`` (channels_last_3d memory format on CUDA). Call before :func:`wrap_ddp`."""
     device = torch.device(device)
@@ -442,6 +429,7 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
         if resume is not None:
             _remove_torn_files(out_dir)
     last_good: Path | None = (out_dir / "last.pt") if (out_dir / "last.pt").exists() else None
+    amp_used = resolve_amp(amp, device) if info.is_main else None  # logged; in checkpoints and metrics.json
 
     for epoch in range(start_epoch, epochs):
         _set_epoch(train_loader, epoch, seed)
@@ -468,6 +456,7 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
             static = dict(ckpt_fields() if callable(ckpt_fields) else (ckpt_fields or {}))
             extra = dict(static.pop("extra", None) or {})
             extra["best_epoch"] = best_epoch
+            extra["amp"] = amp_used
             ckpt = dict(static, model=ddp.unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict() if scheduler is not None else None, epoch=epoch,
                         rng=get_rng_state(), metrics={"train": train_m, "val": val}, history=logger.history,
@@ -483,7 +472,7 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
 
     final = {"epochs": epochs, "best_top1": best_top1, "best_epoch": best_epoch,
              "top1": val["top1"] if val else None, "top5": val["top5"] if val else None,
-             "val": val, "train": train_m, "history": logger.history}
+             "val": val, "train": train_m, "history": logger.history, "amp": amp_used}
     if info.is_main:
         atomic_write_json(out_dir / "metrics.json", final)
     return final
