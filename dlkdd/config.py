@@ -250,6 +250,7 @@ class CacheConfig:
     features: bool = False
     seed: int = 0
     batch_size: int = 8
+    clips: bool = False  # keep the decoded uint8 views beside the logits (dlkdd.cache.clips)
 
     def validate(self) -> None:
         _check(self.views >= 1, "cache.views", f"must be >= 1, got {self.views}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dlkdd.cache.clips import ClipStore, clip_store_path, zarr_available
 from dlkdd.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -50,31 +51,40 @@ def clip_views(key: str, num_frames: int, height: int, width: int, clip_cfg: Any
     return views
 
 
-def _load_views(path: str, key: str, clip_cfg: Any, k: int, seed: int):
-    """Decode ``path`` once; return ``(clips (K,3,T,S,S), views (K,P) float64)``."""
+def _load_views(path: str, key: str, clip_cfg: Any, k: int, seed: int, quantized: bool = False):
+    """Decode ``path`` once; return ``(clips (K,3,T,S,S), views (K,P) float64, uint8 clips or None)``.
+
+    ``quantized``: the clips are to be stored (:mod:`dlkdd.cache.clips`): the teacher then scores
+    their uint8 rounding, exactly what the student will read back."""
     import torch
 
     from dlkdd.data.views import cut_views
 
     clips, views = cut_views(path, lambda info: clip_views(key, info.num_frames, info.height, info.width, clip_cfg,
                                                            k, seed), clip_cfg.size)
-    return torch.stack(clips), np.stack([v.to_array() for v in views])
+    x, q = torch.stack(clips), None
+    if quantized:
+        from dlkdd.cache.clips import dequantize, quantize
+
+        q = quantize(x)
+        x = dequantize(q)
+    return x, np.stack([v.to_array() for v in views]), q
 
 
 class _Prefetch:
     """Decode clips in a background DataLoader while the teacher runs (1+ workers)."""
 
-    def __init__(self, manifest: Any, rows: list[int], clip_cfg: Any, k: int, seed: int, workers: int):
+    def __init__(self, manifest: Any, rows: list[int], clip_cfg: Any, k: int, seed: int, workers: int,
+                 quantized: bool = False):
         self.manifest, self.rows, self.clip_cfg, self.k, self.seed = manifest, rows, clip_cfg, k, seed
-        self.workers = workers
+        self.workers, self.quantized = workers, quantized
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, j: int):
         e = self.manifest[self.rows[j]]
-        clips, views = _load_views(e.path, e.key, self.clip_cfg, self.k, self.seed)
-        return self.rows[j], clips, views
+        return (self.rows[j], *_load_views(e.path, e.key, self.clip_cfg, self.k, self.seed, self.quantized))
 
     def __iter__(self):
         from torch.utils.data import DataLoader
@@ -111,6 +121,7 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "skipped_keys": list(skipped),
         "num_skipped": len(skipped),
         "teacher_amp": amp_name(autocast_dtype(cfg.train.amp, device)),
+        "clips": "uint8" if cfg.cache.clips else None,  # the teacher scored stored uint8 clips (dlkdd.cache.clips)
     }
 
 
@@ -171,6 +182,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     from dlkdd.cache.store import _remove_store
 
                     _remove_store(path)
+                    shutil.rmtree(clip_store_path(path), ignore_errors=True)
                 if path.exists():
                     with LogitStore.open(path) as s:
                         diffs = [d for d in store_differences(s, manifest, cfg, teacher_sha, k)
@@ -180,6 +192,11 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                                              "Remove it, pass --overwrite, or choose another --out")
                     status = "reuse"
                 else:
+                    if cfg.cache.clips:  # before the logit store: a store that records clips always has them
+                        if not zarr_available():
+                            raise CacheError("cache.clips=true stores the decoded clips with Zarr: pip install zarr, "
+                                             "or set cache.clips=false")
+                        ClipStore.create(clip_store_path(path), len(manifest), k, cfg.clip.frames, cfg.clip.size)
                     LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
                                       _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped,
                                             info.device),
@@ -195,6 +212,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     if status == "resume":
                         log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
                     plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
+                            "clips": str(clip_store_path(path)) if s.meta.get("clips") else None,
                             "feature_dim": s.feature_dim, "rows_per_chunk": _rows_per_chunk(s)}
                 if plan["fmt"] == "hdf5" and info.distributed and todo:
                     parts_dir(path).mkdir(exist_ok=True)
@@ -215,7 +233,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                                   feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
             ddp.barrier()
             _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, model_from_checkpoint,
-                   teacher_path)
+                   teacher_path, plan["clips"])
             ddp.barrier()
             if info.is_main:
                 with LogitStore.open(path, mode="r+") as s:
@@ -302,8 +320,10 @@ def _rows_per_chunk(store: Any) -> int:
 
 
 def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
-           progress: bool, workers: int, model_from_checkpoint: Any, teacher_path: Path) -> None:
-    """Score rows ``mine`` (this rank's share) and write them into the store at ``path``."""
+           progress: bool, workers: int, model_from_checkpoint: Any, teacher_path: Path,
+           clips_path: str | None = None) -> None:
+    """Score rows ``mine`` (this rank's share) and write them into the store at ``path`` (and their
+    uint8 clips into the clip store ``clips_path``, before the rows are marked done)."""
     import torch
     from tqdm import tqdm
 
@@ -313,17 +333,18 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
     if not mine:
         return
     store = LogitStore.open(path, mode="r+")
+    clip_store = ClipStore.open(clips_path, mode="r+") if clips_path else None
     try:
         model = model_from_checkpoint(ckpt, str(teacher_path)).to(info.device).eval()
         bs = max(1, int(cfg.cache.batch_size))
         # bf16 where it pays (logged); under autocast, fixed-size chunks keep a resumed run's logits identical
         dtype = torch.bfloat16 if resolve_amp(cfg.train.amp, info.device, "teacher inference") == "bf16" else None
-        pending: list[tuple[int, Any, np.ndarray]] = []
+        pending: list[tuple[int, Any, np.ndarray, Any]] = []
 
         def flush() -> None:
             if not pending:
                 return
-            x = torch.cat([c for _, c, _ in pending]).to(info.device)
+            x = torch.cat([c for _, c, _, _ in pending]).to(info.device)
             out = infer(model, x, bs, dtype, info.device, return_features=feats)
             if feats:
                 logits, fts = out[0].cpu().numpy(), out[1].cpu().numpy()
@@ -333,16 +354,19 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
                 bad = [pending[j // k][0] for j in np.flatnonzero(~np.isfinite(logits).all(1))]
                 raise CacheError(f"teacher {teacher_path} produced non-finite logits for "
                                  f"{[manifest[i].key for i in bad[:5]]}; the store keeps the rows done so far")
-            rows = [i for i, _, _ in pending]
-            store.write_many(rows, logits.reshape(len(rows), k, -1), np.stack([v for _, _, v in pending]),
+            rows = [i for i, _, _, _ in pending]
+            if clip_store is not None:
+                clip_store.write_many(rows, torch.stack([q for _, _, _, q in pending]))
+            store.write_many(rows, logits.reshape(len(rows), k, -1), np.stack([v for _, _, v, _ in pending]),
                              fts.reshape(len(rows), k, -1) if feats else None)
             pending.clear()
 
         bar = tqdm(total=len(mine), desc=f"teacher logits (K={k})", unit="clip",
                    disable=not (progress and info.is_main))
-        for i, clips, views in _Prefetch(manifest, mine, cfg.clip, k, cfg.cache.seed, workers):
-            pending.append((int(i), clips, np.asarray(views)))
-            if sum(c.shape[0] for _, c, _ in pending) >= bs:
+        for i, clips, views, q in _Prefetch(manifest, mine, cfg.clip, k, cfg.cache.seed, workers,
+                                            quantized=clip_store is not None):
+            pending.append((int(i), clips, np.asarray(views), q))
+            if sum(c.shape[0] for _, c, _, _ in pending) >= bs:
                 flush()
             bar.update(1)
         flush()
