@@ -122,8 +122,8 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
         if "epoch" in todo:
             from dlkdd.bench.epoch import bench_student_epoch
 
-            result["epoch"] = bench_student_epoch(cfg, manifest, work, dev, p.epoch_steps, p.epoch_workers,
-                                                  p.epoch_rounds)
+            result["epoch"] = bench_student_epoch(cfg, manifest, work, dev, int(steps) if steps else p.epoch_steps,
+                                                  p.epoch_workers, p.epoch_rounds)
             done("epoch")
         result["seconds"] = time.perf_counter() - t_start
         return result
