@@ -243,3 +243,17 @@ def test_evaluate_and_predict_use_the_checkpoints_amp_or_the_given_one(tiny_teac
         abs(p32["top"][0]["prob"] - p32["top"][1]["prob"]) < 0.02  # bf16 may only swap near-ties
     assert p16["top"][0]["prob"] == pytest.approx(
         next(t["prob"] for t in p32["top"] if t["label"] == p16["top"][0]["label"]), abs=0.02)
+
+
+def test_evaluate_cli_amp_option_is_recorded(tiny_teacher, tmp_path):
+    from click.testing import CliRunner
+
+    from dlkdd.cli import main
+
+    out = tmp_path / "m.json"
+    r = CliRunner().invoke(main, ["--device", "cpu", "evaluate", str(tiny_teacher["teacher"]), "--config",
+                                  str(tiny_teacher["config_path"]), "--set", "clip.frames=4", "--set", "clip.stride=2",
+                                  "--set", "clip.size=32", "--set", "clip.resize=36", "--workers", "0", "--amp", "bf16",
+                                  "--json", str(out), "--no-progress"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["amp"] == "bf16"

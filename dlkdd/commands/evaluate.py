@@ -25,10 +25,12 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Confusion-matrix PNG (default: beside --json, or none).")
 @click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="Precision (default: the checkpoint's train.amp; auto: bf16 on CUDA and CPUs with native bf16).")
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
-             no_progress):
+             amp, no_progress):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.evaluation import evaluate_checkpoint, plot_confusion
@@ -51,7 +53,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
     manifest = manifest_from_config(data_cfg, "test", check_files=False)
     manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
     m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
-                            progress=not no_progress)
+                            progress=not no_progress, amp=amp)
     click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):
@@ -72,8 +74,10 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
 @click.option("--topk", type=int, default=5, show_default=True)
 @click.option("--window-stride", type=int, default=0, help="Frames between sliding windows (default: half a clip).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="Precision (default: the checkpoint's train.amp).")
 @friendly_errors
-def predict(checkpoint, videos, topk, window_stride, as_json):
+def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones)."""
     from dlkdd.evaluation import format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
@@ -82,5 +86,5 @@ def predict(checkpoint, videos, topk, window_stride, as_json):
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
     dev = resolve_device(get_device())
     model, ckpt = load_model(checkpoint, dev)
-    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
+    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp) for v in videos]
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
