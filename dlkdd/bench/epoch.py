@@ -15,7 +15,9 @@ training), round-robin over ``rounds`` so machine noise hits them alike:
   (``cache.clips``, :mod:`dlkdd.cache.clips`) - no decoding.
 
 Per variant: ``s_per_step`` (median over rounds of the epoch mean), ``clips_per_s``,
-``rate_vs_memory`` = clips/s over the memory variant's (target >= 0.90), ``data_wait_share`` =
+``rate_vs_memory`` = clips/s over the memory variant's (target >= 0.90; ``rate_vs_memory_best``:
+the same from each variant's fastest round - on a CPU shared with other jobs the least disturbed
+estimate, as other jobs only ever slow a round down), ``data_wait_share`` =
 time blocked in ``next(loader)`` / epoch wall time, and ``load_cpu_share`` = the CPU time that
 producing the epoch's clips costs (``load_ms_per_clip`` measured in this process x clips) / epoch
 wall time: the share of one core the loader takes from the step, even when its wait is hidden.
@@ -162,15 +164,19 @@ def bench_student_epoch(cfg: Any, manifest: Any, work: Path, device: torch.devic
             log.info("epoch variant %s: %.2f s/step", name, runs[name][-1]["wall_s"] / steps)
 
     mem_wall = statistics.median(x["wall_s"] for x in runs[f"memory/{train_amp}"])
+    mem_best = min(x["wall_s"] for x in runs[f"memory/{train_amp}"])
     rows = []
     for name in names:
         kind, arg = name.split("/")
         wall = statistics.median(x["wall_s"] for x in runs[name])
+        best = min(x["wall_s"] for x in runs[name])
         wait = statistics.median(x["wait_s"] for x in runs[name])
+        own = kind != "memory" or arg == train_amp
         row = {"variant": name, "kind": kind, "amp": arg if kind == "memory" else train_amp,
                "workers": None if kind == "memory" else int(arg), "s_per_step": wall / steps,
                "clips_per_s": steps * B / wall, "data_wait_share": wait / wall,
-               "rate_vs_memory": mem_wall / wall if kind != "memory" or arg == train_amp else None,
+               "rate_vs_memory": mem_wall / wall if own else None,
+               "rate_vs_memory_best": mem_best / best if own else None, "s_per_step_best": best / steps,
                "load_ms_per_clip": load_ms.get(kind), "walls_s": [x["wall_s"] for x in runs[name]]}
         row["load_cpu_share"] = (load_ms[kind] * steps * B / 1000.0 / wall) if kind in load_ms else 0.0
         rows.append(row)
@@ -187,6 +193,7 @@ def bench_student_epoch(cfg: Any, manifest: Any, work: Path, device: torch.devic
         cand = [r for r in rows if r["kind"] == kind]
         at = by.get(f"{kind}/{tw}") or max(cand, key=lambda r: r["clips_per_s"])
         out[kind] = {"workers": at["workers"], "rate_vs_memory": at["rate_vs_memory"],
+                     "rate_vs_memory_best": at["rate_vs_memory_best"],
                      "data_wait_share": at["data_wait_share"], "load_cpu_share": at["load_cpu_share"],
                      "best_workers": max(cand, key=lambda r: r["clips_per_s"])["workers"]}
     out["meets_90pct"] = bool(out["stored"]["rate_vs_memory"] >= 0.9)
