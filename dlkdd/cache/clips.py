@@ -14,7 +14,7 @@ records ``clips: "uint8"`` in its metadata when its teacher saw stored clips; th
 needs the clip store (and reads it, whatever its own ``cache.clips`` says).
 
 Size: ``N * V * 3*T*S*S`` bytes before compression - 75 kB per view at 8x56x56 (arid6-mini:
-104 clips x 8 views = 62 MB), 2.4 MB per view at the paper's 64x112x112.
+104 clips x 8 views = 62 MB raw, ~39 MB compressed), 2.4 MB per view at the paper's 64x112x112.
 Rows are written before the logit store marks them done, so a done row always has its clips
 (a kill in between re-scores the row and rewrites the same bytes).
 """
