@@ -152,7 +152,8 @@ def stage_tensor_steps(preset: str, device: str, steps: int = 3) -> dict[str, An
     step = StudentStep(cfg, C, dev)
     teacher = prepare_model(bench_teacher(cfg, C)[0], dev).eval()
     video = torch.rand(B, 3, p.frames, p.size, p.size, device=dev)
-    batch = {"video": video, "label": torch.randint(0, C, (B,), device=dev), "teacher_logits": torch.randn(B, C, device=dev)}
+    batch = {"video": video, "label": torch.randint(0, C, (B,), device=dev),
+             "teacher_logits": torch.randn(B, C, device=dev)}
 
     def sync():
         if dev.type == "cuda":
@@ -173,7 +174,7 @@ def stage_tensor_steps(preset: str, device: str, steps: int = 3) -> dict[str, An
             if i:
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"shape": [B, 3, p.frames, p.size, p.size], "amp": step.dtype is not None and "bf16" or "fp32",
+    return {"shape": [B, 3, p.frames, p.size, p.size], "amp": "bf16" if step.dtype is not None else "fp32",
             "cached_s_per_step": med["cached"], "online_s_per_step": med["online"],
             "cached_clips_per_s": B / med["cached"], "online_clips_per_s": B / med["online"],
             "online_over_cached": med["online"] / med["cached"], "peak_gpu_mb": _peak_gpu_mb(device), "times_s": times}

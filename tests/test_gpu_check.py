@@ -31,6 +31,7 @@ def _run(tmp_path, *args, timeout=900):
     return r, (json.loads(out.read_text()) if out.is_file() else None)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_gpu_check_tiny_runs_bench_pipeline_and_torchrun(tmp_path):
     r, res = _run(tmp_path, "--bench-parts", "epoch")
