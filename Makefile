@@ -37,6 +37,7 @@ KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if
 CACHEOPTS := $(if $(CACHES),$(foreach c,$(CACHES),--cache $(c)) $(foreach w,$(CACHE_WEIGHTS),--cache-weight $(w)),--cache-path-file $(OUT)/cache-path.txt)
 STUDENT_OUT ?= $(OUT)/student$(if $(CACHES),-ens$(words $(CACHES)),)$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
+.PHONY: gpu-wheels gpu-check
 .PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
 
 help: ## List the targets
@@ -91,3 +92,21 @@ bench: $(STAMP) ## Benchmarks (cache vs online KD, inference cost, data, precomp
 clean: ## Remove runs/ and the caches (keeps .venv)
 	rm -rf runs bench-out
 	find cache -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+# ---- the GPU check (issue 14). The GPU host has torch, torchvision and h5py but no PyAV, no Zarr and no
+# package registry: `make gpu-wheels` (on a CPU machine with pip access) fetches them into gpu-wheels/
+# (git-ignored, ~46 MB for one python: carry it with the working tree), `make gpu-check` (on the GPU
+# host) installs what is missing from there and writes gpu-check/gpu_check.json.
+GPU_PY ?= 3.12
+GPU_WHEELS := av==18.1.0 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 \
+	click==8.5.1 PyYAML==6.0.4 tqdm==4.70.1 packaging==26.4 typing_extensions==4.16.0
+GPU_PIP ?= $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PYTHON) -m pip)
+
+gpu-wheels: ## Download PyAV, Zarr (+ deps), click, PyYAML, tqdm wheels for python GPU_PY into gpu-wheels/
+	$(GPU_PIP) download --only-binary=:all: --no-deps --python-version $(GPU_PY) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d gpu-wheels $(GPU_WHEELS)
+	@du -sh gpu-wheels
+
+gpu-check: ## On a CUDA machine: bench --preset paper, teacher -> cache -> student, torchrun -> gpu-check/gpu_check.json
+	$(PYTHON) scripts/gpu_check.py --device cuda --out gpu-check/gpu_check.json

@@ -209,7 +209,7 @@ class TrainConfig:
     step_size: int = 10
     step_gamma: float = 0.1
     accum_steps: int = 1
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
+    amp: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16 (dlkdd.train.amp) | bf16 | fp32
     eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap for smoke tests and benchmarks)
     sync_bn: bool = False  # DDP on CUDA: SyncBatchNorm (global-batch BN statistics) instead of per-GPU BN
@@ -262,6 +262,7 @@ class CacheConfig:
     features: bool = False
     seed: int = 0
     batch_size: int = 8
+    clips: bool = False  # keep the decoded uint8 views beside the logits (dlkdd.cache.clips)
 
     def validate(self) -> None:
         _check(self.views >= 1, "cache.views", f"must be >= 1, got {self.views}")

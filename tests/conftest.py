@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLKDD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# train.amp=auto means fp32 in the suite on every CPU, as before bf16 detection (dlkdd.train.amp):
+# its exact-equality tests (resume, DDP vs one process) were written for fp32; test_amp.py covers bf16
+os.environ.setdefault("DLKDD_CPU_BF16", "0")
 
 
 def shared_path(*parts: str) -> Path:

@@ -19,7 +19,7 @@ from dlkdd.bench.presets import PRESETS
 def test_resolve_parts():
     assert resolve_parts("data,kd", PRESETS["mini"], cuda=False) == ["kd", "data"]
     assert resolve_parts(None, PRESETS["paper"], cuda=False) == ["inference", "data"]
-    assert resolve_parts(None, PRESETS["paper"], cuda=True) == ["kd", "inference", "data", "precompute"]
+    assert resolve_parts(None, PRESETS["paper"], cuda=True) == ["kd", "inference", "data", "precompute", "epoch"]
     with pytest.raises(ValueError, match="unknown benchmark part"):
         resolve_parts("kd,speed", PRESETS["mini"], cuda=False)
 

@@ -13,6 +13,8 @@
   against the training step's clips/s;
 - ``precompute`` (:mod:`dlkdd.bench.precompute`): teacher precompute clips/s for K views and
   the store's size per clip;
+- ``epoch`` (:mod:`dlkdd.bench.epoch`): a student epoch through the DataLoader, decoding vs stored
+  clips, against the same steps in memory: data-wait and decode shares, fp32 / bf16 step ratio;
 - ``machine`` (:mod:`dlkdd.bench.machine`), ``preset``, ``parts``, ``settings``, ``dataset`` (which data), ``seconds``.
 """
 from __future__ import annotations
@@ -124,6 +126,12 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
             result["precompute"] = bench_precompute(cfg, list(manifest.classes), work, dev, p.precompute_clips,
                                                     p.precompute_views)
             done("precompute")
+        if "epoch" in todo:
+            from dlkdd.bench.epoch import bench_student_epoch
+
+            result["epoch"] = bench_student_epoch(cfg, manifest, work, dev, int(steps) if steps else p.epoch_steps,
+                                                  p.epoch_workers, p.epoch_rounds)
+            done("epoch")
         result["seconds"] = time.perf_counter() - t_start
         return result
     finally:

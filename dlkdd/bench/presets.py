@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BenchPreset", "PRESETS", "ALL_PARTS", "bench_config", "shape_config", "ARID6"]
 
-ALL_PARTS = ("kd", "inference", "data", "precompute")
+ALL_PARTS = ("kd", "inference", "data", "precompute", "epoch")
 ARID6 = Path("../shared/data/arid6")
 
 
@@ -53,6 +53,9 @@ class BenchPreset:
     loader_clips: int = 32
     precompute_clips: int = 12
     precompute_views: tuple[int, ...] = (1, 8)
+    epoch_steps: int = 6  # batches per student-epoch variant (dlkdd.bench.epoch)
+    epoch_workers: tuple[int, ...] = (0, 1, 2)
+    epoch_rounds: int = 2
     cpu_parts: tuple[str, ...] = ALL_PARTS  # default parts on a machine without CUDA
     synth: dict[str, Any] = field(default_factory=lambda: {"classes": 6, "clips_per_class": 8, "frames": 72,
                                                            "size": (120, 160)})
@@ -66,7 +69,7 @@ PRESETS: dict[str, BenchPreset] = {
         inference=(("tiny R(2+1)D-18+BERT", "r2plus1d_18", 4, 32),), inference_repeats=1, deploy_repeats=1,
         deploy_clips=3,
         decode_frames=(4, 16), decode_clips=4, loader_workers=(0, 1), loader_clips=4,
-        precompute_clips=4, precompute_views=(1, 2),
+        precompute_clips=4, precompute_views=(1, 2), epoch_steps=1, epoch_workers=(0, 1), epoch_rounds=1,
         synth={"classes": 3, "clips_per_class": 3, "frames": 20, "size": (48, 64)}, use_arid6=False),
     "mini": BenchPreset(
         name="mini", backbone="r2plus1d_18", frames=16, size=56, resize=64, stride=2, batch=8,
@@ -79,7 +82,7 @@ PRESETS: dict[str, BenchPreset] = {
         normalize="kinetics", kd_warmup=1, kd_steps=3, e2e_steps=2, mem_steps=1,
         inference=(("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112),),
         inference_repeats=2, decode_clips=16, loader_clips=16, precompute_clips=12,
-        cpu_parts=("inference", "data"),
+        epoch_steps=4, epoch_workers=(4, 8), cpu_parts=("inference", "data"),
         deploy_repeats=0),  # no deploy table: eager takes ~18 s per 64x112x112 CPU call, int8 ~5x that (BENCHMARKS.md)
 }
 

@@ -121,6 +121,30 @@ def _precompute(p: dict[str, Any]) -> list[str]:
     return L
 
 
+def _epoch(e: dict[str, Any]) -> list[str]:
+    shape = "x".join(str(s) for s in e["input_shape"])
+    L = [f"### A student epoch: data wait and decode vs batches in memory (batch {shape}, {e['amp']})", "",
+         f"{e['steps']} steps per variant, median of {e['rounds']} round-robin round(s), {e['threads']} torch "
+         "thread(s) in the main process. decode: the student decodes its view from the video; stored: it reads "
+         "the uint8 view kept beside the logits (cache.clips). load CPU share: CPU time of producing the clips / "
+         "epoch wall time.", ""]
+    L += _table(["variant", "workers", "amp", "s / step", "clips/s", "rate vs memory", "(best rounds)", "data wait",
+                 "load CPU share", "load ms / clip"],
+                [[r["kind"], r["workers"], r["amp"], r["s_per_step"], r["clips_per_s"], r["rate_vs_memory"],
+                  r.get("rate_vs_memory_best"),
+                  f"{100 * r['data_wait_share']:.1f}%", f"{100 * r['load_cpu_share']:.1f}%", r["load_ms_per_clip"]]
+                 for r in e["variants"]])
+    if e.get("fp32_over_bf16_step"):
+        L += ["", f"Step time fp32 / bf16 (in memory): **{_f(e['fp32_over_bf16_step'])}x**."]
+    d, s = e["decode"], e["stored"]
+    L += ["", f"At train.workers={d['workers']}: decoding runs at {_f(d['rate_vs_memory'])} of the in-memory rate "
+          f"({100 * d['data_wait_share']:.1f}% data wait; best rounds {_f(d.get('rate_vs_memory_best'))}), stored "
+          f"clips at **{_f(s['rate_vs_memory'])}** ({100 * s['data_wait_share']:.1f}% data wait; best rounds "
+          f"{_f(s.get('rate_vs_memory_best'))}): target >= 0.90 "
+          f"{'met' if e['meets_90pct'] else 'NOT met'}."]
+    return L
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     from dlkdd.bench.machine import machine_label
 
@@ -130,7 +154,8 @@ def markdown_report(result: dict[str, Any]) -> str:
          f"Absolute times hold for this machine only; the ratios were measured in one run.", ""]
     if not m.get("gpu"):
         L += ["No GPU was available: every figure below is a CPU figure.", ""]
-    for key, fn in (("kd_step", _kd), ("inference", _inference), ("data", _data), ("precompute", _precompute)):
+    for key, fn in (("kd_step", _kd), ("inference", _inference), ("data", _data), ("precompute", _precompute),
+                    ("epoch", _epoch)):
         if result.get(key):
             L += fn(result[key]) + [""]
     L.append(f"Total benchmark time: {result['seconds']:.0f} s.")

@@ -61,7 +61,7 @@ def list_stores(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
         return []
     out = []
     for p in sorted(d.iterdir()):
-        if p.suffix.lower() not in STORE_SUFFIXES:
+        if p.suffix.lower() not in STORE_SUFFIXES or p.name.endswith(".clips.zarr"):  # clips: dlkdd.cache.clips
             continue
         size, _ = disk_usage(p)
         row: dict[str, Any] = {"path": str(p), "size_bytes": size, "complete": False}

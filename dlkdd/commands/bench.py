@@ -16,8 +16,9 @@ from dlkdd.commands.common import friendly_errors, get_device
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default="bench-out/bench.json",
               show_default=True, help="JSON output; the Markdown report goes beside it with a .md suffix.")
 @click.option("--parts", default="", metavar="LIST",
-              help="Comma list of kd,inference,data,precompute (default: all; paper preset on CPU: inference,data).")
-@click.option("--steps", type=int, default=None, help="Timed steps per KD variant (default: the preset's).")
+              help="Comma list of kd,inference,data,precompute,epoch (default: all; paper preset on CPU: "
+                   "inference,data).")
+@click.option("--steps", type=int, default=None, help="Timed steps per KD variant and per student-epoch variant (default: the preset's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting of the preset's config, e.g. --set train.workers=0 (repeatable).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,

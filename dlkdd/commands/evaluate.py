@@ -27,10 +27,12 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
               help="Write per-clip predictions (key, label, predicted, top-k, probabilities): .jsonl or .csv "
                    "(for `dlkdd compare`).")
 @click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="Precision (default: the checkpoint's train.amp; auto: bf16 on CUDA and CPUs with native bf16).")
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
-             no_progress, pred_out):
+             amp, no_progress, pred_out):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint (or exported model)."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
@@ -53,7 +55,7 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
     manifest = manifest_from_config(data_cfg, "test", check_files=False)
     manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
     m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
-                            progress=not no_progress)
+                            progress=not no_progress, amp=amp)
     click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):

@@ -15,8 +15,10 @@ from dlkdd.commands.common import friendly_errors, get_device
 @click.option("--topk", type=int, default=5, show_default=True)
 @click.option("--window-stride", type=int, default=0, help="Frames between sliding windows (default: half a clip).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="Precision (default: the checkpoint's train.amp).")
 @friendly_errors
-def predict(checkpoint, videos, topk, window_stride, as_json):
+def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
 
     CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
@@ -27,5 +29,5 @@ def predict(checkpoint, videos, topk, window_stride, as_json):
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
     dev = resolve_device(get_device())
     model, ckpt = load_model(checkpoint, dev)
-    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride) for v in videos]
+    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp) for v in videos]
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))

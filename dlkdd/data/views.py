@@ -34,7 +34,9 @@ scored can be read in one place:
 A policy's ``pick(index, key, info, epoch)`` returns ``(views, extra)``: the views to cut (``info``:
 the video's :class:`~dlkdd.data.video.VideoInfo`) and further sample fields (``teacher_logits``);
 ``layout`` says how the dataset presents the clips: ``"one"`` -> ``video (3,T,S,S)``,
-``"pair"`` -> ``video`` and ``video2``, ``"stack"`` -> ``video (V,3,T,S,S)``.
+``"pair"`` -> ``video`` and ``video2``, ``"stack"`` -> ``video (V,3,T,S,S)``. A policy may also
+have ``replay(index, epoch)``: the sample's ``video`` and ``view`` without decoding (StoredView on a
+store that keeps the teacher's clips), or None.
 """
 from __future__ import annotations
 
@@ -315,6 +317,17 @@ class StoredView(_Policy):
     def choice(self, index: int, epoch: int) -> int:
         """Which of the clip's stored views sample ``index`` replays at ``epoch``."""
         return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
+
+    def replay(self, index: int, epoch: int) -> dict[str, Any] | None:
+        """The whole sample without decoding, when ``rows`` holds the clips the teacher scored
+        (``rows.clips``, :mod:`dlkdd.cache.clips`); None otherwise."""
+        if getattr(self.rows, "clips", None) is None:
+            return None
+        targets, views = self.rows.read(index)
+        v = self.choice(index, epoch)
+        field = getattr(self.rows, "target_field", "teacher_logits")
+        return {"video": self.rows.read_clip(index, v), "view": torch.from_numpy(np.ascontiguousarray(views[v])),
+                field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
 
     def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
         targets, views = self.rows.read(index)

@@ -40,9 +40,11 @@ from dlkdd.cache.store import LogitStore
 from dlkdd.data.dataset import ClipDataset
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CacheViews
+from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
 from dlkdd.models.build import model_from_checkpoint
 from dlkdd.train import distributed as ddp
+from dlkdd.train.amp import amp_name, autocast_dtype, infer, resolve_amp
 from dlkdd.train.checkpoint import check_compatible, load_checkpoint
 from dlkdd.utils import resolve_device, sha256_file
 
@@ -57,7 +59,7 @@ def store_path_for(cfg: Any, teacher_sha256: str, manifest_sha256: str, views: i
 
 
 def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: Any, views: int,
-          skipped: list[str]) -> dict[str, Any]:
+          skipped: list[str], device: Any = "cpu") -> dict[str, Any]:
     arch = ckpt.get("arch") or {}
     return {
         "teacher_sha256": teacher_sha,
@@ -73,6 +75,8 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "config": cfg.to_dict(),
         "skipped_keys": list(skipped),
         "num_skipped": len(skipped),
+        "teacher_amp": amp_name(autocast_dtype(cfg.train.amp, device)),
+        "clips": "uint8" if cfg.cache.clips else None,  # the teacher scored stored uint8 clips (dlkdd.cache.clips)
     }
 
 
@@ -118,6 +122,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     shutil.rmtree(parts_dir(path))
                 if path.exists() and overwrite:
                     remove_store(path)
+                    shutil.rmtree(clip_store_path(path), ignore_errors=True)
                 if path.exists():
                     with LogitStore.open(path) as s:
                         diffs = [d for d in store_differences(s, manifest, cfg, teacher_sha, k)
@@ -127,8 +132,14 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                                              "Remove it, pass --overwrite, or choose another --out")
                     status = "reuse"
                 else:
+                    if cfg.cache.clips:  # before the logit store: a store that records clips always has them
+                        if not zarr_available():
+                            raise CacheError("cache.clips=true stores the decoded clips with Zarr: pip install zarr, "
+                                             "or set cache.clips=false")
+                        ClipStore.create(clip_store_path(path), len(manifest), k, cfg.clip.frames, cfg.clip.size)
                     LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
-                                      _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
+                                      _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped,
+                                            info.device),
                                       dtype=cfg.cache.dtype, feature_dim=_feature_dim(ckpt) if feats else 0,
                                       fmt=fmt).close()
                     status = "create"
@@ -141,6 +152,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                     if status == "resume":
                         log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
                     plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
+                            "clips": str(clip_store_path(path)) if s.meta.get("clips") else None,
                             "feature_dim": s.feature_dim, "rows_per_chunk": s.rows_per_chunk}
                 if plan["fmt"] == "hdf5" and info.distributed and todo:
                     parts_dir(path).mkdir(exist_ok=True)
@@ -155,12 +167,12 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
             if use_parts and mine:
                 # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
                 target = parts_dir(path) / f"rank{info.rank}.zarr"
-                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped),
+                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped, info.device),
                              part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
                 LogitStore.create(target, manifest.keys(), k, len(manifest.classes), pmeta, dtype=plan["dtype"],
                                   feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
             ddp.barrier()
-            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, teacher_path)
+            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, teacher_path, plan["clips"])
             ddp.barrier()
             if info.is_main:
                 with LogitStore.open(path, mode="r+") as s:
@@ -187,33 +199,37 @@ def _feature_dim(ckpt: dict) -> int:
 
 
 def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
-           progress: bool, workers: int, teacher_path: Path) -> None:
-    """Score rows ``mine`` (this rank's share) and write them into the store at ``path``."""
+           progress: bool, workers: int, teacher_path: Path, clips_path: str | None = None) -> None:
+    """Score rows ``mine`` (this rank's share) and write them into the store at ``path`` (and their
+    uint8 clips into the clip store ``clips_path``, before the rows are marked done)."""
     if not mine:
         return
     store = LogitStore.open(path, mode="r+")
+    clip_store = ClipStore.open(clips_path, mode="r+") if clips_path else None
     try:
         model = model_from_checkpoint(ckpt, str(teacher_path)).to(info.device).eval()
         bs = max(1, int(cfg.cache.batch_size))
-        pending: list[tuple[int, Any, np.ndarray]] = []
+        # bf16 where it pays (logged); under autocast, fixed-size chunks keep a resumed run's logits identical
+        dtype = torch.bfloat16 if resolve_amp(cfg.train.amp, info.device, "teacher inference") == "bf16" else None
+        pending: list[tuple[int, Any, np.ndarray, Any]] = []
 
         def flush() -> None:
             if not pending:
                 return
-            x = torch.cat([c for _, c, _ in pending]).to(info.device)
-            with torch.inference_mode():
-                outs = [model(x[j:j + bs], return_features=feats) for j in range(0, x.shape[0], bs)]
+            x = torch.cat([c for _, c, _, _ in pending]).to(info.device)
+            out = infer(model, x, bs, dtype, info.device, return_features=feats)
             if feats:
-                logits = torch.cat([o[0] for o in outs]).float().cpu().numpy()
-                fts = torch.cat([o[1] for o in outs]).float().cpu().numpy()
+                logits, fts = out[0].cpu().numpy(), out[1].cpu().numpy()
             else:
-                logits = torch.cat(outs).float().cpu().numpy()
+                logits = out.cpu().numpy()
             if not np.isfinite(logits).all():
                 bad = [pending[j // k][0] for j in np.flatnonzero(~np.isfinite(logits).all(1))]
                 raise CacheError(f"teacher {teacher_path} produced non-finite logits for "
                                  f"{[manifest[i].key for i in bad[:5]]}; the store keeps the rows done so far")
-            rows = [i for i, _, _ in pending]
-            store.write_many(rows, logits.reshape(len(rows), k, -1), np.stack([v for _, _, v in pending]),
+            rows = [i for i, _, _, _ in pending]
+            if clip_store is not None:
+                clip_store.write_many(rows, torch.stack([q for _, _, _, q in pending]))
+            store.write_many(rows, logits.reshape(len(rows), k, -1), np.stack([v for _, _, v, _ in pending]),
                              fts.reshape(len(rows), k, -1) if feats else None)
             pending.clear()
 
@@ -224,8 +240,12 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
         loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
                             prefetch_factor=4 if workers else None)
         for sample in loader:
-            pending.append((int(sample["index"]), sample["video"], sample["view"].numpy()))
-            if sum(c.shape[0] for _, c, _ in pending) >= bs:
+            clips, q = sample["video"], None
+            if clip_store is not None:  # the teacher scores the uint8 rounding the student will read back
+                q = quantize(clips)
+                clips = dequantize(q)
+            pending.append((int(sample["index"]), clips, sample["view"].numpy(), q))
+            if sum(c.shape[0] for _, c, _, _ in pending) >= bs:
                 flush()
             bar.update(1)
         flush()

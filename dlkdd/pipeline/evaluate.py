@@ -26,6 +26,7 @@ from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
 from dlkdd.predictions import eval_view_spec
 from dlkdd.train.checkpoint import load_checkpoint
+from dlkdd.train.amp import autocast_dtype, infer, resolve_amp
 from dlkdd.train.engine import evaluate
 from dlkdd.utils import resolve_device, save_figure
 
@@ -44,16 +45,26 @@ def load_model(ckpt_path: str | Path, device: Any = "cpu"):
     return model, ckpt
 
 
+def _amp_of(ckpt: dict, amp: str | None) -> str:
+    """``amp`` if given, else the checkpoint's ``train.amp`` (``auto`` for checkpoints without one)."""
+    if amp is not None:
+        return amp
+    return str(((ckpt.get("config") or {}).get("train") or {}).get("amp") or "auto")
+
+
 def _clip_cfg(ckpt: dict, overrides: Any = None):
     cfg = config_from_dict(ckpt.get("config") or {})
     return overrides if overrides is not None else cfg.clip
 
 
 def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", clips: int = 1, crops: int = 1,
-                        workers: int = 2, clip_cfg: Any = None, progress: bool = True) -> dict[str, Any]:
+                        workers: int = 2, clip_cfg: Any = None, progress: bool = True,
+                        amp: str | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy, confusion and per-clip predictions of a checkpoint on
     ``manifest``, each video scored by the mean logits of its ``clips`` x ``crops`` test views
-    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`."""
+    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`. ``amp``:
+    ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one
+    used is returned as ``amp``."""
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
@@ -64,14 +75,15 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     ds = ClipDataset(manifest, cc, EvalGrid(cc, clips, crops))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
                         collate_fn=collate)
-    m = evaluate(model, loader, dev, len(classes), progress=progress, predictions=True)
+    amp_used = resolve_amp(_amp_of(ckpt, amp), dev, "evaluation")
+    m = evaluate(model, loader, dev, len(classes), amp=amp_used, progress=progress, predictions=True)
     rows = m.pop("predictions")
     probs = rows["logits"].softmax(-1)
     predictions = [{"key": k, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
                    for k, y, p in zip(rows["keys"], rows["labels"], probs)]
     return {"checkpoint": str(ckpt_path), "kind": ckpt.get("kind"), "seed": (ckpt.get("config") or {}).get("seed"),
             **m, "classes": classes, "views": {"clips": clips, "crops": crops},
-            "test_views": eval_view_spec(cc, clips, crops), "predictions": predictions}
+            "test_views": eval_view_spec(cc, clips, crops), "predictions": predictions, "amp": amp_used}
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
@@ -103,10 +115,10 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
 
 
 def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: int = 5, window_stride: int = 0,
-                  max_windows: int = 64, clip_cfg: Any = None) -> dict[str, Any]:
+                  max_windows: int = 64, clip_cfg: Any = None, amp: str | None = None) -> dict[str, Any]:
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
-    and the video's label from the windows' averaged logits."""
+    and the video's label from the windows' averaged logits. ``amp`` as in :func:`evaluate_checkpoint`."""
     cc = _clip_cfg(ckpt, clip_cfg)
     classes = list(ckpt.get("classes") or [])
     info = probe(path)
@@ -119,8 +131,7 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
         starts = [base.start]
     views = [dataclasses.replace(base, start=s) for s in starts]
     x = torch.stack(load_clips(path, views, cc.size)).to(device)
-    with torch.inference_mode():
-        logits = model(x).float()
+    logits = infer(model, x, x.shape[0], autocast_dtype(_amp_of(ckpt, amp), device), device)
     probs = logits.softmax(-1)
     k = min(topk, len(classes))
 

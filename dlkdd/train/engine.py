@@ -8,7 +8,8 @@ multi-view evaluation ``"video"`` may be ``(B,V,3,T,H,W)``. An objective is
 
 - :func:`train_one_epoch` -> dict of averaged metrics: every term, ``top1``/``top5`` (%),
   ``clips``, ``clips_per_s``, ``lr``, ``seconds``. Gradient accumulation, bf16 autocast and
-  channels_last_3d on CUDA (``amp="auto"``), fp32 on CPU. A non-finite loss raises
+  channels_last_3d on CUDA; ``amp="auto"`` is bf16 on CUDA and on CPUs with native bf16
+  (:mod:`dlkdd.train.amp`), fp32 elsewhere. A non-finite loss raises
   :class:`~dlkdd.errors.TrainingError` before any optimizer step (the weights stay good).
 - :func:`evaluate` -> ``dict(top1, top5, loss, n, per_class, per_class_n, confusion)``; a 6-D video
   ``(B,V,3,T,H,W)`` is scored by the mean of its V views' logits; summed over DDP ranks.
@@ -29,6 +30,7 @@ from torch import nn
 
 from dlkdd.errors import TrainingError
 from dlkdd.train import distributed as ddp
+from dlkdd.train.amp import autocast as _autocast, autocast_dtype
 from dlkdd.train.objectives import logits_of
 
 log = logging.getLogger(__name__)
@@ -40,21 +42,6 @@ Objective = Callable[[nn.Module, dict, int], "tuple[dict[str, Any], torch.Tensor
 
 
 # ----------------------------------------------------------------------------------- helpers
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CUDA, None (fp32) elsewhere; ``bf16``: bf16 on any device; ``fp32``: None."""
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"amp must be auto, bf16 or fp32, got {amp!r}")
-    if amp == "fp32" or (amp == "auto" and torch.device(device).type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def _autocast(dtype: torch.dtype | None, device: torch.device):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def prepare_model(model: nn.Module, device: str | torch.device) -> nn.Module:
     """Move ``model`` to ``device`` (channels_last_3d memory format on CUDA). Call before :func:`wrap_ddp`."""
     device = torch.device(device)
