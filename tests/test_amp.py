@@ -121,7 +121,8 @@ def test_fp32_forced_is_todays_computation_on_a_bf16_cpu(monkeypatch):
 
 def test_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(monkeypatch, tmp_path):
     from dlkdd.train.checkpoint import load_checkpoint
-    from dlkdd.train.engine import fit
+    from dlkdd.config import Config
+    from dlkdd.train.fit import fit
     from dlkdd.train.objectives import CrossEntropyObjective
 
     seen = []
@@ -139,8 +140,12 @@ def test_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(monkeypatch, tmp_path)
         torch.manual_seed(0)
         model = _Tiny()
         out = tmp_path / want
-        final = fit(model, _batches(), None, torch.optim.AdamW(model.parameters(), lr=1e-2), None, loss_fn, out,
-                    epochs=1, device="cpu", num_classes=3, amp="auto", progress=False, plot=False)
+        samples = [{"video": b["video"][j], "label": int(b["label"][j]), "key": b["key"][j]}
+                   for b in _batches() for j in range(len(b["key"]))]
+        cfg = Config().replace(**{"train.epochs": 1, "train.batch_size": 2, "train.workers": 0, "train.lr": 1e-2,
+                                  "train.amp": "auto"})
+        final = fit(cfg, model, samples, None, loss_fn, out, kind="student", arch={"num_classes": 3},
+                    classes=["a", "b", "c"], progress=False)
         assert final["amp"] == want
         assert json.loads((out / "metrics.json").read_text())["amp"] == want
         assert load_checkpoint(out / "last.pt")["extra"]["amp"] == want

@@ -201,5 +201,5 @@ def bench_student_epoch(cfg: Any, manifest: Any, work: Path, device: torch.devic
                      "best_workers": max(cand, key=lambda r: r["clips_per_s"])["workers"]}
     out["meets_90pct"] = bool(out["stored"]["rate_vs_memory"] >= 0.9)
     for ds in datasets.values():
-        ds.store.close()
+        ds.policy.rows.store.close()
     return out

@@ -27,6 +27,7 @@ from dlkdd.data.dataset import collate
 from dlkdd.errors import CheckpointError
 from dlkdd.predictions import PREDICTIONS_FILE, eval_view_spec, from_logits, write_predictions
 from dlkdd.train import distributed as ddp
+from dlkdd.train.amp import resolve_amp
 from dlkdd.train.checkpoint import (get_rng_state, remove_torn_files, resume_state, save_checkpoint,
                                     write_final)
 from dlkdd.train.engine import evaluate, prepare_model, set_epoch, steps_per_epoch, train_one_epoch
@@ -84,6 +85,7 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
         if resume is not None:
             remove_torn_files(out_dir)
     last_good: Path | None = (out_dir / "last.pt") if (out_dir / "last.pt").exists() else None
+    amp_used = resolve_amp(tc.amp, device) if info.is_main else None  # logged; in checkpoints and metrics.json
     extras_of = getattr(objective, "extras", None)
 
     for epoch in range(start, epochs):
@@ -122,7 +124,7 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
             save_checkpoint(out_dir / "last.pt", **static, model=net.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None, epoch=epoch,
                             rng=get_rng_state(), metrics={"train": train_m, "val": val}, history=logger.history,
-                            best_top1=best_top1, extra=dict(extra or {}, best_epoch=best_epoch))
+                            best_top1=best_top1, extra=dict(extra or {}, best_epoch=best_epoch, amp=amp_used))
             last_good = out_dir / "last.pt"
             if improved:  # the same bytes as last.pt: a hard link costs no disk (or a copy)
                 atomic_link(out_dir / "last.pt", out_dir / "best.pt")
@@ -131,7 +133,7 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
 
     final = {"epochs": epochs, "best_top1": best_top1, "best_epoch": best_epoch,
              "top1": val["top1"] if val else None, "top5": val["top5"] if val else None,
-             "val": val, "train": train_m, "history": logger.history}
+             "val": val, "train": train_m, "history": logger.history, "amp": amp_used}
     # bad clips skipped under data.on_bad_clip=skip are part of the run's record
     final.update({k: v for k, v in dict(extra or {}).items() if k in ("skipped_keys", "num_skipped")})
     if info.is_main:
