@@ -27,8 +27,14 @@ def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float |
     from dlkdd.config import ConfigError, EnhancerConfig
     from dlkdd.pipeline.enhancer import enhance_video
     from dlkdd.models.enhancers import build_enhancer
+    from dlkdd.outputs import check_not_input, check_writable_file
     from dlkdd.utils import resolve_device
 
+    check_not_input(out, [video], "OUT")  # `enhance v.mp4 v.mp4` would replace its own source
+    check_writable_file(out, "OUT")
+    if preview:
+        check_not_input(preview, [video], "--preview")
+        check_writable_file(preview, "--preview")
     kw = {"kind": kind}
     if weights is not None:
         kw["weights"] = weights

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkdd.errors import CheckpointError
+from dlkdd.models.weights import load_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def load_zerodce_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({load_error_reason(e)})") from None
     sd = _extract_state_dict(obj, path)
     keys = set(k for k in sd if isinstance(k, str))
     missing = sorted(set(_EXPECTED) - keys)
