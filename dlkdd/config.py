@@ -162,7 +162,9 @@ class ModelConfig:
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
         _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")
-        _check(all(s > 0 for s in self.std), "model.std", "every std must be > 0")
+        _check(all(s >= 1e-4 for s in self.std), "model.std",
+               f"every std must be >= 1e-4 (a smaller one makes the normalised input overflow to inf/NaN), "
+               f"got {list(self.std)}")
         for k in ("head_dropout", "bert_dropout"):
             v = getattr(self, k)
             _check(0.0 <= v < 1.0, f"model.{k}", f"must be in [0, 1), got {v}")

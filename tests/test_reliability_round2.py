@@ -539,3 +539,56 @@ def test_wart_student_uses_the_views_the_store_holds(work, store, cfg):
                  "--out", work / "s_views", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert (work / "s_views" / "student.pt").is_file()
+
+
+def test_wart_synth_needs_two_clips_per_class_and_replaces_its_own_set(tmp_path):
+    count("bad input", 2)
+    r = _invoke(["synth", tmp_path / "s1", "--clips-per-class", "1"])
+    assert r.exit_code == 2 and "--clips-per-class" in r.output
+    out = tmp_path / "s"
+    assert _invoke(["synth", out, "--classes", "3", "--clips-per-class", "2", "--frames", "4", "--height", "16",
+                    "--width", "16"]).exit_code == 0
+    assert _invoke(["synth", out, "--classes", "2", "--clips-per-class", "2", "--frames", "4", "--height", "16",
+                    "--width", "16"]).exit_code == 0
+    assert len(list((out / "clips").iterdir())) == 2  # no stale third class folder
+    other = tmp_path / "mine"
+    (other / "clips").mkdir(parents=True)
+    r = _invoke(["synth", other, "--clips-per-class", "2"])
+    assert r.exit_code == 2 and "did not write" in r.output and (other / "clips").is_dir()
+
+
+def test_wart_degenerate_normalisation_named(tmp_path):
+    from dlkdd.config import ConfigError, load_config
+    from dlkdd.train.engine import _nan_hint
+
+    count("bad config")
+    with pytest.raises(ConfigError, match="model.std.*overflow"):
+        load_config(None, ["model.std=[1e-40,0.1,0.1]"])
+    assert "not the cause" in _nan_hint(0, 0) and "model.std" in _nan_hint(0, 0)
+    assert "Lower train.lr" in _nan_hint(2, 5)
+
+
+def test_wart_evaluate_csv_without_mapping_and_clip_overrides(work, tiny, ckpt, cfg):
+    from dlkdd.data.manifest import read_arid
+
+    test = read_arid(tiny / "test.txt", tiny / "mapping_table.txt", tiny / "clips")
+    csv = work / "test.csv"
+    csv.write_text("path,label\n" + "".join(f"{e.path},{test.classes[e.label]}\n" for e in test.entries))
+    count("bad input", 2)
+    r = _invoke(["evaluate", ckpt, "--list", csv, "--format", "csv", "--workers", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert f"(n={len(test)}" in r.output
+    r = _invoke(["evaluate", ckpt, "--config", cfg, "--set", "clip.frames=2", "--workers", "0", "--no-progress"])
+    assert r.exit_code == 0 and "clip settings changed by --set clip.frames=2" in r.output
+
+
+def test_wart_cache_logits_compares_the_teachers_clip_spec(caplog, cfg):
+    from dlkdd.config import load_config
+    from dlkdd.pipeline.cache_logits import _warn_clip_mismatch
+
+    c = load_config(cfg, [*faults.TINY])
+    with caplog.at_level("WARNING"):
+        _warn_clip_mismatch({"config": {"clip": {"frames": 4, "stride": 2, "size": 32, "resize": 40}}}, c, Path("t.pt"))
+        assert not caplog.text
+        _warn_clip_mismatch({"config": {"clip": {"frames": 8, "stride": 2, "size": 32, "resize": 40}}}, c, Path("t.pt"))
+    assert "clip.frames=4 (teacher: 8)" in caplog.text and "--set clip.frames=8" in caplog.text
