@@ -164,15 +164,20 @@ def _ckpt_path(resume: str | os.PathLike) -> Path:
 def claim_run_dir(cfg: Any, out_dir: str | os.PathLike, *, kind: str, resume: str | os.PathLike | None = None,
                   filename: str | None = None, is_main: bool = True, device: Any = "cpu") -> Iterator[Path]:
     """Check and lock ``out_dir`` for one training run (module docstring); yields it as a Path."""
+    from dlkdd.errors import DlkddError
+    from dlkdd.train import distributed as ddp
+
     out = Path(out_dir)
-    check_writable_dir(out, "--out")
     lock = WriterLock(out / "run", what=f"run directory {out}") if is_main else None
-    if lock is not None:
-        try:
-            lock.acquire()
-        except CacheError as e:
-            raise OutputError(str(e).replace("remove the stale lock file", "use another --out; or remove")) from None
-    try:
+    refusal: DlkddError | None = None
+    try:  # rank 0 decides; under torchrun every rank then stops together (no rank left in a collective)
+        check_writable_dir(out, "--out")
+        if lock is not None:
+            try:
+                lock.acquire()
+            except CacheError as e:
+                raise OutputError(str(e).replace("remove the stale lock file", "use another --out; or remove")) \
+                    from None
         final = out / (filename or f"{kind}.pt")
         if resume is None:
             held = [p.name for p in (out / "last.pt", final) if p.exists()]
@@ -186,6 +191,14 @@ def claim_run_dir(cfg: Any, out_dir: str | os.PathLike, *, kind: str, resume: st
                 raise CheckpointError(f"--resume {resume}: no last.pt there ({path.absolute()}); nothing to "
                                       f"resume (start without --resume)")
         check_batch_memory(cfg, device)
+    except DlkddError as e:
+        refusal = e
+    refusal = ddp.broadcast_object(refusal if is_main else None) if ddp.is_distributed() else refusal
+    if refusal is not None:
+        if lock is not None:
+            lock.release()
+        raise refusal
+    try:
         yield out
     finally:
         if lock is not None:
