@@ -359,11 +359,25 @@ def test_9_resume_refuses_changed_settings(run, cfg):
                                       "--out", run, "--resume", run, "--no-progress"]), "clip.size: 32", "24 now")
     assert "--resume" in err
     assert_clean_error(_invoke(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--set", "train.epochs=3",
-                                "--out", run, "--resume", run, "--no-progress"]), "train.epochs: 1", "3 now")
+                                "--out", run, "--resume", run, "--no-progress"]), "train.epochs: 1", "3 now",
+                       "cosine schedule ends at lr 0")
     # a setting on the documented list may change
     r = _invoke(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--set", "train.workers=0", "--out", run,
                  "--resume", run, "--no-progress"])
     assert r.exit_code == 0, r.output
+
+
+def test_9_more_epochs_only_with_a_schedule_that_allows_them(work, cfg):
+    const = [*ONE_EPOCH, "train.schedule=constant"]
+    out = work / "const"
+    assert _invoke(["teacher", "--config", cfg, *sets(extra=const), "--out", out, "--no-progress"]).exit_code == 0
+    count("bad resume")
+    r = _invoke(["teacher", "--config", cfg, *sets(extra=[*const, "train.epochs=2"]), "--out", out, "--resume", out,
+                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    hist = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [0, 1] and hist[0]["lr"] > 0
+    assert hist[1]["lr"] == pytest.approx(hist[0]["lr"])  # not lr 0
 
 
 def test_9_resume_refuses_another_cached_teacher():

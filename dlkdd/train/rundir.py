@@ -11,10 +11,12 @@ before it reads a clip. In order:
    naming ``--resume OUT`` and how to start over, instead of silently replacing its checkpoint;
 4. with ``--resume``, the checkpoint must exist; once it is loaded (:func:`dlkdd.train.fit.fit` calls
    :func:`check_resume_config`, after the weights are found to fit), the resolved config stored in it must
-   equal this one except for the keys in :data:`RESUME_MAY_CHANGE` (settings that cannot change what is computed); every other
-   difference is named. ``train.epochs`` is not among them: the cosine/step schedule is a function of
-   the total step count, so a longer resumed run would not be the run it claims to be (the old
-   schedule ends at lr 0); start a new run with more epochs instead;
+   equal this one except for the keys in :data:`RESUME_MAY_CHANGE` (settings that cannot change
+   what is computed) and, under a ``constant`` or ``step`` schedule, a larger ``train.epochs``
+   (:func:`epochs_may_grow`: those schedules depend on the step index only, so the longer run is
+   the run that would have been trained from the start); every other difference is named. Under
+   ``cosine`` more epochs are refused: its curve is a function of the total and the old one ends at
+   lr 0; start a new run with more epochs instead;
 5. one training batch fits in memory: :func:`estimate_batch_bytes` against ``MemAvailable``
    (``/proc/meminfo``), naming ``clip.frames``, ``clip.size`` and ``train.batch_size``.
 """
@@ -32,7 +34,8 @@ from dlkdd.outputs import check_writable_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RESUME_MAY_CHANGE", "RESUME_SAME_EXTRA", "claim_run_dir", "config_differences", "check_resume_config",
+__all__ = ["RESUME_MAY_CHANGE", "RESUME_SAME_EXTRA", "claim_run_dir", "config_differences", "epochs_may_grow",
+           "check_resume_config",
            "check_resume_extra", "copy_checkpoint",
            "estimate_batch_bytes", "mem_available_bytes", "check_batch_memory"]
 
@@ -70,9 +73,30 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
     return out
 
 
+def epochs_may_grow(old: Mapping[str, Any], cfg: Any) -> bool:
+    """True when a resumed run may train for more epochs than it started with: the LR factor of a
+    ``constant`` or ``step`` schedule depends only on the step index (:class:`dlkdd.train.optim.LRSchedule`),
+    never on the total, as long as the warm-up was not cut short by the old total. A ``cosine``
+    schedule is a function of the total: the old run's curve ends at lr 0, so more epochs would run at
+    lr 0 (or jump back up); refused."""
+    t_old = (old.get("train") or {}) if isinstance(old, Mapping) else {}
+    try:
+        before = int(t_old.get("epochs"))
+    except (TypeError, ValueError):
+        return False
+    return (int(cfg.train.epochs) > before and cfg.train.schedule in ("constant", "step")
+            and int(cfg.train.warmup_epochs) <= before)
+
+
 def check_resume_config(ckpt: Mapping[str, Any], cfg: Any, path: str | os.PathLike) -> None:
-    """Raise :class:`CheckpointError` when ``cfg`` differs from the config the run was started with."""
-    diffs = config_differences(ckpt.get("config") or {}, cfg.to_dict())
+    """Raise :class:`CheckpointError` when ``cfg`` differs from the config the run was started with
+    (besides :data:`RESUME_MAY_CHANGE`, ``train.epochs`` may grow under :func:`epochs_may_grow`)."""
+    old = ckpt.get("config") or {}
+    allowed = RESUME_MAY_CHANGE + (("train.epochs",) if epochs_may_grow(old, cfg) else ())
+    diffs = config_differences(old, cfg.to_dict(), allowed)
+    if any(d.startswith("train.epochs:") for d in diffs):
+        diffs = [d + (" (more epochs need train.schedule constant or step: a cosine schedule ends at lr 0 "
+                      "after the epochs it started with)" if d.startswith("train.epochs:") else "") for d in diffs]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs) - 6} more)" if len(diffs) > 6 else "")
         raise CheckpointError(
