@@ -606,3 +606,13 @@ def test_wart_cache_logits_compares_the_teachers_clip_spec(caplog, cfg):
         assert not caplog.text
         _warn_clip_mismatch({"config": {"clip": {"frames": 8, "stride": 2, "size": 32, "resize": 40}}}, c, Path("t.pt"))
     assert "clip.frames=4 (teacher: 8)" in caplog.text and "--set clip.frames=8" in caplog.text
+
+
+def test_wart_default_enhancer_weights_found_outside_the_project(tmp_path, clip):
+    from conftest import shared_path
+
+    shared_path("zerodce", "Epoch99.pth")
+    count("bad input")
+    r = cli(["enhance", clip, "out.mp4", "--max-frames", "2"], cwd=tmp_path)  # default --kind zerodce
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out.mp4").is_file()

@@ -35,9 +35,10 @@ def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float |
     if preview:
         check_not_input(preview, [video], "--preview")
         check_writable_file(preview, "--preview")
-    kw = {"kind": kind}
-    if weights is not None:
-        kw["weights"] = weights
+    from dlkdd.config import load_config
+
+    # the default weights resolve like a config's (dlkdd/config.py), not against the working directory
+    kw = {"kind": kind, "weights": weights if weights is not None else load_config(None).enhancer.weights}
     if gamma is not None:
         kw["gamma"] = gamma
     enh_cfg = EnhancerConfig(**kw)

@@ -202,8 +202,9 @@ def load_zerodce_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"ZeroDCE weights not found: {path}. Set enhancer.weights to the official Epoch99.pth "
-            f"(../shared/data/zerodce/Epoch99.pth) or train one with `dlkdd enhancer --config C --out DIR`"
+            f"ZeroDCE weights not found: {path.absolute()}. Set enhancer.weights (or --weights) to the official "
+            f"Epoch99.pth or to a `dlkdd enhancer --config C --out DIR` output, or use enhancer.kind gamma/retinex "
+            f"(no weights)"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
