@@ -616,3 +616,13 @@ def test_wart_default_enhancer_weights_found_outside_the_project(tmp_path, clip)
     r = cli(["enhance", clip, "out.mp4", "--max-frames", "2"], cwd=tmp_path)  # default --kind zerodce
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_1_empty_list_refused_by_cache_logits_too(work, cfg):
+    empty = work / "empty2.txt"
+    empty.write_text("")
+    teacher = faults.make_checkpoint(work / "teacher_e.pt", cfg, kind="teacher")
+    count("bad input")
+    assert_clean_error(_invoke(["cache-logits", "--config", cfg, *sets(), "--set", f"data.train_list={empty}",
+                                "--teacher", teacher, "--out", work / "e0.zarr", "--no-progress"]), "no usable clip")
+    assert not (work / "e0.zarr").exists()

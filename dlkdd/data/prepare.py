@@ -78,17 +78,22 @@ def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: 
             raise DataError(f"no training clip of {cfg.data.train_list} decodes; nothing to train on")
     if test is not None and list(test.classes) != list(train.classes):
         raise DataError(f"the test list {cfg.data.test_list} has other classes than the training list")
-    check_class_coverage(train, test, cfg.data.train_list, cfg.data.test_list)
+    # classes matter to the classifier stages (need_test: teacher, student); cache-logits, pretrain and
+    # the enhancer only need clips
+    check_class_coverage(train, test, cfg.data.train_list, cfg.data.test_list, per_class=need_test)
     return PreparedData(train, test, skipped, skipped_test)
 
 
-def check_class_coverage(train: Any, test: Any | None, train_list: str = "", test_list: str = "") -> None:
-    """Stop before any work when the training list has no usable clip or a class has no training
-    clip (a classifier cannot learn a class it never sees); warn when a class has no test clip
-    (its accuracy cannot be measured)."""
+def check_class_coverage(train: Any, test: Any | None, train_list: str = "", test_list: str = "",
+                         per_class: bool = True) -> None:
+    """Stop before any work when the training list has no usable clip or (``per_class``) a class has
+    no training clip (a classifier cannot learn a class it never sees); warn when a class has no test
+    clip (its accuracy cannot be measured)."""
     if len(train) == 0:
         raise DataError(f"the training list {train_list} has no usable clip (empty, or every clip was skipped); "
                         f"nothing to train on")
+    if not per_class:
+        return
     counts = train.class_counts()
     empty = [c for c, n in zip(train.classes, counts) if n == 0]
     if empty:
