@@ -6,13 +6,25 @@ when the config loads: an unknown key, a wrong type or a value out of range rais
 :class:`ConfigError` naming the key. The resolved config (``Config.to_dict()``) is saved
 into every checkpoint and every logit cache, so a run can always be reproduced.
 
-Relative paths in ``data.*`` and ``enhancer.weights`` are resolved against the current
-working directory when used (the Makefile and README run from the repository root).
+Relative input paths (:data:`PATH_KEYS`: ``data.root``, ``data.train_list``, ``data.test_list``,
+``data.mapping``, ``enhancer.weights``, ``model.pretrained``) are made absolute when the config
+loads (:func:`resolve_paths`), by one rule:
+
+- written in a config file: relative to that file's directory; if nothing exists there but the
+  path exists relative to the working directory, that one (the presets in ``configs/`` name
+  ``../shared/data/...`` relative to the repository root, where the Makefile runs); if neither
+  exists, the config-relative path (so an error names the absolute path that was looked for);
+- given with ``--set``: relative to the working directory (where it was typed);
+- a default (``enhancer.weights``): relative to the dlkdd source tree's parent directory (the
+  repository root of a checkout), else the working directory.
+
+Outputs (``cache.dir``, ``--out``) stay relative to the working directory.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -150,7 +162,9 @@ class ModelConfig:
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
         _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")
-        _check(all(s > 0 for s in self.std), "model.std", "every std must be > 0")
+        _check(all(s >= 1e-4 for s in self.std), "model.std",
+               f"every std must be >= 1e-4 (a smaller one makes the normalised input overflow to inf/NaN), "
+               f"got {list(self.std)}")
         for k in ("head_dropout", "bert_dropout"):
             v = getattr(self, k)
             _check(0.0 <= v < 1.0, f"model.{k}", f"must be in [0, 1), got {v}")
@@ -485,4 +499,60 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | list[str
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: top level must be a mapping of sections")
         tree = loaded or {}
-    return config_from_dict(tree, overrides)
+        _resolve_in_tree(tree, p.resolve().parent)
+    over = _override_items(overrides)
+    _resolve_in_tree(over, Path.cwd(), flat=True)
+    for key in PATH_KEYS:  # a relative default: from the repository root of this dlkdd checkout
+        sec, name = key.split(".")
+        default = getattr(getattr(Config(), sec), name)
+        given = (isinstance(tree.get(sec), dict) and name in tree[sec]) or key in over
+        if default and not given and not Path(default).is_absolute():
+            over[key] = _pick(default, [_REPO_ROOT, Path.cwd()])
+    return config_from_dict(tree, over)
+
+
+#: Config keys holding input paths, made absolute when a config loads (module docstring).
+PATH_KEYS = ("data.root", "data.train_list", "data.test_list", "data.mapping", "enhancer.weights",
+             "model.pretrained")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pick(value: str, bases: list[Path]) -> str:
+    """``value`` under the first base where it exists, else under the first base; absolute."""
+    for b in bases:
+        if (b / value).exists():
+            return os.path.abspath(b / value)
+    return os.path.abspath(bases[0] / value)
+
+
+def resolve_paths(value: str, config_dir: Path | None) -> str:
+    """One relative path of a config file (module docstring); absolute ones, ``""`` and non-strings pass."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if isinstance(value, str) and value.startswith("~") else value
+    return _pick(value, [config_dir, Path.cwd()] if config_dir is not None else [Path.cwd()])
+
+
+def _resolve_in_tree(tree: dict[str, Any], base: Path, flat: bool = False) -> None:
+    for key in PATH_KEYS:
+        if flat:
+            if key in tree:
+                tree[key] = resolve_paths(tree[key], base)
+            continue
+        sec, name = key.split(".")
+        if isinstance(tree.get(sec), dict) and name in tree[sec]:
+            tree[sec][name] = resolve_paths(tree[sec][name], base)
+
+
+def _override_items(overrides: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
+    """``["kd.tau=4"]`` or ``{"kd.tau": 4}`` as a dict of dotted keys (values parsed as YAML)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. kd.tau=4)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out

@@ -32,3 +32,11 @@ class CheckpointError(DlkddError):
 
 class TrainingError(DlkddError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class OutputError(DlkddError):
+    """An output location cannot be written, is an input, or is held by another run."""
+
+
+class ResourceError(DlkddError):
+    """The settings ask for more than this machine has (memory), or a device it lacks."""

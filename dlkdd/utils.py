@@ -27,7 +27,8 @@ def setup_logging(verbose: int = 0) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    A kill at any moment leaves either the previous file or the new one, never a torn file.
+    A kill at any moment leaves either the previous file or the new one, never a torn file. The file
+    gets the mode a plain ``open()`` would give it (0666 less the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,10 +39,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """This process's umask (``/proc/self/status`` where it exists; else set-and-restore)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
@@ -95,12 +111,29 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | None) -> "torch.device":  # noqa: F821
-    """``auto``/None: CUDA if available, else CPU."""
+    """``auto``/None: CUDA if available, else CPU. A device this machine lacks (``cuda`` on a CPU-only
+    torch, ``cuda:3`` on a 2-GPU machine, ``tpu``, a typo) is a one-line
+    :class:`~dlkdd.errors.ResourceError` naming the devices that are available."""
     import torch
 
+    from dlkdd.errors import ResourceError
+
+    if isinstance(device, torch.device):
+        return device
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    avail = "cpu" + (", cuda" + (f", cuda:0..cuda:{n - 1}" if n > 1 else ", cuda:0") if n else "") + ", auto"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ResourceError(f"--device {device}: unknown device; available here: {avail}") from None
+    if dev.type == "cuda" and (n == 0 or (dev.index is not None and dev.index >= n)):
+        have = "this torch has no CUDA support or sees no GPU" if n == 0 else f"this machine has {n} GPU(s)"
+        raise ResourceError(f"--device {device}: not available ({have}); available here: {avail}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ResourceError(f"--device {device}: dlkdd runs on cpu or cuda; available here: {avail}")
+    return dev
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:

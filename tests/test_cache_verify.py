@@ -87,7 +87,7 @@ def test_verify_catches_each_problem(tmp_path, fmt, suffix):
     p = _build(tmp_path / f"nan{suffix}")
     _raw_write(p, fmt, "logits", (2, 1, 3), np.inf)
     probs = verify_store(p)
-    assert len(probs) == 1 and "non-finite logits" in probs[0] and repr(KEYS[2]) in probs[0]
+    assert len(probs) == 1 and "missing/unreadable logits chunk" in probs[0] and repr(KEYS[2]) in probs[0]
 
     # an incomplete store (flag unset, rows missing)
     p = _build(tmp_path / f"partial{suffix}", rows=[0, 1], complete=False)
@@ -140,7 +140,8 @@ def test_list_stores_marks_incomplete(tmp_path):
     assert b["complete"] is False and b["done"] == 3 and b["fmt"] == "hdf5"
     assert c["complete"] is False and c["done"] == N - 1
     assert d["complete"] is False and "not a Zarr v3 logit store" in d["error"]
-    assert list_stores(tmp_path / "nowhere") == []
+    with pytest.raises(CacheError, match="no such directory"):  # issue 16: a missing directory is an error
+        list_stores(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("fmt,suffix", FORMATS)

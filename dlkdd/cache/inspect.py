@@ -49,16 +49,19 @@ def _names(keys: list[str], rows: np.ndarray) -> str:
     return shown + (f" ... (+{rows.size - _SHOW} more)" if rows.size > _SHOW else "")
 
 
-def list_stores(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def list_stores(cache_dir: str | os.PathLike, verify: bool = False) -> list[dict[str, Any]]:
     """One summary dict per store directly under ``cache_dir`` (sorted by name; [] if none).
 
     Keys: ``path``, ``fmt``, ``teacher`` (short sha), ``teacher_kind``, ``manifest`` (short sha),
     ``clips``, ``views``, ``classes``, ``done``, ``dtype``, ``size_bytes`` (on disk),
-    ``complete``; a store that cannot be opened has ``error`` and ``complete=False``.
+    ``complete``, ``verified`` (``verify=True``: :func:`verify_store` ran; ``complete`` then also
+    requires it to pass, and ``problems`` lists what it found); a store that cannot be opened has
+    ``error`` and ``complete=False``. A missing ``cache_dir`` is a :class:`CacheError`.
     """
     d = Path(cache_dir)
     if not d.is_dir():
-        return []
+        raise CacheError(f"{d.absolute()}: " + ("is a file, not a cache directory" if d.exists() else
+                         "no such directory (the default cache directory is cache/, config key cache.dir)"))
     out = []
     for p in sorted(d.iterdir()):
         if p.suffix.lower() not in STORE_SUFFIXES or p.name.endswith(".clips.zarr"):  # clips: dlkdd.cache.clips
@@ -79,6 +82,10 @@ def list_stores(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
             row["error"] = str(e)
         except Exception as e:  # a corrupt store must not break listing the others
             row["error"] = f"{p}: unreadable ({type(e).__name__}: {e})"
+        row["verified"] = bool(verify and "error" not in row)
+        if row["verified"]:
+            row["problems"] = verify_store(p)
+            row["complete"] = row["complete"] and not row["problems"]
         out.append(row)
     return out
 
@@ -153,14 +160,17 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
     expect("num_classes", C, "the logits array's class count")
     expect("views_per_clip", V, "the logits array's view count")
     expect("view_params", P, "the views array's parameter count")
-    if s.read_raw("views").shape[:2] != (N, V):
-        problems.append(f"{p}: views array shape {s.read_raw('views').shape} does not match logits (N={N}, V={V})")
+    vshape = s._backend_now().shape("views")
+    if vshape[:2] != (N, V):
+        problems.append(f"{p}: views array shape {vshape} does not match logits (N={N}, V={V})")
     classes = m.get("classes")
     if classes is None:
         problems.append(f"{p}: metadata lacks 'classes'")
     elif len(classes) != C:
         problems.append(f"{p}: metadata lists {len(classes)} classes but num_classes/logits have {C}")
-    logits = s.read_raw("logits")
+    if N == 0:
+        problems.append(f"{p}: holds no clips (built from an empty training list); rebuild it from a list with clips")
+    logits, unreadable = _read_every_chunk(s, "logits", N)
     if "dtype" in m and str(logits.dtype) != m["dtype"]:
         problems.append(f"{p}: metadata dtype={m['dtype']!r} but logits are stored as {logits.dtype}")
 
@@ -178,17 +188,23 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         problems.append(f"{p}: not complete (complete flag unset; {int(done.sum())}/{done.size} clips done) - "
                         f"resume `dlkdd cache-logits` to finish it")
     if not done.all():
-        problems.append(f"{p}: {int((~done).sum())} clip(s) without logits (done=false): {_names(keys, np.flatnonzero(~done))}")
+        damaged = " - the store is marked complete, so a done chunk is missing (damaged)" if m.get("complete") else ""
+        problems.append(f"{p}: {int((~done).sum())} clip(s) without logits (done=false){damaged}: "
+                        f"{_names(keys, np.flatnonzero(~done))}")
 
-    # --- values of written rows
-    arrays = {"logits": logits, "views": s.read_raw("views")}
+    # --- every chunk of the written rows: readable, and finite (writes refuse NaN/inf, so NaN in a
+    # done row is a chunk that is missing - read as the NaN fill value - or damaged)
+    arrays = {"logits": (logits, unreadable)}
+    arrays["views"] = _read_every_chunk(s, "views", N)
     if s.feature_dim:
-        arrays["features"] = s.read_raw("features")
-    for name, a in arrays.items():
+        arrays["features"] = _read_every_chunk(s, "features", N)
+    for name, (a, unread) in arrays.items():
         ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
+        ok[unread] = False
         bad = np.flatnonzero(done[: ok.size] & ~ok)
         if bad.size:
-            problems.append(f"{p}: non-finite {name} in {bad.size} clip(s): {_names(keys, bad)}")
+            problems.append(f"{p}: missing/unreadable {name} chunk for {bad.size} clip(s): {_names(keys, bad)} - "
+                            f"the store is damaged; rebuild it (`dlkdd cache-logits ... --out {p} --overwrite`)")
 
     # --- against a manifest
     if manifest is not None:
@@ -208,6 +224,35 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         if m.get("manifest_sha256") != msha:
             problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
                             f"manifest's {_short(msha)}")
+
+
+def _read_every_chunk(s: LogitStore, name: str, n: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """``(array (N,...), unreadable row indices)``: every row of ``name`` read from disk in blocks; a
+    block that fails is read row by row, and a row that cannot be read is NaN in the array."""
+    b = s._backend_now()
+    shape = b.shape(name)
+    out: np.ndarray | None = None
+    bad: list[int] = []
+    for lo in range(0, n, block):
+        rows = np.arange(lo, min(n, lo + block))
+        try:
+            a = b.read_rows(name, rows)
+        except Exception:
+            a = None
+        if out is None:
+            dt = a.dtype if a is not None else np.dtype(s.dtype if name != "views" else "float64")
+            out = np.full((n, *shape[1:]), np.nan, dtype=dt)
+        if a is not None:
+            out[rows] = a
+            continue
+        for r in rows:
+            try:
+                out[r] = b.read_rows(name, np.array([r]))[0]
+            except Exception:
+                bad.append(int(r))
+    if out is None:
+        out = np.zeros((0, *shape[1:]), dtype=np.dtype(s.dtype if name != "views" else "float64"))
+    return out, np.asarray(bad, dtype=np.int64)
 
 
 def soft_target_stats(path: str | os.PathLike, manifest: Any, taus: Sequence[float] = (1.0, 5.0)) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 Only one process may build (write) a given store at a time. The lock is an advisory
 ``flock(2)`` lock on a small file next to the store (``cache/x.zarr`` -> ``cache/x.zarr.lock``);
 the holder writes its pid (and host) into that file so a refused writer can say who holds it.
+The holder deletes the lock file when it releases the lock (no stale ``X.zarr.lock`` beside a
+finished store); a waiter that then gets the lock on the deleted file sees that the path now names
+another file (or none) and tries again on the current one, so two holders can never coexist.
+``what`` names the locked thing in the refusal (a store, or a run directory: ``dlkdd/train/rundir.py``).
 
 Why ``flock``: the kernel drops the lock when the holding process dies, however it dies
 (SIGKILL included), so a crashed precompute never blocks the next one forever; the lock file
-itself is left in place (deleting it while others may have it open would race) and is harmless.
+of a killed holder stays behind (harmless, reused by the next writer).
 ``flock`` is not reliable on some network file systems (older NFS); keep caches on local disk.
 
 Sharded multi-process precompute writes disjoint rows of one Zarr store concurrently: each
@@ -50,8 +54,9 @@ class WriterLock:
     """
 
     def __init__(self, store_path: str | os.PathLike, wait: bool = False, timeout: float | None = None,
-                 tag: str = "", poll_s: float = 0.1):
+                 tag: str = "", poll_s: float = 0.1, what: str | None = None):
         self.store_path = Path(store_path)
+        self.what = what or f"store {self.store_path}"
         self.path = lock_path(store_path, tag)
         self.wait = wait
         self.timeout = timeout
@@ -72,7 +77,7 @@ class WriterLock:
     def _refuse(self, waited: float | None) -> CacheError:
         how = f" after waiting {waited:.1f} s" if waited is not None else ""
         return CacheError(
-            f"store {self.store_path} is being written by another process ({self._holder()}){how}; "
+            f"{self.what} is being written by another process ({self._holder()}){how}; "
             f"wait for it or remove the stale lock file {self.path}"
         )
 
@@ -80,9 +85,35 @@ class WriterLock:
         if self._fh is not None:
             raise CacheError(f"lock {self.path} is already held by this object")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # "a+": never truncate a file another process may hold before we own the lock.
-        fh = open(self.path, "a+")
         t0 = time.monotonic()
+        while True:
+            fh = self._lock_once(t0)
+            if self._still_current(fh):
+                break
+            fh.close()  # the previous holder deleted the file we locked: lock the current one
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+        log.debug("acquired writer lock %s", self.path)
+        return self
+
+    def _still_current(self, fh: IO[str]) -> bool:
+        """True when the locked file is still the one at ``self.path`` (not deleted by its last holder)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        own = os.fstat(fh.fileno())
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+    def _lock_once(self, t0: float) -> IO[str]:
+        # "a+": never truncate a file another process may hold before we own the lock.
+        try:
+            fh = open(self.path, "a+")
+        except OSError as e:
+            raise CacheError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
         try:
             while True:
                 try:
@@ -103,22 +134,15 @@ class WriterLock:
         except BaseException:
             fh.close()
             raise
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        fh.flush()
-        self._fh = fh
-        log.debug("acquired writer lock %s", self.path)
-        return self
+        return fh
 
     def release(self) -> None:
         fh, self._fh = self._fh, None
         if fh is None:
             return
         try:
-            fh.seek(0)
-            fh.truncate()
-            fh.flush()
+            if self._still_current(fh):
+                os.unlink(self.path)  # while still holding it: a waiter re-checks the path (acquire)
         except OSError:  # pragma: no cover - best effort
             pass
         finally:

@@ -139,7 +139,12 @@ class LogitStore:
             return self._backend
         # a handle inherited across fork is dropped without closing (the parent still owns it)
         self._backend = None
-        backend = BACKENDS[self._fmt].open(self._path, self._mode)
+        try:
+            backend = BACKENDS[self._fmt].open(self._path, self._mode)
+        except CacheError:
+            raise
+        except Exception as e:  # a damaged file or metadata: name it as such, with the fix
+            raise self.damaged("cannot open it", e) from None
         try:
             meta = backend.meta()
             self._check_schema(meta)
@@ -147,12 +152,43 @@ class LogitStore:
             if missing:
                 raise CacheError(f"{self._path}: logit store lacks array(s) {', '.join(missing)}; rebuild it")
             self._shapes = {a: backend.shape(a) for a in (*ARRAYS, "features") if backend.has(a)}
+        except CacheError:
+            backend.close()
+            raise
+        except Exception as e:
+            backend.close()
+            raise self.damaged("unreadable metadata or keys", e) from None
         except BaseException:
             backend.close()
             raise
         self._meta = meta
         self._backend, self._pid = backend, pid
         return backend
+
+    def damaged(self, what: str, err: BaseException | None = None) -> CacheError:
+        """The one "this store is damaged" error: the store, what failed, and the command that rebuilds it."""
+        detail = f" ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no detail'})" if err else ""
+        teacher = (self._meta or {}).get("teacher_path") or "TEACHER.pt"
+        return CacheError(f"{self._path}: logit store damaged: {what}{detail}; rebuild it with `dlkdd cache-logits "
+                          f"--config CONFIG --teacher {teacher} --out {self._path} --overwrite`")
+
+    def _read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of one array; a read failure (truncated/corrupt chunk, bit flip) is :meth:`damaged`."""
+        try:
+            return self._backend_now().read_rows(name, rows)
+        except CacheError:
+            raise
+        except Exception as e:
+            raise self.damaged(f"unreadable {name} chunk in rows {rows.tolist()[:5]}", e) from None
+
+    def _check_finite(self, name: str, a: np.ndarray, rows: np.ndarray) -> None:
+        """Done rows are finite by construction (writes refuse NaN/inf): NaN there is a missing chunk
+        (read as the fill value) or damaged data."""
+        ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
+        if not ok.all():
+            keys = self.keys
+            bad = [keys[int(r)] for r in rows[~ok][:5]]
+            raise self.damaged(f"missing or unreadable {name} chunk for {int((~ok).sum())} clip(s) {bad}")
 
     def _check_schema(self, meta: dict[str, Any]) -> None:
         if "schema_version" not in meta:
@@ -199,7 +235,11 @@ class LogitStore:
     @property
     def keys(self) -> list[str]:
         if self._keys is None:
-            self._keys = self._backend_now().keys()
+            b = self._backend_now()
+            try:
+                self._keys = b.keys()
+            except Exception as e:
+                raise self.damaged("unreadable keys array", e) from None
         return list(self._keys)
 
     @property
@@ -234,7 +274,11 @@ class LogitStore:
     @property
     def done(self) -> np.ndarray:
         """bool (N,), re-read from disk on every access."""
-        return self._backend_now().read("done", slice(None)).astype(bool, copy=False)
+        b = self._backend_now()
+        try:
+            return b.read("done", slice(None)).astype(bool, copy=False)
+        except Exception as e:
+            raise self.damaged("unreadable done array", e) from None
 
     @property
     def is_complete(self) -> bool:
@@ -354,7 +398,7 @@ class LogitStore:
 
     # ---- reading ---------------------------------------------------------------------------
     def _check_done(self, rows: np.ndarray) -> None:
-        d = self._backend_now().read_rows("done", rows) if rows.size else np.ones(0, bool)
+        d = self._read_rows("done", rows) if rows.size else np.ones(0, bool)
         if not np.all(d):
             bad = rows[~np.asarray(d, dtype=bool)]
             keys = self.keys
@@ -373,9 +417,11 @@ class LogitStore:
         """(logits float32 (B,V,C), views float64 (B,V,P)) of rows ``indices``."""
         rows = self._rows(indices)
         self._check_done(rows)
-        b = self._backend_now()
-        return (b.read_rows("logits", rows).astype(np.float32, copy=False),
-                b.read_rows("views", rows).astype(np.float64, copy=False))
+        logits = self._read_rows("logits", rows).astype(np.float32, copy=False)
+        views = self._read_rows("views", rows).astype(np.float64, copy=False)
+        self._check_finite("logits", logits, rows)
+        self._check_finite("views", views, rows)
+        return logits, views
 
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All rows: (logits float32 (N,V,C), views float64 (N,V,P)); CacheError if any is missing."""
@@ -387,7 +433,9 @@ class LogitStore:
             raise CacheError(f"{self._path} holds no teacher features (built with cache.features=false)")
         rows = self._rows([int(i)])
         self._check_done(rows)
-        return self._backend_now().read_rows("features", rows)[0].astype(np.float32, copy=False)
+        f = self._read_rows("features", rows).astype(np.float32, copy=False)
+        self._check_finite("features", f, rows)
+        return f[0]
 
     def _rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -17,11 +17,15 @@ def cache():
 
 @cache.command("ls")
 @click.argument("directory", default="cache", type=click.Path(file_okay=False))
-def cache_ls(directory):
-    """One line per store under DIRECTORY (default: cache/)."""
+@click.option("--verify", is_flag=True, help="Read every chunk of every store (slow): 'complete' then means "
+              "it passes `cache verify`.")
+@friendly_errors
+def cache_ls(directory, verify):
+    """One line per store under DIRECTORY (default: cache/). Without --verify, 'complete' means the
+    writer finished (flag set, every clip done), not that every chunk is still readable."""
     from dlkdd.cache.inspect import list_stores
 
-    rows = list_stores(directory)
+    rows = list_stores(directory, verify=verify)
     if not rows:
         click.echo(f"no logit stores under {directory}")
         return
@@ -31,10 +35,20 @@ def cache_ls(directory):
         if "error" in r:
             click.echo(f"{Path(r['path']).name:<44} unreadable: {r['error']}")
             continue
-        state = "yes" if r["complete"] else f"NO ({r.get('done', 0)}/{r.get('clips', 0)} done)"
+        if r["complete"]:
+            state = "yes"
+        elif r.get("problems") and r.get("done", 0) == r.get("clips", 0):
+            state = f"NO (damaged: {len(r['problems'])} problem(s), see cache verify)"
+        else:
+            state = f"NO ({r.get('done', 0)}/{r.get('clips', 0)} done)"
         click.echo(f"{Path(r['path']).name:<44} {str(r.get('teacher')):<13} {str(r.get('teacher_kind')):<9} "
                    f"{str(r.get('manifest')):<13} {r.get('clips', 0):>6} {r.get('views', 0):>5} "
                    f"{r.get('classes', 0):>7} {_size(r.get('size_bytes', 0)):>9}  {state}")
+    if verify:
+        click.echo("complete = every chunk read and checked (cache verify passes)")
+    else:
+        click.echo("complete = the writer finished; chunks not read (not verified): `dlkdd cache ls --verify` "
+                   "or `dlkdd cache verify PATH` reads every chunk")
 
 
 @cache.command("info")

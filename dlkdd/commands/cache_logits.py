@@ -2,6 +2,8 @@
 :func:`dlkdd.pipeline.cache_logits.precompute_logits`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
@@ -28,6 +30,16 @@ def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features
     if views is not None and views < 1:
         raise click.BadParameter(f"must be >= 1, got {views}", param_hint="--views")
     cfg = load_cli_config(config_path, overrides, {"cache.views": views})
+    from dlkdd.outputs import check_writable_dir, check_writable_file
+
+    if path_file:  # every output location is checked before the teacher runs
+        check_writable_file(path_file, "--path-file")
+    if out and Path(out).is_dir():  # an existing Zarr store: its lock file goes beside it
+        check_writable_dir(Path(out).parent, "--out")
+    elif out:
+        check_writable_file(out, "--out")
+    else:
+        check_writable_dir(cfg.cache.dir, "cache.dir")
     path = precompute_logits(cfg, teacher_path, out=out, views=views, fmt=fmt, device=get_device(),
                              features=features, progress=not no_progress, config_path=config_path,
                              overwrite=overwrite)

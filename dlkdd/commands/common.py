@@ -69,6 +69,8 @@ def friendly_errors(f: Callable) -> Callable:
 
         try:
             return f(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise click.ClickException(interrupted_message(kwargs)) from None
         except DlkddError as e:
             raise click.ClickException(_worker_message(str(e)) or str(e)) from None
         except RuntimeError as e:
@@ -78,6 +80,21 @@ def friendly_errors(f: Callable) -> Callable:
             raise click.ClickException(msg) from None
 
     return wrapper
+
+
+def interrupted_message(kwargs: dict[str, Any]) -> str:
+    """What a Ctrl-C'd command tells the user: how to continue, where it can."""
+    from pathlib import Path
+
+    out = kwargs.get("out")
+    if "resume" in kwargs and out:  # a training command: last.pt holds the last completed epoch
+        if (Path(out) / "last.pt").exists():
+            return (f"interrupted; {Path(out) / 'last.pt'} holds the last completed epoch: run the same command "
+                    f"with --resume {out} to continue")
+        return f"interrupted before the first epoch finished; nothing to resume in {out}: run the command again"
+    if "teacher_path" in kwargs:  # cache-logits: the store's done mask
+        return "interrupted; run the same command again to continue from the clips already scored"
+    return "interrupted"
 
 
 def _worker_message(text: str) -> str | None:

@@ -25,6 +25,13 @@ def check(config_path: str, overrides: tuple[str, ...], split: str, write_stats:
     from dlkdd.utils import atomic_write_text
 
     cfg = load_cli_config(config_path, overrides)
+    if write_stats:  # before decoding every clip
+        from dlkdd.outputs import check_writable_file
+
+        if split == "test":
+            raise click.BadParameter("the statistics are the training clips': use --split train or all",
+                                     param_hint="--write-stats")
+        check_writable_file(write_stats, "--write-stats")
     report = check_dataset(cfg, split=split, stats_frames=stats_frames, progress=True)
     for line in report.lines():
         click.echo(line)

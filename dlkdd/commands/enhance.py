@@ -27,11 +27,18 @@ def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float |
     from dlkdd.config import ConfigError, EnhancerConfig
     from dlkdd.pipeline.enhancer import enhance_video
     from dlkdd.models.enhancers import build_enhancer
+    from dlkdd.outputs import check_not_input, check_writable_file
     from dlkdd.utils import resolve_device
 
-    kw = {"kind": kind}
-    if weights is not None:
-        kw["weights"] = weights
+    check_not_input(out, [video], "OUT")  # `enhance v.mp4 v.mp4` would replace its own source
+    check_writable_file(out, "OUT")
+    if preview:
+        check_not_input(preview, [video], "--preview")
+        check_writable_file(preview, "--preview")
+    from dlkdd.config import load_config
+
+    # the default weights resolve like a config's (dlkdd/config.py), not against the working directory
+    kw = {"kind": kind, "weights": weights if weights is not None else load_config(None).enhancer.weights}
     if gamma is not None:
         kw["gamma"] = gamma
     enh_cfg = EnhancerConfig(**kw)

@@ -39,23 +39,38 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
 
     if clips < 1:
         raise click.BadParameter(f"must be >= 1, got {clips}", param_hint="--clips")
+    from dlkdd.outputs import check_writable_file
+
+    for opt, out_path in (("--json", json_out), ("--plot", plot), ("--predictions", pred_out)):
+        if out_path:  # before scoring, not after
+            check_writable_file(out_path, opt)
     if config_path:
         cfg = load_cli_config(config_path, overrides)
         data_cfg = cfg.data
-    elif list_path and mapping:
+    elif list_path and (mapping or fmt == "csv"):  # a CSV list names its classes itself
         from dlkdd.config import DataConfig
 
-        data_cfg = DataConfig(format=fmt, root=root or "", test_list=list_path, mapping=mapping)
+        data_cfg = DataConfig(format=fmt, root=root or "", test_list=list_path, mapping=mapping or "")
     else:
-        raise click.UsageError("give --config C, or --root R --list L --mapping M")
+        raise click.UsageError("give --config C, or --root R --list L --mapping M (--mapping is optional with "
+                               "--format csv)")
+    # the checkpoint's clip settings are used, except the clip.* keys given with --set
+    clip_cfg = _clip_overrides(checkpoint, overrides)
     # every clip is checked first (a corrupt clip may decode far enough to be scored silently):
     # data.on_bad_clip=error (default) lists the bad ones and stops, skip evaluates without them
     from dlkdd.data.prepare import apply_bad_clip_policy
 
-    manifest = manifest_from_config(data_cfg, "test", check_files=False)
+    if not config_path and fmt == "csv" and not mapping:  # the checkpoint's classes, in its order
+        from dlkdd.data.manifest import read_csv
+        from dlkdd.train.checkpoint import load_checkpoint
+
+        manifest = read_csv(list_path, root or "", load_checkpoint(checkpoint).get("classes") or None,
+                            check_files=False)
+    else:
+        manifest = manifest_from_config(data_cfg, "test", check_files=False)
     manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
     m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
-                            progress=not no_progress, amp=amp)
+                            clip_cfg=clip_cfg, progress=not no_progress, amp=amp)
     click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):
@@ -76,3 +91,19 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         plot = plot or str(Path(json_out).with_suffix(".png"))
     if plot:
         click.echo(f"confusion matrix: {plot_confusion(m, plot)}")
+
+
+def _clip_overrides(checkpoint: str, overrides: tuple[str, ...]):
+    """The checkpoint's clip settings with the ``clip.*`` keys of ``--set`` applied (announced), or None."""
+    items = [o for o in overrides if o.split("=", 1)[0].strip().startswith("clip.")]
+    if not items:
+        return None
+    from dlkdd.config import ConfigError, config_from_dict
+    from dlkdd.train.checkpoint import load_checkpoint
+
+    try:
+        cfg = config_from_dict(load_checkpoint(checkpoint).get("config") or {}, items)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+    click.echo(f"scoring with the checkpoint's clip settings changed by --set {' '.join(items)}", err=True)
+    return cfg.clip

@@ -13,7 +13,8 @@ from dlkdd.commands.common import friendly_errors, get_device
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--topk", type=int, default=5, show_default=True)
-@click.option("--window-stride", type=int, default=0, help="Frames between sliding windows (default: half a clip).")
+@click.option("--window-stride", type=click.IntRange(min=0), default=0,
+              help="Frames between sliding windows (default 0: half a clip).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
               help="Precision (default: the checkpoint's train.amp).")
@@ -29,5 +30,19 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
     dev = resolve_device(get_device())
     model, ckpt = load_model(checkpoint, dev)
-    results = [predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp) for v in videos]
-    click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
+    from dlkdd.errors import DlkddError
+
+    results, failed = [], []
+    for v in videos:  # a bad video is reported; the others are still scored
+        try:
+            results.append(predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp))
+        except DlkddError as e:
+            if len(videos) == 1:
+                raise
+            failed.append(str(e))
+    if results:
+        click.echo(json.dumps(results, indent=2, allow_nan=False) if as_json else format_predictions(results))
+    if failed:
+        for msg in failed:
+            click.echo(f"Error: {msg}", err=True)
+        raise click.ClickException(f"{len(failed)} of {len(videos)} videos could not be scored (listed above)")

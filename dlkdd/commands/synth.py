@@ -9,7 +9,8 @@ from dlkdd.commands.common import friendly_errors
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--classes", type=click.IntRange(1, 8), default=4, show_default=True, help="Number of action classes.")
-@click.option("--clips-per-class", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--clips-per-class", type=click.IntRange(2), default=6, show_default=True,
+              help="At least 2: every class gets training and test clips.")
 @click.option("--frames", type=click.IntRange(1), default=40, show_default=True, help="Frames per clip.")
 @click.option("--height", type=click.IntRange(16), default=96, show_default=True, help="Frame height (even).")
 @click.option("--width", type=click.IntRange(16), default=128, show_default=True, help="Frame width (even).")
@@ -21,8 +22,18 @@ def synth(out_dir: str, classes: int, clips_per_class: int, frames: int, height:
     OUT_DIR/clips/<Class>/*.mp4, mapping_table.txt, train.txt, test.txt and config.yaml
     (use it with --config, or copy its data: section into a preset).
     """
+    import shutil
+    from pathlib import Path
+
     from dlkdd.data.synth import make_synthetic
 
+    clips = Path(out_dir) / "clips"
+    if clips.exists():  # a previous synth set is replaced whole (no stale class folders); anything else is kept
+        cfg = Path(out_dir) / "config.yaml"
+        if not (cfg.is_file() and "written by dlkdd synth" in cfg.read_text(errors="replace")):
+            raise click.BadParameter(f"{Path(out_dir).absolute()} already holds clips/ that dlkdd synth did not "
+                                     f"write; choose an empty or new folder", param_hint="OUT_DIR")
+        shutil.rmtree(clips)
     try:
         paths = make_synthetic(out_dir, classes=classes, clips_per_class=clips_per_class, frames=frames,
                                size=(height, width), seed=seed)

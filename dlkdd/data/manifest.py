@@ -199,6 +199,10 @@ def read_class_table(path: str | os.PathLike, what: str = "class mapping") -> li
         i, name = int(parts[0]), parts[1].strip()
         if i in by_id:
             raise DataError(f"{path}:{n}: class id {i} listed twice")
+        if name in by_id.values():
+            first = next(j for j, c in by_id.items() if c == name)
+            raise DataError(f"{path}:{n}: class name {name!r} listed twice (ids {first} and {i}); class names "
+                            f"must be unique")
         by_id[i] = name
     if not by_id:
         raise DataError(f"{path}: no classes listed")

@@ -19,7 +19,7 @@ from dlkdd.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PreparedData", "find_bad_clips", "prepare_data", "apply_bad_clip_policy"]
+__all__ = ["PreparedData", "find_bad_clips", "prepare_data", "apply_bad_clip_policy", "check_class_coverage"]
 
 
 @dataclass
@@ -78,7 +78,33 @@ def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: 
             raise DataError(f"no training clip of {cfg.data.train_list} decodes; nothing to train on")
     if test is not None and list(test.classes) != list(train.classes):
         raise DataError(f"the test list {cfg.data.test_list} has other classes than the training list")
+    # classes matter to the classifier stages (need_test: teacher, student); cache-logits, pretrain and
+    # the enhancer only need clips
+    check_class_coverage(train, test, cfg.data.train_list, cfg.data.test_list, per_class=need_test)
     return PreparedData(train, test, skipped, skipped_test)
+
+
+def check_class_coverage(train: Any, test: Any | None, train_list: str = "", test_list: str = "",
+                         per_class: bool = True) -> None:
+    """Stop before any work when the training list has no usable clip or (``per_class``) a class has
+    no training clip (a classifier cannot learn a class it never sees); warn when a class has no test
+    clip (its accuracy cannot be measured)."""
+    if len(train) == 0:
+        raise DataError(f"the training list {train_list} has no usable clip (empty, or every clip was skipped); "
+                        f"nothing to train on")
+    if not per_class:
+        return
+    counts = train.class_counts()
+    empty = [c for c, n in zip(train.classes, counts) if n == 0]
+    if empty:
+        raise DataError(f"{len(empty)} of {len(counts)} classes have no training clip in {train_list}: "
+                        f"{', '.join(empty[:8])}{' ...' if len(empty) > 8 else ''}; add clips of them to the list, "
+                        f"or remove them from the class mapping")
+    if test is not None:
+        missing = [c for c, n in zip(test.classes, test.class_counts()) if n == 0]
+        if missing:
+            log.warning("%d class(es) have no clip in the test list %s: %s (their accuracy is not measured)",
+                        len(missing), test_list, ", ".join(missing[:8]))
 
 
 def apply_bad_clip_policy(manifest: Manifest, on_bad_clip: str, progress: bool = True,

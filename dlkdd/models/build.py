@@ -22,7 +22,7 @@ from dlkdd.errors import CheckpointError
 from dlkdd.models.actlumos import actlumos_arch, actlumos_from_arch, build_actlumos_teacher
 from dlkdd.models.classifier import Classifier, Teacher, arch_dict, build_classifier, classifier_from_arch
 from dlkdd.models.enhancers import build_enhancer, enhancer_from_spec, enhancer_spec
-from dlkdd.models.weights import weights_mismatch
+from dlkdd.models.weights import nonfinite_weights, weights_mismatch
 
 __all__ = ["teacher_arch", "student_arch", "build_teacher", "build_student", "model_from_checkpoint"]
 
@@ -80,5 +80,9 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
     if report:
         raise CheckpointError(f"{path}: weights do not fit the architecture it declares "
                               f"({arch.get('backbone')}, {arch.get('num_classes')} classes): {report}")
+    bad = nonfinite_weights(state)
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights ({bad}); the run that wrote it diverged or the file is "
+                              f"damaged: use an earlier checkpoint (e.g. best.pt) or retrain")
     model.load_state_dict(dict(state))
     return model.eval()

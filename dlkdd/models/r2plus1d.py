@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from dlkdd.errors import CheckpointError
-from dlkdd.models.weights import weights_mismatch
+from dlkdd.models.weights import load_error_reason, weights_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def load_pretrained(model: VideoResNet, path: str | Path, num_classes: int | Non
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a torch file, or a pickle needing code
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({load_error_reason(e)})") from None
     sd = extract_state_dict(obj, path)
 
     own = model.state_dict()

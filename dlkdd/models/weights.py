@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-__all__ = ["weights_mismatch"]
+__all__ = ["weights_mismatch", "nonfinite_weights", "load_error_reason"]
 
 
 def _few(keys: list[str], n: int = 5) -> str:
@@ -31,3 +31,30 @@ def weights_mismatch(own: Mapping[str, Any], theirs: Mapping[str, Any], optional
     if misshaped:
         parts.append(f"{len(misshaped)} mis-shaped: {_few(misshaped, 3)}")
     return "; ".join(parts)
+
+
+def nonfinite_weights(state: Mapping[str, Any]) -> str:
+    """``"3 tensors hold NaN/inf: classifier.fc.weight, ..."``, or ``""`` when every floating-point
+    tensor of ``state`` is finite. A model with such weights outputs NaN for every input (a
+    diverged or damaged checkpoint): refused on load rather than scored as class 0."""
+    import torch
+
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    return f"{len(bad)} tensor(s) hold NaN/inf: {_few(bad)}" if bad else ""
+
+
+def load_error_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line, without torch's advice to
+    retry with ``weights_only=False`` (which would run the file's code: never the fix for a file
+    of unknown origin). A pickle that references code names the code it asked for."""
+    import re
+
+    text = str(err)
+    if "Weights only load failed" in text or "nsupported global" in text or "GLOBAL" in text:
+        names = re.findall(r"GLOBAL ([\w.]+)", text)
+        what = f" (it asks for {names[0]})" if names else ""
+        return (f"it holds objects that cannot be loaded safely{what}: a pickle that would run code, not only "
+                f"tensors; it was not loaded")
+    first = text.strip().splitlines()[0][:200] if text.strip() else "no detail"
+    return f"{type(err).__name__}: {first}"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkdd.errors import CheckpointError
+from dlkdd.models.weights import load_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,14 @@ def load_zerodce_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"ZeroDCE weights not found: {path}. Set enhancer.weights to the official Epoch99.pth "
-            f"(../shared/data/zerodce/Epoch99.pth) or train one with `dlkdd enhancer --config C --out DIR`"
+            f"ZeroDCE weights not found: {path.absolute()}. Set enhancer.weights (or --weights) to the official "
+            f"Epoch99.pth or to a `dlkdd enhancer --config C --out DIR` output, or use enhancer.kind gamma/retinex "
+            f"(no weights)"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({load_error_reason(e)})") from None
     sd = _extract_state_dict(obj, path)
     keys = set(k for k in sd if isinstance(k, str))
     missing = sorted(set(_EXPECTED) - keys)

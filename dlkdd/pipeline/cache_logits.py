@@ -104,6 +104,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
         manifest = data.train
         check_compatible(ckpt, kind="teacher", num_classes=len(manifest.classes), path=teacher_path)
+        _warn_clip_mismatch(ckpt, cfg, teacher_path)
         if list(ckpt.get("classes") or []) != list(manifest.classes):
             raise CacheError(f"{teacher_path}: the teacher's classes {ckpt.get('classes')} differ from the data's "
                              f"{list(manifest.classes)}")
@@ -187,6 +188,19 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
                 lock.release()
     finally:
         ddp.cleanup()
+
+
+def _warn_clip_mismatch(ckpt: dict, cfg: Any, teacher_path: Path) -> None:
+    """Say so when the views are cut with other clip settings than the teacher was trained on (it then
+    scores clips of a length or resolution it never saw, and its soft targets are weaker)."""
+    trained = ((ckpt.get("config") or {}).get("clip") or {})
+    diffs = [f"clip.{k}={getattr(cfg.clip, k)!r} (teacher: {trained[k]!r})" for k in ("frames", "stride", "size", "resize")
+             if k in trained and trained[k] != getattr(cfg.clip, k)]
+    if diffs:
+        log.warning("the config cuts clips unlike the teacher %s was trained on: %s; --set %s matches it",
+                    teacher_path, ", ".join(diffs),
+                    " --set ".join(f"clip.{k}={trained[k]}" for k in ("frames", "stride", "size", "resize")
+                                   if k in trained and trained[k] != getattr(cfg.clip, k)))
 
 
 def _feature_dim(ckpt: dict) -> int:

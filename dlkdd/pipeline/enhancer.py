@@ -41,6 +41,7 @@ from dlkdd.errors import DataError, TrainingError, VideoError
 from dlkdd.models.enhancers import enhancer_spec
 from dlkdd.models.zerodce import ZeroDCE
 from dlkdd.models.zerodce_losses import zero_reference_loss
+from dlkdd.outputs import check_writable_dir
 from dlkdd.train.checkpoint import save_checkpoint
 from dlkdd.utils import atomic_path, atomic_write_json, resolve_device, seed_everything
 
@@ -63,8 +64,7 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
     :class:`TrainingError` on a non-finite loss.
     """
     ecfg = cfg.enhancer
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable_dir(out_dir, "--out")  # before the first step, not after an epoch
     ckpt_path = out_dir / "enhancer.pt"
     dev = resolve_device(device if isinstance(device, str) else str(device))
     seed_everything(cfg.seed)

@@ -32,7 +32,8 @@ from dlkdd.utils import resolve_device, save_figure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions"]
+__all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
+           "check_finite_outputs"]
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):
@@ -42,6 +43,7 @@ def load_model(ckpt_path: str | Path, device: Any = "cpu"):
         return load_for_predict(ckpt_path, device)
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt, str(ckpt_path)).to(device).eval()
+    ckpt["_path"] = str(ckpt_path)  # named in errors about the model's outputs
     return model, ckpt
 
 
@@ -50,6 +52,16 @@ def _amp_of(ckpt: dict, amp: str | None) -> str:
     if amp is not None:
         return amp
     return str(((ckpt.get("config") or {}).get("train") or {}).get("amp") or "auto")
+
+
+def check_finite_outputs(logits: Any, ckpt_path: Any, keys: Sequence[str]) -> None:
+    """Refuse NaN/inf model outputs (``DataError`` naming the checkpoint and the first inputs) instead of
+    reporting "nan%" or scoring every clip as class 0."""
+    ok = torch.isfinite(torch.as_tensor(logits)).reshape(len(keys), -1).all(1) if len(keys) else torch.ones(0)
+    if not bool(ok.all()):
+        bad = [k for k, g in zip(keys, ok.tolist()) if not g]
+        raise DataError(f"{ckpt_path}: the model output NaN/inf for {len(bad)} input(s) ({', '.join(bad[:3])}); "
+                        f"the checkpoint's weights or normalisation are degenerate: retrain or use another checkpoint")
 
 
 def _clip_cfg(ckpt: dict, overrides: Any = None):
@@ -78,6 +90,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     amp_used = resolve_amp(_amp_of(ckpt, amp), dev, "evaluation")
     m = evaluate(model, loader, dev, len(classes), amp=amp_used, progress=progress, predictions=True)
     rows = m.pop("predictions")
+    check_finite_outputs(rows["logits"], ckpt_path, rows["keys"])
     probs = rows["logits"].softmax(-1)
     predictions = [{"key": k, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
                    for k, y, p in zip(rows["keys"], rows["labels"], probs)]
@@ -125,13 +138,14 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
     span = (cc.frames - 1) * cc.stride + 1
     base = center_view(info.num_frames, cc, info.height, info.width)
     if info.num_frames >= 1.5 * span:
-        hop = int(window_stride) if window_stride > 0 else max(1, span // 2)
-        starts = list(range(0, info.num_frames - span + 1, hop))[:max_windows]
+        starts = window_starts(info.num_frames, span, int(window_stride) if window_stride > 0 else max(1, span // 2),
+                               max_windows)
     else:
         starts = [base.start]
     views = [dataclasses.replace(base, start=s) for s in starts]
     x = torch.stack(load_clips(path, views, cc.size)).to(device)
     logits = infer(model, x, x.shape[0], autocast_dtype(_amp_of(ckpt, amp), device), device)
+    check_finite_outputs(logits, ckpt.get("_path", "the checkpoint"), [str(path)] * len(logits))
     probs = logits.softmax(-1)
     k = min(topk, len(classes))
 
@@ -146,7 +160,24 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
             windows.append({"start_s": round(s / fps, 3), "end_s": round((s + span) / fps, 3),
                             "top": top(p)[:min(k, 3)]})
     return {"video": str(path), "frames": info.num_frames, "fps": fps,
-            "top": top(logits.mean(0).softmax(-1)), "windows": windows}
+            "top": top(logits.mean(0).softmax(-1)), "windows": windows,
+            "scored": {"windows": len(starts), "start_s": round(starts[0] / fps, 3),
+                       "end_s": round(min(info.num_frames, starts[-1] + span) / fps, 3),
+                       "duration_s": round(info.num_frames / fps, 3)}}
+
+
+def window_starts(num_frames: int, span: int, hop: int, max_windows: int = 64) -> list[int]:
+    """First frames of the sliding windows of ``span`` frames over a video of ``num_frames``: every
+    ``hop`` frames, plus one ending at the last frame; when that is more than ``max_windows``, that
+    many spread evenly from the first frame to the last window (the whole video is covered either way,
+    with wider gaps between windows)."""
+    last = max(0, num_frames - span)
+    starts = list(range(0, last + 1, max(1, hop)))
+    if starts[-1] != last:
+        starts.append(last)
+    if len(starts) > max_windows:
+        starts = sorted({int(round(x)) for x in np.linspace(0, last, max_windows)})
+    return starts
 
 
 def format_predictions(results: Sequence[dict[str, Any]]) -> str:
@@ -154,6 +185,10 @@ def format_predictions(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r['video']}  ({r['frames']} frames, {r['fps']:.1f} fps)")
+        sc = r.get("scored")
+        if sc and sc["windows"] > 1:
+            lines.append(f"  scored {sc['windows']} windows spread over {sc['start_s']:.2f}-{sc['end_s']:.2f} s "
+                         f"of {sc['duration_s']:.2f} s")
         for j, t in enumerate(r["top"], 1):
             lines.append(f"  {j}. {t['label']:<24s} {100 * t['prob']:6.2f}%")
         if r["windows"]:

@@ -32,6 +32,7 @@ from dlkdd.models.r2plus1d import load_pretrained
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import InfoNCEObjective
+from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,26 +57,34 @@ def pretrain_student(cfg: Any, out_dir: str | Path, device: str = "auto", resume
     metrics (``train``: loss, pos_sim, pair_acc of the last epoch; ``history``: every epoch).
     """
     info = ddp.init_distributed(resolve_device(device))
+    run_cfg = cfg.replace(**{"train.epochs": cfg.pretrain.epochs, "train.lr": cfg.pretrain.lr})
     try:
-        seed_everything(cfg.seed)
-        data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
-        run_cfg = cfg.replace(**{"train.epochs": cfg.pretrain.epochs, "train.lr": cfg.pretrain.lr})
-        model = PretrainNet(cfg.model.backbone, *cfg.model.norm_stats(), proj_dim=cfg.pretrain.proj_dim)
-        if cfg.model.pretrained:
-            load_pretrained(model.backbone, cfg.model.pretrained)
-        train_ds = ClipDataset(data.train, cfg.clip, TwoViews(cfg.clip, seed=cfg.seed))
-        if len(train_ds) < 2:
-            raise DataError(f"{cfg.data.train_list}: InfoNCE pre-training needs at least 2 training clips "
-                            f"(negatives), got {len(train_ds)}")
-        log.info("pretrain (InfoNCE, T=%g): %d dark clips, %d epochs, lr %g -> %s", cfg.pretrain.temperature,
-                 len(train_ds), cfg.pretrain.epochs, cfg.pretrain.lr, out_dir)
-        final = fit(run_cfg, model, train_ds, None, InfoNCEObjective(cfg.pretrain.temperature), out_dir,
-                    kind="pretrain", arch=pretrain_arch(cfg), classes=data.classes, info=info, resume=resume,
-                    progress=progress, extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
-        for row in final.get("history") or []:
-            log.info("pretrain epoch %s: loss %.4f pos_sim %.3f pair_acc %.1f%%", row.get("epoch"),
-                     row.get("train_loss", float("nan")), row.get("train_pos_sim", float("nan")),
-                     row.get("train_pair_acc", float("nan")))
-        return final
+        # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
+        with claim_run_dir(run_cfg, out_dir, kind="pretrain", resume=resume, is_main=info.is_main,
+                           device=info.device):
+            return _pretrain(cfg, run_cfg, out_dir, info, resume, progress)
     finally:
         ddp.cleanup()
+
+
+def _pretrain(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, resume: str | Path | None,
+              progress: bool) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
+    model = PretrainNet(cfg.model.backbone, *cfg.model.norm_stats(), proj_dim=cfg.pretrain.proj_dim)
+    if cfg.model.pretrained:
+        load_pretrained(model.backbone, cfg.model.pretrained)
+    train_ds = ClipDataset(data.train, cfg.clip, TwoViews(cfg.clip, seed=cfg.seed))
+    if len(train_ds) < 2:
+        raise DataError(f"{cfg.data.train_list}: InfoNCE pre-training needs at least 2 training clips "
+                        f"(negatives), got {len(train_ds)}")
+    log.info("pretrain (InfoNCE, T=%g): %d dark clips, %d epochs, lr %g -> %s", cfg.pretrain.temperature,
+             len(train_ds), cfg.pretrain.epochs, cfg.pretrain.lr, out_dir)
+    final = fit(run_cfg, model, train_ds, None, InfoNCEObjective(cfg.pretrain.temperature), out_dir,
+                kind="pretrain", arch=pretrain_arch(cfg), classes=data.classes, info=info, resume=resume,
+                progress=progress, extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    for row in final.get("history") or []:
+        log.info("pretrain epoch %s: loss %.4f pos_sim %.3f pair_acc %.1f%%", row.get("epoch"),
+                 row.get("train_loss", float("nan")), row.get("train_pos_sim", float("nan")),
+                 row.get("train_pair_acc", float("nan")))
+    return final

@@ -40,6 +40,7 @@ from dlkdd.models.build import build_student, student_arch
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
+from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -97,49 +98,60 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None
                          "baseline without distillation")
     info = ddp.init_distributed(resolve_device(device))
     try:
-        seed_everything(cfg.seed)
-        extra: dict[str, Any] = {}
-        if no_kd:
-            data = prepare_data(cfg, progress=progress and info.is_main)
-            train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
-            objective = CrossEntropyObjective()
-            kind = "baseline"
-        elif len(caches) > 1:  # several cached teachers: one ensemble soft target
-            data, rows, ens_extra = _ensemble_rows(cfg, caches, cache_weights, progress and info.is_main, info.is_main,
-                                                   config_path)
-            extra.update(ens_extra)
-            train_ds = ClipDataset(data.train, cfg.clip, StoredView(rows, seed=cfg.seed))
-            objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
-            kind = "student"
-        else:
-            store = LogitStore.open(cache)
-            # the cache was built on the clips that decoded: the same skipped keys apply here
-            skipped = list(store.meta.get("skipped_keys") or [])
-            data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
-            if skipped:
-                data.train = data.train.without(skipped)
-                data.skipped = skipped
-            check_store_matches(store, data.train, cfg, config_path=config_path)
-            teacher_sha = store.meta.get("teacher_sha256")
-            if info.is_main:
-                extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
-            store.close()
-            train_ds = ClipDataset(data.train, cfg.clip, StoredView(StoreRows(data.train, cache), seed=cfg.seed))
-            objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
-            kind = "student"
-            extra["cache"] = str(cache)
-            extra["teacher_sha256"] = teacher_sha
-        extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
-        n = len(data.classes)
-        model = build_student(cfg, n)
-        val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
-        log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
-                 "" if no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
-        return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind=kind, arch=student_arch(cfg, n),
-                   classes=data.classes, info=info, resume=resume, extra=extra, progress=progress,
-                   filename="student.pt")
+        # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
+        with claim_run_dir(cfg, out_dir, kind="baseline" if no_kd else "student", resume=resume,
+                           filename="student.pt", is_main=info.is_main, device=info.device):
+            return _train_student(cfg, out_dir, info, cache, caches, no_kd, resume, progress, config_path,
+                                  cache_weights)
     finally:
         ddp.cleanup()
+
+
+def _train_student(cfg: Any, out_dir: str | Path, info: Any, cache: Any, caches: list, no_kd: bool,
+                   resume: str | Path | None, progress: bool, config_path: str | None,
+                   cache_weights: list | None) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    extra: dict[str, Any] = {}
+    if no_kd:
+        data = prepare_data(cfg, progress=progress and info.is_main)
+        train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
+        objective = CrossEntropyObjective()
+        kind = "baseline"
+    elif len(caches) > 1:  # several cached teachers: one ensemble soft target
+        data, rows, ens_extra = _ensemble_rows(cfg, caches, cache_weights, progress and info.is_main, info.is_main,
+                                               config_path)
+        extra.update(ens_extra)
+        train_ds = ClipDataset(data.train, cfg.clip, StoredView(rows, seed=cfg.seed))
+        objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+        kind = "student"
+    else:
+        store = LogitStore.open(cache)
+        # the cache was built on the clips that decoded: the same skipped keys apply here
+        skipped = list(store.meta.get("skipped_keys") or [])
+        data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
+        if skipped:
+            data.train = data.train.without(skipped)
+            data.skipped = skipped
+        # the student replays the views the store holds: cache.views is for building a store
+        check_store_matches(store, data.train, cfg, views=store.views_per_clip, config_path=config_path)
+        teacher_sha = store.meta.get("teacher_sha256")
+        if info.is_main:
+            extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
+        store.close()
+        train_ds = ClipDataset(data.train, cfg.clip, StoredView(StoreRows(data.train, cache), seed=cfg.seed))
+        objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+        kind = "student"
+        extra["cache"] = str(cache)
+        extra["teacher_sha256"] = teacher_sha
+    extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
+    n = len(data.classes)
+    model = build_student(cfg, n)
+    val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
+    log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
+             "" if no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind=kind, arch=student_arch(cfg, n),
+               classes=data.classes, info=info, resume=resume, extra=extra, progress=progress,
+               filename="student.pt")
 
 
 def _ensemble_rows(cfg: Any, caches: list, weights: list | None, progress: bool, is_main: bool,
@@ -159,8 +171,9 @@ def _ensemble_rows(cfg: Any, caches: list, weights: list | None, progress: bool,
     if skipped[0]:
         data.train = data.train.without(skipped[0])
         data.skipped = list(skipped[0])
-    for c in caches:
-        check_store_matches(c, data.train, cfg, config_path=config_path)
+    for c in caches:  # each replays the views it holds (EnsembleStore checks they agree)
+        with LogitStore.open(c) as s:
+            check_store_matches(s, data.train, cfg, views=s.views_per_clip, config_path=config_path)
     extra: dict[str, Any] = {"cache": [str(c) for c in caches], "teacher_sha256": teacher_shas, "cache_weights": w}
     if is_main:
         st = ensemble_stats(caches, data.train, taus=(cfg.kd.tau,), weights=weights)

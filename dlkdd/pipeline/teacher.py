@@ -24,6 +24,7 @@ from dlkdd.models.build import build_teacher, teacher_arch
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import CrossEntropyObjective, SupConObjective
+from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -35,20 +36,27 @@ def train_teacher(cfg: Any, out_dir: str | Path, device: str = "auto", resume: s
                   progress: bool = True) -> dict[str, Any]:
     info = ddp.init_distributed(resolve_device(device))
     try:
-        seed_everything(cfg.seed)
-        data = prepare_data(cfg, progress=progress and info.is_main)
-        n = len(data.classes)
-        model = build_teacher(cfg, n)
-        if cfg.model.teacher == "actlumos":
-            objective = SupConObjective(cfg.actlumos.supcon_weight, cfg.actlumos.supcon_temperature)
-        else:
-            objective = CrossEntropyObjective()
-        train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
-        val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
-        log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
-                 cfg.enhancer.kind, len(train_ds), n, out_dir)
-        return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind="teacher", arch=teacher_arch(cfg, n),
-                   classes=data.classes, info=info, resume=resume, progress=progress,
-                   extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+        # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
+        with claim_run_dir(cfg, out_dir, kind="teacher", resume=resume, is_main=info.is_main, device=info.device):
+            return _train_teacher(cfg, out_dir, info, resume, progress)
     finally:
         ddp.cleanup()
+
+
+def _train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: str | Path | None,
+                   progress: bool) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, progress=progress and info.is_main)
+    n = len(data.classes)
+    model = build_teacher(cfg, n)
+    if cfg.model.teacher == "actlumos":
+        objective = SupConObjective(cfg.actlumos.supcon_weight, cfg.actlumos.supcon_temperature)
+    else:
+        objective = CrossEntropyObjective()
+    train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
+    val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
+    log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
+             cfg.enhancer.kind, len(train_ds), n, out_dir)
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind="teacher", arch=teacher_arch(cfg, n),
+               classes=data.classes, info=info, resume=resume, progress=progress,
+               extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})

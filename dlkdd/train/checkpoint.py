@@ -31,7 +31,7 @@ import torch
 
 from dlkdd import __version__
 from dlkdd.errors import CheckpointError
-from dlkdd.models.weights import weights_mismatch
+from dlkdd.models.weights import load_error_reason, weights_mismatch
 from dlkdd.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -158,16 +158,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             raise CheckpointError(
                 f"{path}: truncated or corrupt checkpoint (not a torch zip archive, {path.stat().st_size} bytes); "
                 f"re-run the step that wrote it{_other_copy_hint(path)}") from None
-        lines = [ln.strip() for ln in str(e).splitlines() if "nsupported global" in ln.lower()
-                 or "GLOBAL" in ln] or ["it references code, not only tensors"]
-        raise CheckpointError(
-            f"{path}: holds objects that cannot be loaded safely (weights_only=True refused it): not a dlkdd "
-            f"checkpoint, or a tampered one; it was not loaded ({lines[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a dlkdd checkpoint, or a tampered one: {load_error_reason(e)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         size = path.stat().st_size
         raise CheckpointError(
             f"{path}: truncated or corrupt checkpoint ({size} bytes; {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); re-run the step that wrote it"
+            f"{_first_sentence(str(e))}); re-run the step that wrote it"
             f"{_other_copy_hint(path)}") from None
     if not isinstance(ckpt, dict) or "schema_version" not in ckpt or "dlkdd_version" not in ckpt:
         what = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -182,6 +178,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     for k in CHECKPOINT_FIELDS:
         ckpt.setdefault(k, None)
     return ckpt
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of an exception's text, whole words only (never cut mid-word)."""
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    line = line.split(". ")[0].rstrip(".")
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0] + " ..."
+    return line
 
 
 def _num_classes(ckpt: dict[str, Any]) -> int | None:

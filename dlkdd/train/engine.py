@@ -80,6 +80,16 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
     return len(batch["key"])
 
 
+def _nan_hint(epoch: int, step: int) -> str:
+    """The likely cause of a non-finite loss: at the very first step no update has happened yet, so
+    it is the input (normalisation ``model.mean``/``model.std``, or the clips), not the learning rate."""
+    if epoch == 0 and step == 0:
+        return ("It happened before any weight update, so the learning rate is not the cause: check the input "
+                "normalisation (model.mean / model.std: a tiny std overflows; `dlkdd data check --write-stats`) "
+                "and these clips; set train.amp=fp32 if bf16 overflows.")
+    return ("Lower train.lr, set train.amp=fp32 or check these clips, then resume from the last good checkpoint.")
+
+
 def _keys_of(batch: Mapping[str, Any], limit: int = 8) -> str:
     keys = batch.get("key")
     if keys is None:
@@ -159,8 +169,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                     raise TrainingError(
                         f"non-finite {', '.join(bad)} at epoch {epoch}, step {i} (batch keys: {_keys_of(batch)}); "
                         f"terms {vals}. The weights were not updated by this batch. Last good checkpoint: "
-                        f"{last_good or 'none'}. Lower train.lr, set train.amp=fp32 or check these clips, "
-                        f"then resume from the last good checkpoint.")
+                        f"{last_good or 'none'}. " + _nan_hint(epoch, i))
                 (loss / group).backward()
             if last_in_group:
                 if grad_clip:

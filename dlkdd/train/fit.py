@@ -33,6 +33,7 @@ from dlkdd.train.checkpoint import (get_rng_state, remove_torn_files, resume_sta
 from dlkdd.train.engine import evaluate, prepare_model, set_epoch, steps_per_epoch, train_one_epoch
 from dlkdd.train.logger import EpochLogger
 from dlkdd.train.optim import build_optimizer, build_scheduler
+from dlkdd.train.rundir import check_resume_config, check_resume_extra, copy_checkpoint
 from dlkdd.utils import atomic_link, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
     train_m: dict[str, Any] = {}
     if resume is not None:
         st = resume_state(resume, net, optimizer, scheduler, kind=kind)
+        check_resume_config(st["ckpt"], cfg, st["path"])  # only RESUME_MAY_CHANGE keys may differ
+        check_resume_extra(st["ckpt"], extra, st["path"])  # the same cached teacher(s)
         start, history, best_top1, best_epoch = st["start_epoch"], st["history"], st["best_top1"], st["best_epoch"]
         done = st["ckpt"].get("metrics") or {}  # a run resumed after its last epoch still reports its metrics
         val, train_m = done.get("val"), done.get("train") or {}
@@ -137,6 +140,8 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
     # bad clips skipped under data.on_bad_clip=skip are part of the run's record
     final.update({k: v for k, v in dict(extra or {}).items() if k in ("skipped_keys", "num_skipped")})
     if info.is_main:
+        if resume is not None and not (out_dir / "last.pt").exists():  # a finished run resumed into a new --out
+            copy_checkpoint(st["path"], out_dir / "last.pt")
         atomic_write_json(out_dir / "metrics.json", final)
         path = write_final(out_dir, filename or f"{kind}.pt")  # the deliverable, without optimiser state
         log.info("%s checkpoint: %s (val top1 %s)", kind, path, final.get("top1"))
