@@ -1,6 +1,6 @@
 """Video decoding with PyAV (FFmpeg): ``(T,H,W,3)`` uint8 RGB frames.
 
-* :func:`probe` -> :class:`VideoInfo` ``(num_frames, fps, height, width, duration_s)``.
+* :func:`probe` -> :class:`VideoInfo` ``(num_frames, fps, height, width, duration_s, rotation)``.
 * :func:`decode` -> ``np.ndarray uint8 (T,H,W,3)``, all frames or those at ``indices``.
 * :class:`VideoReader` opens a file once and serves several frame requests from it.
 
@@ -11,6 +11,11 @@ for the codecs in ARID/Dark-48 (h264, mpeg4) equals the decoded frame count - th
 frames ``[lo, hi]`` decodes from the last keyframe at or before ``lo`` up to ``hi`` and keeps the
 frames whose timestamps are asked for; frames are converted to RGB only when kept. Starting at
 a keyframe gives bit-identical frames to decoding from the start of the file.
+
+Rotation: a clip whose container carries a display rotation (the MP4 display matrix a phone
+writes for a portrait recording; see :mod:`dlkdd.data.rotation`) is returned as a player shows
+it: every frame is turned by ``np.rot90`` and ``height``/``width`` are the displayed ones, so
+crops, views and ``dlkdd enhance`` all see upright frames. Without a rotation nothing changes.
 
 Errors: a missing, empty, non-video, audio-only, corrupted or truncated file raises
 :class:`dlkdd.errors.VideoError` ``(path, one-line reason)``. Containers are always closed.
@@ -27,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dlkdd.data.rotation import display_rotation, upright
 from dlkdd.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -46,13 +52,18 @@ def truncation_tolerance(header_frames: int) -> int:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What :func:`probe` reports. ``num_frames``: frames in the stream (packet count)."""
+    """What :func:`probe` reports. ``num_frames``: frames in the stream (packet count).
+
+    ``height``/``width``: as displayed (after ``rotation``); ``rotation``: counter-clockwise
+    degrees (0, 90, 180 or 270) the stored frames are turned by to display them upright.
+    """
 
     num_frames: int
     fps: float
     height: int
     width: int
     duration_s: float
+    rotation: int = 0
 
 
 def _av():
@@ -174,7 +185,27 @@ class VideoReader:
             dur = self.num_frames / fps
         else:
             dur = 0.0
-        self.info = VideoInfo(self.num_frames, fps, int(cc.height or 0), int(cc.width or 0), dur)
+        h, w = int(cc.height or 0), int(cc.width or 0)
+        self.rotation = self._read_rotation()
+        if self.rotation in (90, 270):
+            h, w = w, h
+        self.info = VideoInfo(self.num_frames, fps, h, w, dur, self.rotation)
+
+    def _read_rotation(self) -> int:
+        """The display rotation (ccw degrees, 0/90/180/270), from the first decoded frame's
+        display matrix or else the stream's legacy ``rotate`` tag; 0 if the stream cannot decode."""
+        ccw = 0.0
+        try:
+            gen = self._decode_frames(0)
+            try:
+                for _, fr in gen:
+                    ccw = float(getattr(fr, "rotation", 0) or 0)
+                    break
+            finally:
+                gen.close()
+        except VideoError as e:
+            log.debug("%s: rotation not read: %s", self.path, e)
+        return display_rotation(ccw, self._stream.metadata.get("rotate"), self.path)
 
     def _count_decodable(self) -> int:
         n = 0
@@ -271,7 +302,7 @@ class VideoReader:
         for idx, fr in self._decode_frames(start):
             seen.add(idx)
             if idx in need and idx not in got:
-                got[idx] = fr.to_ndarray(format="rgb24")
+                got[idx] = upright(fr.to_ndarray(format="rgb24"), self.rotation)
                 if len(got) == len(need) and not verify_all:
                     break
         if verify_all:

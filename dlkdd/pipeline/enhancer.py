@@ -193,7 +193,9 @@ def enhance_video(in_path: str | Path, out_path: str | Path, enhancer: nn.Module
     (H.264 MP4, same fps) and optionally a preview PNG. Returns
     ``{"frames", "fps", "height", "width", "mean_in", "mean_out", "seconds"}``.
 
-    A missing or undecodable video raises :class:`VideoError` naming the file.
+    A missing or undecodable video raises :class:`VideoError` naming the file. A clip with a
+    display rotation (a portrait phone clip) is decoded upright (:mod:`dlkdd.data.rotation`)
+    and written upright with no rotation tag, which every player shows the right way up.
     """
     t0 = time.time()
     info = probe(in_path)
