@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlkdd.errors import CacheError
+from dlkdd.hints import config_args
 
 __all__ = ["SCHEMA_VERSION", "VIEW_PARAMS", "DTYPES", "ARRAYS", "FORMAT_SUFFIX", "STORE_SUFFIXES", "BACKENDS",
            "json_meta", "detect_format", "normalize_fmt", "format_for", "remove_store"]
@@ -46,7 +47,7 @@ def detect_format(path: str | os.PathLike) -> str:
     """``zarr`` or ``hdf5`` for an existing store, from its contents (not its name)."""
     p = Path(path)
     if not p.exists():
-        raise CacheError(f"no logit cache at {p}; build it with `dlkdd cache-logits --config <cfg> --teacher <ckpt>`")
+        raise CacheError(f"no logit cache at {p}; build it with `dlkdd cache-logits {config_args()} --teacher <ckpt>`")
     if p.is_dir():
         if (p / "zarr.json").is_file():
             return "zarr"

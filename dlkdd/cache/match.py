@@ -22,12 +22,15 @@ from typing import Any
 from dlkdd.cache.keying import CLIP_SPEC_KEYS, clip_spec, view_spec_from_config
 from dlkdd.cache.store import LogitStore
 from dlkdd.errors import CacheError
+from dlkdd.hints import config_args
 
 __all__ = ["store_differences", "check_store_matches", "rebuild_command"]
 
 
 def rebuild_command(config_path: str | None = None, teacher_path: str | None = None) -> str:
-    return f"dlkdd cache-logits --config {config_path or '<cfg>'} --teacher {teacher_path or '<ckpt>'}"
+    """The ``dlkdd cache-logits`` command for this run, with the user's own ``--config``/``--set``
+    options (:func:`dlkdd.hints.config_args`), so it can be pasted as is."""
+    return f"dlkdd cache-logits {config_args(config_path)} --teacher {teacher_path or '<ckpt>'}"
 
 
 def _short(x: Any) -> str:
@@ -103,6 +106,7 @@ def check_store_matches(store: LogitStore | str | os.PathLike, manifest: Any, cf
     s = LogitStore.open(store) if own else store
     try:
         diffs = store_differences(s, manifest, cfg, teacher_sha256, views)
+        teacher_path = teacher_path or (s.meta.get("teacher_path") if diffs else None)
     finally:
         if own:
             s.close()

@@ -50,6 +50,7 @@ import numpy as np
 from dlkdd.cache.backends import (ARRAYS, BACKENDS, DTYPES, SCHEMA_VERSION, VIEW_PARAMS, detect_format, format_for,
                                   json_meta, remove_store)
 from dlkdd.errors import CacheError
+from dlkdd.hints import config_args
 
 __all__ = ["LogitStore", "SCHEMA_VERSION", "VIEW_PARAMS", "detect_format"]
 
@@ -170,7 +171,7 @@ class LogitStore:
         detail = f" ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no detail'})" if err else ""
         teacher = (self._meta or {}).get("teacher_path") or "TEACHER.pt"
         return CacheError(f"{self._path}: logit store damaged: {what}{detail}; rebuild it with `dlkdd cache-logits "
-                          f"--config CONFIG --teacher {teacher} --out {self._path} --overwrite`")
+                          f"{config_args()} --teacher {teacher} --out {self._path} --overwrite`")
 
     def _read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Rows of one array; a read failure (truncated/corrupt chunk, bit flip) is :meth:`damaged`."""
