@@ -10,6 +10,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -366,8 +367,11 @@ def test_evaluate_on_exported_equals_checkpoint(exported, tmp_path):
         assert r.exit_code == 0, r.output
         metrics[name] = json.loads(out.read_text())
     assert metrics["ckpt"]["n"] == len(by_label) == len(CLASSES)
-    for k in ("top1", "top5", "confusion", "predictions"):
+    for k in ("top1", "top5", "confusion"):
         assert metrics["onnx"][k] == metrics["ckpt"][k], k
+    a, b = metrics["onnx"]["predictions"], metrics["ckpt"]["predictions"]
+    assert [(r["key"], r["label"], r["pred"]) for r in a] == [(r["key"], r["label"], r["pred"]) for r in b]
+    np.testing.assert_allclose([r["probs"] for r in a], [r["probs"] for r in b], atol=1e-5)  # fp32 parity
 
 
 def test_retinex_enhancer_is_refused_before_exporting(tmp_path):

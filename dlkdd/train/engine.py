@@ -250,8 +250,10 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     device = torch.device(device)
     dtype = autocast_dtype(amp, device)
     net = ddp.unwrap(model)
-    was_training = net.training
-    net.eval()
+    module = isinstance(net, nn.Module)  # an exported model (dlkdd.deploy.runtime) is a plain callable
+    was_training = net.training if module else False
+    if module:
+        net.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss_sum = 0.0
     c5 = 0
@@ -283,7 +285,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
                     logits = logits_of(net(video)).float()
             score(logits, labels, batch.get("key"))
     finally:
-        net.train(was_training)
+        if module:
+            net.train(was_training)
 
     vec = torch.cat([conf.flatten(), torch.tensor([loss_sum, float(c5)], dtype=torch.float64)])
     vec = _reduce_cpu(vec, device)
