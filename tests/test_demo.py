@@ -22,5 +22,6 @@ def test_demo_synthetic_fallback_end_to_end(tmp_path, monkeypatch, capsys):
         assert (out / f).is_file(), f
     summary = (out / "summary.md").read_text()
     assert "| Student (DL-KDD, dark input) | dark |" in summary and "Artifacts:" in summary
+    assert "chance is 25.0%" in summary and "Above chance at 95% (exact binomial): backbone only" in summary
     assert json.loads((out / "summary.json").read_text())["cache"].endswith(".zarr")
     assert "Backbone only" in capsys.readouterr().out
