@@ -13,7 +13,6 @@ the accuracy preset (fewer epochs, see ``DEMO_OVERRIDES``) so that it runs in mi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
