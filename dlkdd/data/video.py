@@ -37,6 +37,10 @@ from dlkdd.errors import VideoError
 
 log = logging.getLogger(__name__)
 
+# display rotation per (path, mtime_ns, size), see VideoReader._read_rotation
+_ROTATION_CACHE: dict[tuple, int] = {}
+_ROTATION_CACHE_MAX = 200_000
+
 __all__ = ["VideoInfo", "VideoReader", "probe", "decode", "truncation_tolerance"]
 
 
@@ -193,7 +197,17 @@ class VideoReader:
 
     def _read_rotation(self) -> int:
         """The display rotation (ccw degrees, 0/90/180/270), from the first decoded frame's
-        display matrix or else the stream's legacy ``rotate`` tag; 0 if the stream cannot decode."""
+        display matrix or else the stream's legacy ``rotate`` tag; 0 if the stream cannot decode.
+
+        Read once per file and process (keyed by path, mtime and size): a training run opens the
+        same clips every epoch, and the answer needs a decoded frame."""
+        try:
+            st = os.stat(self.path)
+            key: tuple | None = (os.path.abspath(self.path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key in _ROTATION_CACHE:
+            return _ROTATION_CACHE[key]
         ccw = 0.0
         try:
             gen = self._decode_frames(0)
@@ -205,7 +219,12 @@ class VideoReader:
                 gen.close()
         except VideoError as e:
             log.debug("%s: rotation not read: %s", self.path, e)
-        return display_rotation(ccw, self._stream.metadata.get("rotate"), self.path)
+        rotation = display_rotation(ccw, self._stream.metadata.get("rotate"), self.path)
+        if key is not None:
+            if len(_ROTATION_CACHE) >= _ROTATION_CACHE_MAX:
+                _ROTATION_CACHE.clear()
+            _ROTATION_CACHE[key] = rotation
+        return rotation
 
     def _count_decodable(self) -> int:
         n = 0
