@@ -318,23 +318,24 @@ class StoredView(_Policy):
         """Which of the clip's stored views sample ``index`` replays at ``epoch``."""
         return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
 
+    def _stored(self, index: int, epoch: int) -> tuple[int, np.ndarray, dict[str, Any]]:
+        """``(v, the view's parameters (P,), {target field: float32 (C,)})`` of sample ``index`` at ``epoch``."""
+        targets, views = self.rows.read(index)
+        v = self.choice(index, epoch)
+        field = getattr(self.rows, "target_field", "teacher_logits")
+        return v, views[v], {field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
+
     def replay(self, index: int, epoch: int) -> dict[str, Any] | None:
         """The whole sample without decoding, when ``rows`` holds the clips the teacher scored
         (``rows.clips``, :mod:`dlkdd.cache.clips`); None otherwise."""
         if getattr(self.rows, "clips", None) is None:
             return None
-        targets, views = self.rows.read(index)
-        v = self.choice(index, epoch)
-        field = getattr(self.rows, "target_field", "teacher_logits")
-        return {"video": self.rows.read_clip(index, v), "view": torch.from_numpy(np.ascontiguousarray(views[v])),
-                field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
+        v, view, target = self._stored(index, epoch)
+        return {"video": self.rows.read_clip(index, v), "view": torch.from_numpy(np.ascontiguousarray(view)), **target}
 
     def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict[str, Any]]:
-        targets, views = self.rows.read(index)
-        v = self.choice(index, epoch)
-        field = getattr(self.rows, "target_field", "teacher_logits")
-        return [View.from_array(views[v])], {
-            field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
+        _, view, target = self._stored(index, epoch)
+        return [View.from_array(view)], target
 
 
 class CacheViews(_Policy):
