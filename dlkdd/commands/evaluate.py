@@ -55,17 +55,18 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         raise click.UsageError("give --config C, or --root R --list L --mapping M (--mapping is optional with "
                                "--format csv)")
     # the checkpoint's clip settings are used, except the clip.* keys given with --set
-    clip_cfg = _clip_overrides(checkpoint, overrides)
+    clip_items = [o for o in overrides if o.split("=", 1)[0].strip().startswith("clip.")]
+    csv_classes = not config_path and fmt == "csv" and not mapping  # the checkpoint's classes, in its order
+    ckpt = _checkpoint_dict(checkpoint) if clip_items or csv_classes else {}  # read here only when needed
+    clip_cfg = _clip_overrides(ckpt, clip_items)
     # every clip is checked first (a corrupt clip may decode far enough to be scored silently):
     # data.on_bad_clip=error (default) lists the bad ones and stops, skip evaluates without them
     from dlkdd.data.prepare import apply_bad_clip_policy
 
-    if not config_path and fmt == "csv" and not mapping:  # the checkpoint's classes, in its order
+    if csv_classes:
         from dlkdd.data.manifest import read_csv
-        from dlkdd.train.checkpoint import load_checkpoint
 
-        manifest = read_csv(list_path, root or "", load_checkpoint(checkpoint).get("classes") or None,
-                            check_files=False)
+        manifest = read_csv(list_path, root or "", ckpt.get("classes") or None, check_files=False)
     else:
         manifest = manifest_from_config(data_cfg, "test", check_files=False)
     manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
@@ -93,16 +94,24 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
         click.echo(f"confusion matrix: {plot_confusion(m, plot)}")
 
 
-def _clip_overrides(checkpoint: str, overrides: tuple[str, ...]):
-    """The checkpoint's clip settings with the ``clip.*`` keys of ``--set`` applied (announced), or None."""
-    items = [o for o in overrides if o.split("=", 1)[0].strip().startswith("clip.")]
+def _checkpoint_dict(path: str) -> dict:
+    """The checkpoint dict of ``path`` (read once for the command's own needs), or an exported model's
+    checkpoint-like view (its classes and clip spec), so ``evaluate`` takes both without building a model."""
+    from dlkdd.deploy.runtime import detect_format, load_exported
+    from dlkdd.train.checkpoint import load_checkpoint
+
+    return load_exported(path).as_checkpoint() if detect_format(path) is not None else load_checkpoint(path)
+
+
+def _clip_overrides(ckpt: dict, items: list[str]):
+    """The checkpoint's clip settings with the ``clip.*`` keys of ``--set`` (``items``) applied (announced),
+    or None without any."""
     if not items:
         return None
     from dlkdd.config import ConfigError, config_from_dict
-    from dlkdd.train.checkpoint import load_checkpoint
 
     try:
-        cfg = config_from_dict(load_checkpoint(checkpoint).get("config") or {}, items)
+        cfg = config_from_dict(ckpt.get("config") or {}, items)
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--set") from None
     click.echo(f"scoring with the checkpoint's clip settings changed by --set {' '.join(items)}", err=True)
