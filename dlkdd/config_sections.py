@@ -82,8 +82,12 @@ class ClipConfig:
     min_scale: float = 0.8
     max_scale: float = 1.0
     flip: bool = True
+    stride_jitter: int = 0
+    jitter: float = 0.0
 
     def validate(self) -> None:
+        _check(self.stride_jitter >= 0, "clip.stride_jitter", f"must be >= 0, got {self.stride_jitter}")
+        _check(0.0 <= self.jitter <= 2.0, "clip.jitter", f"must be in [0, 2], got {self.jitter}")
         _check(self.frames >= 1, "clip.frames", f"must be >= 1, got {self.frames}")
         _check(self.stride >= 1, "clip.stride", f"must be >= 1, got {self.stride}")
         _check(self.size >= 8, "clip.size", f"must be >= 8, got {self.size}")
@@ -104,6 +108,8 @@ class ModelConfig:
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
     (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
     ``teacher``: which teacher family ``dlkdd teacher`` trains (dlkdd | actlumos).
+    ``input``: rgb (the normalised frames) | diff (differences of consecutive normalised frames, T-1 of
+    them: motion over appearance, as the RGB-difference stream of TSN, Wang et al., ECCV 2016).
     """
 
     backbone: str = "r2plus1d_18"
@@ -117,8 +123,10 @@ class ModelConfig:
     head_dropout: float = 0.8
     bert_dropout: float = 0.1
     token_keep: float = 0.8
+    input: str = "rgb"
 
     def validate(self) -> None:
+        _choice(self.input, "model.input", ("rgb", "diff"))
         _choice(self.backbone, "model.backbone", ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m"))
         _choice(self.head, "model.head", ("bert", "avg"))
         _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
@@ -266,14 +274,21 @@ class ActLumosConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Self-supervised student pre-training (ActLumos stage 1): InfoNCE between two views."""
+    """Student pre-training (``dlkdd pretrain``). ``task``: ssl — self-supervised InfoNCE between two
+    views of the dark training clips (ActLumos stage 1); motion — supervised classification of
+    procedurally generated dark motion videos (:mod:`dlkdd.data.motion`, ``motion_clips`` new clips
+    per epoch, nothing downloaded)."""
 
     epochs: int = 5
     temperature: float = 0.1
     proj_dim: int = 128
     lr: float = 1e-4
+    task: str = "ssl"
+    motion_clips: int = 1024
 
     def validate(self) -> None:
+        _choice(self.task, "pretrain.task", ("ssl", "motion"))
+        _check(self.motion_clips >= 8, "pretrain.motion_clips", f"must be >= 8, got {self.motion_clips}")
         _check(self.epochs >= 1, "pretrain.epochs", "must be >= 1")
         _check(self.temperature > 0, "pretrain.temperature", "must be > 0")
         _check(self.proj_dim >= 1, "pretrain.proj_dim", "must be >= 1")

@@ -127,7 +127,7 @@ def test_arch_round_trip_and_build_classifier(tmp_path):
     assert arch == {
         "backbone": "r2plus1d_18", "head": "avg", "num_classes": 6,
         "mean": list(cfg.norm_stats()[0]), "std": list(cfg.norm_stats()[1]), "normalize": "kinetics",
-        "dropouts": {"head": 0.5, "bert": 0.1}, "token_keep": 0.7,
+        "dropouts": {"head": 0.5, "bert": 0.1}, "token_keep": 0.7, "input": "rgb",
     }
     model = build_classifier(cfg, 6)
     rebuilt = classifier_from_arch(arch)

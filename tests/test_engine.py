@@ -117,6 +117,14 @@ def test_grad_accumulation_equals_full_batch():
                          progress=False)
     assert m1["steps"] == 1 and m2["steps"] == 1
     assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-6)
+    # the per-step loss: one per optimizer step, the mean over its accumulation group
+    assert len(m1["loss_steps"]) == len(m2["loss_steps"]) == 1
+    assert m2["loss_steps"][0] == pytest.approx(m1["loss_steps"][0], rel=1e-6)
+    lin3 = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(SHAPE)), C))
+    m3 = train_one_epoch(lin3, _loader(ds, 2), torch.optim.SGD(lin3.parameters(), lr=0.5), None,
+                         CrossEntropyObjective(), "cpu", 1, progress=False)
+    assert m3["steps"] == len(m3["loss_steps"]) == 4
+    assert sum(m3["loss_steps"]) / 4 == pytest.approx(m3["loss"], rel=1e-6)  # equal batches: mean of steps
     changed = False
     for a, b in zip(lin.parameters(), lin2.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -42,6 +42,11 @@ def clip_spec(clip: Any) -> dict[str, Any]:
         else:
             v = int(v)
         out[k] = v
+    # temporal jitter changes the drawn views; recorded only when on, so specs (and store names) made
+    # before it existed are unchanged
+    j = clip.get("stride_jitter", 0) if isinstance(clip, Mapping) else getattr(clip, "stride_jitter", 0)
+    if int(j or 0):
+        out["stride_jitter"] = int(j)
     return out
 
 

@@ -82,9 +82,9 @@ def store_differences(store: LogitStore, manifest: Any, cfg: Any, teacher_sha256
             got = clip_spec(s_clip)
         except (KeyError, TypeError, ValueError):
             got = {}
-        for k in CLIP_SPEC_KEYS:
-            if got.get(k) != want["clip"][k]:
-                diffs.append(f"clip.{k} differs: store {s_clip.get(k)!r} vs config {want['clip'][k]!r}")
+        for k in (*CLIP_SPEC_KEYS, "stride_jitter"):
+            if got.get(k, 0) != want["clip"].get(k, 0):
+                diffs.append(f"clip.{k} differs: store {s_clip.get(k, 0)!r} vs config {want['clip'].get(k, 0)!r}")
     if m.get("view_seed") != want["view_seed"]:
         diffs.append(f"view seed differs: store {m.get('view_seed')!r} vs config {want['view_seed']!r} (cache.seed)")
 

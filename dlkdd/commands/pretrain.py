@@ -1,5 +1,5 @@
-"""``dlkdd pretrain``: ActLumos stage 1, self-supervised student pre-training (InfoNCE, two views);
-calls :func:`dlkdd.pipeline.pretrain.pretrain_student`."""
+"""``dlkdd pretrain``: student pre-training, self-supervised (ActLumos stage 1: InfoNCE, two views) or on
+synthetic motion videos (``--set pretrain.task=motion``); calls :func:`dlkdd.pipeline.pretrain.pretrain_student`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +16,12 @@ from dlkdd.commands.common import config_options, friendly_errors, get_device, l
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly_errors
 def pretrain(config_path, overrides, out, resume, no_progress):
-    """Pre-train the student trunk without labels on the dark clips (ActLumos stage 1).
+    """Pre-train the student trunk: without labels on the dark clips, or on synthetic motion.
 
-    Two random views of each clip (crop, scale, flip, temporal offset), InfoNCE between their
-    projections (pretrain.epochs, pretrain.lr, pretrain.temperature, pretrain.proj_dim).
+    pretrain.task=ssl (default, ActLumos stage 1): two random views of each clip (crop, scale, flip,
+    temporal offset), InfoNCE between their projections (pretrain.epochs, pretrain.lr,
+    pretrain.temperature, pretrain.proj_dim). pretrain.task=motion: classify 8 kinds of motion in
+    procedurally generated dark videos (pretrain.motion_clips new clips per epoch; nothing downloaded).
     Then: dlkdd student ... --set model.pretrained=OUT/pretrain.pt
     """
     from dlkdd.pipeline.pretrain import pretrain_student
@@ -28,6 +30,11 @@ def pretrain(config_path, overrides, out, resume, no_progress):
     res = pretrain_student(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
     tr = res.get("train") or {}
     ckpt = Path(out) / "pretrain.pt"
-    click.echo(f"pretrain: {ckpt}  InfoNCE loss {tr.get('loss', float('nan')):.4f}  "
-               f"pair acc {tr.get('pair_acc', float('nan')):.1f}%  "
+    if cfg.pretrain.task == "motion":
+        what = (f"motion loss {tr.get('loss', float('nan')):.4f}  train top-1 {tr.get('top1', float('nan')):.1f}%  "
+                f"held-out synthetic top-1 {res.get('top1') if res.get('top1') is not None else float('nan'):.1f}%")
+    else:
+        what = (f"InfoNCE loss {tr.get('loss', float('nan')):.4f}  "
+                f"pair acc {tr.get('pair_acc', float('nan')):.1f}%")
+    click.echo(f"pretrain: {ckpt}  {what}  "
                f"(next: dlkdd student --config {config_path} --set model.pretrained={ckpt} ...)")

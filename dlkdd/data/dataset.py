@@ -10,6 +10,9 @@ policy (:mod:`dlkdd.data.views`: ``RandomView``, ``CenterView``, ``StoredView``,
     always:         {"label": int, "key": str, "index": int} + the policy's extra fields
                     (StoredView: "teacher_logits" float32 (C,))
 
+Training policies (``policy.augments``: RandomView, StoredView, TwoViews) also get the photometric
+jitter of ``clip.jitter`` (:mod:`dlkdd.data.augment`; off at 0, the default).
+
 Call :meth:`ClipDataset.set_epoch` before each epoch (with non-persistent workers, the default,
 workers copy the dataset when iteration starts, so the new epoch reaches them). Every view is
 a function of (seed, epoch, index) or (seed, key), never of the worker that loads it.
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dlkdd.data.augment import jitter_rng, photometric_jitter
 from dlkdd.data.manifest import Manifest
 from dlkdd.data.video import decode, probe
 from dlkdd.data.views import cut_views
@@ -60,7 +64,7 @@ class ClipDataset:
         replay = getattr(self.policy, "replay", None)
         stored = replay(index, self.epoch) if replay is not None else None
         if stored is not None:  # the clip as the teacher scored it, read back instead of decoded
-            return {**stored, "label": int(e.label), "key": e.key, "index": int(index)}
+            return self._augment({**stored, "label": int(e.label), "key": e.key, "index": int(index)}, index)
         extra: dict[str, Any] = {}
 
         def choose(info):
@@ -79,6 +83,17 @@ class ClipDataset:
             sample = {"video": torch.stack(clips), "view": arrays}
         sample.update(label=int(e.label), key=e.key, index=int(index))
         sample.update(extra)
+        return self._augment(sample, index)
+
+    def _augment(self, sample: dict, index: int) -> dict:
+        """The photometric jitter of ``clip.jitter`` on a training policy's clips (``video``, ``video2``)."""
+        strength = float(getattr(self.clip_cfg, "jitter", 0.0) or 0.0)
+        if strength <= 0 or not getattr(self.policy, "augments", False):
+            return sample
+        seed = getattr(self.policy, "seed", 0)
+        for stream, name in enumerate(("video", "video2")):
+            if name in sample:
+                sample[name] = photometric_jitter(sample[name], jitter_rng(seed, self.epoch, index, stream), strength)
         return sample
 
 

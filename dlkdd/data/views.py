@@ -5,8 +5,8 @@ A :class:`View` is ``(start, stride, frames, y0, x0, h, w, flip)``: frame indice
 reference implementations of DarkLight / R(2+1)D-BERT), a crop box in normalised
 coordinates of the frame (``y0, x0, h, w`` in [0,1]) and a horizontal flip.
 
-* :func:`random_view` (training): start uniform over the valid starts, stride
-  ``clip.stride``; square crop of side ``short_side * (size/resize) * U[min_scale, max_scale]``
+* :func:`random_view` (training): stride ``clip.stride`` (or, with ``clip.stride_jitter`` j > 0,
+  uniform in ``[stride - j, stride + j]``, at least 1), start uniform over the valid starts; square crop of side ``short_side * (size/resize) * U[min_scale, max_scale]``
   at a uniform position; flip with p = 0.5 if ``clip.flip``. (The usual "resize the short
   side to ``resize``, random-crop ``size``" augmentation, with scale jitter.)
 * :func:`center_view` (evaluation): centred temporal window, centred square crop of side
@@ -132,7 +132,11 @@ def random_view(num_frames: int, clip_cfg, rng: np.random.Generator,
                 height: int | None = None, width: int | None = None) -> View:
     """A random training view (see module docstring). ``height``/``width``: the frame size,
     needed to make the crop square in pixels (default: square frame)."""
-    span = _span(clip_cfg)
+    stride = int(clip_cfg.stride)
+    jit = int(getattr(clip_cfg, "stride_jitter", 0) or 0)
+    if jit > 0:  # temporal jitter: a stride from [stride - j, stride + j] (>= 1); no draw when off
+        stride = int(rng.integers(max(1, stride - jit), stride + jit + 1))
+    span = (clip_cfg.frames - 1) * stride + 1
     start = int(rng.integers(0, num_frames - span + 1)) if num_frames > span else 0
     scale = float(rng.uniform(clip_cfg.min_scale, clip_cfg.max_scale))
     frac = min(1.0, (clip_cfg.size / clip_cfg.resize) * scale)  # of the short side
@@ -140,7 +144,7 @@ def random_view(num_frames: int, clip_cfg, rng: np.random.Generator,
     y0 = float(rng.uniform(0.0, 1.0 - h))
     x0 = float(rng.uniform(0.0, 1.0 - w))
     flip = bool(clip_cfg.flip) and bool(rng.random() < 0.5)
-    return View(start, clip_cfg.stride, clip_cfg.frames, y0, x0, h, w, flip)
+    return View(start, stride, clip_cfg.frames, y0, x0, h, w, flip)
 
 
 def center_view(num_frames: int, clip_cfg, height: int | None = None, width: int | None = None) -> View:
@@ -271,6 +275,7 @@ def grid_views(num_frames: int, height: int, width: int, clip_cfg: Any, clips: i
 
 class _Policy:
     layout = "one"
+    augments = False  # a training policy: ClipDataset applies clip.jitter to its clips
 
     def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -281,6 +286,8 @@ class _Policy:
 
 class RandomView(_Policy):
     """One random training view per sample, from :func:`view_rng` ``(seed, epoch, index)``."""
+
+    augments = True
 
     def __init__(self, clip_cfg: Any, seed: int = 0):
         self.clip_cfg, self.seed = clip_cfg, int(seed)
@@ -310,6 +317,8 @@ class StoredView(_Policy):
     float32 ``(C,)``, as ``rows.target_field`` (``teacher_logits``: raw logits of one teacher;
     ``teacher_probs``: an ensemble's soft target at tau).
     """
+
+    augments = True
 
     def __init__(self, rows: Any, seed: int = 0):
         self.rows, self.seed = rows, int(seed)
@@ -354,6 +363,7 @@ class TwoViews(_Policy):
     """Two random views of each clip (:func:`two_views` from ``view_rng(seed, epoch, index)``)."""
 
     layout = "pair"
+    augments = True
 
     def __init__(self, clip_cfg: Any, seed: int = 0):
         self.clip_cfg, self.seed = clip_cfg, int(seed)

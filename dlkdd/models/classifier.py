@@ -1,6 +1,7 @@
 """The action classifier (normalise -> R(2+1)D trunk -> temporal head) and the teacher.
 
-Classifier: x (B,3,T,H,W) float in [0,1] -> (x - mean) / std -> ``backbone.features``
+Classifier: x (B,3,T,H,W) float in [0,1] -> (x - mean) / std [-> with ``input="diff"``, the T-1
+differences of consecutive frames, (B,3,T-1,H,W)] -> ``backbone.features``
 (B,512,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
 the head's feature vector (B,512). The backbone is a :class:`VideoResNet` whose ``fc`` is an
 ``nn.Identity`` (no parameters), so the state dict holds ``mean``, ``std``, ``backbone.*``
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Classifier", "Teacher", "build_classifier", "arch_dict", "classifier_from_arch"]
 
 HEADS = ("bert", "avg")
+INPUTS = ("rgb", "diff")
 
 
 class Classifier(nn.Module):
@@ -35,10 +37,14 @@ class Classifier(nn.Module):
 
     def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8):
+                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8,
+                 input: str = "rgb"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        if input not in INPUTS:
+            raise ValueError(f"unknown input {input!r}; choose one of {', '.join(INPUTS)}")
+        self.input = input
         self.backbone_name = backbone_name
         self.head_name = head
         self.num_classes = int(num_classes)
@@ -58,6 +64,10 @@ class Classifier(nn.Module):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"Classifier expects clips (B,3,T,H,W), got {tuple(x.shape)}")
         x = (x - self.mean) / self.std
+        if self.input == "diff":
+            if x.shape[2] < 2:
+                raise ValueError(f"model.input=diff needs clips of >= 2 frames, got {x.shape[2]}")
+            x = x[:, :, 1:] - x[:, :, :-1]
         return self.head(self.backbone.features(x), return_features=return_features)
 
 
@@ -102,6 +112,7 @@ def arch_dict(model_cfg: Any, num_classes: int) -> dict[str, Any]:
         "normalize": model_cfg.normalize,
         "dropouts": {"head": float(model_cfg.head_dropout), "bert": float(model_cfg.bert_dropout)},
         "token_keep": float(model_cfg.token_keep),
+        "input": str(getattr(model_cfg, "input", "rgb")),
     }
 
 
@@ -117,6 +128,7 @@ def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
         head_dropout=float(drops.get("head", 0.8)),
         bert_dropout=float(drops.get("bert", 0.1)),
         token_keep=float(arch.get("token_keep", 0.8)),
+        input=str(arch.get("input", "rgb")),
     )
 
 

@@ -1,4 +1,5 @@
-"""ActLumos student, stage 1: self-supervised pre-training on dark clips (``dlkdd pretrain``).
+"""Student pre-training (``dlkdd pretrain``): self-supervised on the dark clips (ActLumos stage 1,
+``pretrain.task=ssl``, the default) or supervised on synthetic motion videos (``pretrain.task=motion``).
 
 ActLumos (Suresh Dass et al.) first pre-trains the student without labels on the dark clips
 only, with two views of each clip and a contrastive objective; stage 2 is the usual
@@ -16,6 +17,11 @@ ActLumos teacher's cached logits.
 - :func:`pretrain_student`: the training run (``pretrain.epochs``, ``pretrain.lr``, the rest of
   ``train.*``), no validation; writes ``OUT/pretrain.pt`` (kind ``pretrain``), ``OUT/last.pt``,
   ``OUT/log.{csv,json}`` (the loss per epoch), ``OUT/metrics.json``.
+
+``pretrain.task=motion`` (:func:`_pretrain_motion`): the student's own classifier (R(2+1)D + head)
+learns the 8 motion classes of :class:`~dlkdd.data.motion.MotionClips` with cross-entropy,
+``pretrain.motion_clips`` fresh clips per epoch, validated on 256 fixed ones; ``OUT/pretrain.pt``
+(kind ``pretrain``) holds the whole classifier, and ``model.pretrained`` takes its trunk.
 """
 from __future__ import annotations
 
@@ -24,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from dlkdd.data.dataset import ClipDataset
+from dlkdd.data.motion import MOTIONS, MotionClips
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import TwoViews
 from dlkdd.errors import DataError
 from dlkdd.models.pretrain_net import PretrainNet
+from dlkdd.models.build import build_student, student_arch
 from dlkdd.models.r2plus1d import load_pretrained
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import fit
-from dlkdd.train.objectives import InfoNCEObjective
+from dlkdd.train.objectives import CrossEntropyObjective, InfoNCEObjective
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
@@ -62,6 +70,8 @@ def pretrain_student(cfg: Any, out_dir: str | Path, device: str = "auto", resume
         # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
         with claim_run_dir(run_cfg, out_dir, kind="pretrain", resume=resume, is_main=info.is_main,
                            device=info.device):
+            if cfg.pretrain.task == "motion":
+                return _pretrain_motion(cfg, run_cfg, out_dir, info, resume, progress)
             return _pretrain(cfg, run_cfg, out_dir, info, resume, progress)
     finally:
         ddp.cleanup()
@@ -87,4 +97,21 @@ def _pretrain(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, resume: st
         log.info("pretrain epoch %s: loss %.4f pos_sim %.3f pair_acc %.1f%%", row.get("epoch"),
                  row.get("train_loss", float("nan")), row.get("train_pos_sim", float("nan")),
                  row.get("train_pair_acc", float("nan")))
+    return final
+
+
+def _pretrain_motion(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, resume: str | Path | None,
+                     progress: bool) -> dict[str, Any]:
+    """Supervised pre-training on synthetic motion clips (no real data read)."""
+    seed_everything(cfg.seed)
+    model = build_student(cfg, len(MOTIONS))
+    train_ds = MotionClips(cfg.pretrain.motion_clips, cfg.clip, seed=cfg.seed)
+    val_ds = MotionClips(256, cfg.clip, seed=cfg.seed + 1_000_003, fixed=True)
+    log.info("pretrain (synthetic motion, %d classes): %d new clips per epoch, %d epochs, lr %g -> %s",
+             len(MOTIONS), len(train_ds), cfg.pretrain.epochs, cfg.pretrain.lr, out_dir)
+    arch = dict(student_arch(cfg, len(MOTIONS)), family="pretrain", task="motion")
+    final = fit(run_cfg, model, train_ds, val_ds, CrossEntropyObjective(), out_dir, kind="pretrain", arch=arch,
+                classes=list(MOTIONS), info=info, resume=resume, progress=progress)
+    log.info("motion pre-training: train top-1 %.1f%%, held-out synthetic top-1 %s%%",
+             (final.get("train") or {}).get("top1", float("nan")), final.get("top1"))
     return final

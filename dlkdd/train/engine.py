@@ -137,6 +137,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     lr = optimizer.param_groups[0]["lr"]
     opt_steps = 0
     grad_norm_sum = 0.0
+    step_losses: list[float] = []
+    group_loss = 0.0
     world = torch.distributed.get_world_size() if ddp.is_distributed() else 1
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
@@ -171,7 +173,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                         f"terms {vals}. The weights were not updated by this batch. Last good checkpoint: "
                         f"{last_good or 'none'}. " + _nan_hint(epoch, i))
                 (loss / group).backward()
+                group_loss += float(loss.detach()) / group
             if last_in_group:
+                step_losses.append(group_loss)
+                group_loss = 0.0
                 if grad_clip:
                     gn = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
                                                         grad_clip)
@@ -217,6 +222,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     out["clips_per_s"] = float(vec[-2]) / max(seconds, 1e-9)
     out["lr"] = float(lr)
     out["steps"] = opt_steps
+    out["loss_steps"] = step_losses
     if grad_clip and opt_steps:
         out["grad_norm"] = grad_norm_sum / opt_steps
     return out

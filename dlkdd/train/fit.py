@@ -101,7 +101,8 @@ def fit(cfg: Any, model: nn.Module, train_ds: Any, val_ds: Any | None, objective
                                   grad_clip=tc.grad_clip or None, progress=progress, is_main=info.is_main,
                                   last_good=last_good)
         row: dict[str, Any] = {"epoch": epoch}
-        row.update({f"train_{k}": v for k, v in train_m.items() if k not in ("lr", "clips", "steps")})
+        row.update({f"train_{k}": v for k, v in train_m.items() if k not in ("lr", "clips", "steps", "loss_steps")})
+        row["train_loss_steps"] = train_m["loss_steps"]  # per optimizer step: log.json and the curves
         row["lr"] = train_m["lr"]
         row.update(extras)
         improved = False

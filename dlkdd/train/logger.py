@@ -1,8 +1,9 @@
 """Per-epoch history of a training run: ``log.csv``, ``log.json`` and ``curves.png``.
 
 One row per epoch: a flat dict of scalars (``epoch``, ``train_loss``, ``train_<term>``,
-``train_top1``, ``val_top1``, ``lr``, ``alpha`` ...). Rows may have different keys (validation
-every N epochs); the CSV has the union of the columns, empty where absent. Files are written
+``train_top1``, ``val_top1``, ``lr``, ``alpha`` ...) plus ``train_loss_steps``, the list of the
+epoch's per-optimizer-step losses (in ``log.json`` and the plot; the CSV keeps the scalars). Rows may
+have different keys (validation every N epochs); the CSV has the union of the columns, empty where absent. Files are written
 atomically after every epoch, so a killed run leaves a readable log.
 """
 from __future__ import annotations
@@ -32,10 +33,11 @@ class EpochLogger:
         self.history.append(dict(row))
 
     def columns(self) -> list[str]:
+        """The scalar columns, in order of first appearance (lists such as ``train_loss_steps`` excluded)."""
         cols: list[str] = []
         for r in self.history:
-            for k in r:
-                if k not in cols:
+            for k, v in r.items():
+                if k not in cols and not isinstance(v, (list, tuple)):
                     cols.append(k)
         return cols
 
@@ -46,7 +48,8 @@ class EpochLogger:
         w = csv.DictWriter(buf, fieldnames=self.columns(), restval="")
         w.writeheader()
         for r in self.history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()
+                        if not isinstance(v, (list, tuple))})
         atomic_write_text(self.out_dir / "log.csv", buf.getvalue())
         atomic_write_json(self.out_dir / "log.json", self.history)
         if plot:
@@ -56,7 +59,8 @@ class EpochLogger:
                 log.warning("could not draw %s: %s", self.out_dir / "curves.png", e)
 
     def plot(self, path: str | Path) -> None:
-        """Two panels: every loss term per epoch, and top-1/top-5 accuracy per epoch."""
+        """Two panels: every loss term per epoch (and the training loss per step, a thin line at
+        fractional epochs), and top-1/top-5 accuracy per epoch."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -66,6 +70,11 @@ class EpochLogger:
         loss_cols = [c for c in cols if "loss" in c]
         acc_cols = [c for c in cols if c.endswith("top1") or c.endswith("top5")]
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        steps = [(r["epoch"] - 0.5 + (i + 0.5) / len(r["train_loss_steps"]), v) for r in self.history
+                 for i, v in enumerate(r.get("train_loss_steps") or []) if math.isfinite(v)]
+        if steps:
+            xs, ys = zip(*steps)
+            axes[0].plot(xs, ys, lw=0.7, alpha=0.5, color="0.4", label="train loss / step")
         for ax, keys, title in ((axes[0], loss_cols, "loss"), (axes[1], acc_cols, "accuracy (%)")):
             for k in keys:
                 pts = [(r["epoch"], r[k]) for r in self.history
@@ -76,7 +85,7 @@ class EpochLogger:
             ax.set_xlabel("epoch")
             ax.set_title(title)
             ax.grid(alpha=0.3)
-            if keys:
+            if ax.lines:
                 ax.legend(fontsize=8)
         fig.tight_layout()
         with atomic_path(path) as tmp:

@@ -61,13 +61,17 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
                        allowed: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
-    """``["clip.size: 32 in the checkpoint, 24 now", ...]`` for every differing key not in ``allowed``."""
+    """``["clip.size: 32 in the checkpoint, 24 now", ...]`` for every differing key not in ``allowed``.
+    A key the checkpoint lacks (written before that setting existed) counts as its default value."""
+    from dlkdd.config import Config
+
     a, b = _flat(old or {}), _flat(new or {})
+    defaults = _flat(Config().to_dict())
     out = []
     for k in sorted(set(a) | set(b)):
         if k in allowed:
             continue
-        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        va, vb = a.get(k, defaults.get(k, "<absent>")), b.get(k, "<absent>")
         if va != vb:
             out.append(f"{k}: {va!r} in the checkpoint, {vb!r} now")
     return out

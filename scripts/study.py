@@ -1,0 +1,216 @@
+"""The evidence study (issue 15) on arid6's group-disjoint split: many arms x seeds, resumable.
+
+Every run is a ``dlkdd`` command in its own process, logged to ``OUT/logs/<run>.log``. A run is done
+when its checkpoint exists (``teacher.pt``, ``student.pt``, ``pretrain.pt``) or, for a cache, when
+``cache-logits`` has written its path file; an interrupted run resumes from its ``last.pt``, an
+interrupted cache from its own store (cache-logits resumes). Runs wait for what they need (a
+student for its teacher's cache). Several workers may share one OUT: a run is claimed by an
+``O_EXCL`` lock file holding the worker's pid (a dead worker's claims are taken over), so
+
+    # two workers of one thread each on a 2-core machine (more clips per second than one of two)
+    OMP_NUM_THREADS=1 python scripts/study.py --out runs/study --worker 0 &
+    OMP_NUM_THREADS=1 python scripts/study.py --out runs/study --worker 1 &
+
+Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), all on
+``configs/arid6-mini.yaml`` (10 epochs unless said otherwise):
+
+- ``baseline``: R(2+1)D-BERT on the dark clips, cross-entropy ("backbone only");
+- ``teacher``: ZeroDCE + R(2+1)D-BERT on enhanced clips; ``cache``: its logits (8 views);
+- ``student``: DL-KDD from that seed's teacher (tau 5, alpha 1.5, gamma 0.95);
+- ``student-ens``: DL-KDD from the mean of all three teachers' softmax(z/tau) (one cache per teacher seed);
+- ``aug``: the baseline with stronger augmentation (photometric jitter 0.4, stride jitter 1, crop scale 0.5-1);
+- ``diff``: the baseline on frame differences (``model.input=diff``);
+- ``long``: the baseline trained 30 epochs;
+- ``ssl``: the baseline initialised from InfoNCE pre-training on the training clips (``pretrain-ssl``,
+  10 epochs, seed 0, shared by the three seeds);
+- ``motion``: the baseline initialised from synthetic-motion pre-training (``pretrain-motion``: 4 epochs
+  x 512 generated clips, seed 0, shared).
+
+Then ``dlkdd compare`` on the run directories (``--report``: writes ``OUT/compare.{txt,json,png}``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("study")
+
+CONFIG = "configs/arid6-mini.yaml"
+AUG = ["clip.jitter=0.4", "clip.stride_jitter=1", "clip.min_scale=0.5"]
+
+
+@dataclasses.dataclass
+class Run:
+    name: str                 # run directory under OUT
+    argv: list[str]           # the dlkdd command after `dlkdd --device cpu`
+    done_file: str            # relative to OUT/name: exists when the run is complete
+    needs: list[str] = dataclasses.field(default_factory=list)  # names of runs that must be done first
+    resumable: bool = True    # --resume OUT/name when OUT/name/last.pt exists
+
+
+def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
+    """The runs of ``arms`` x ``seeds`` in priority order (dependencies first)."""
+    runs: list[Run] = []
+
+    def train(kind: str, name: str, sets: list[str], seed: int, extra: list[str] | None = None,
+              needs: list[str] | None = None) -> Run:
+        argv = [kind, "--config", CONFIG, "--out", str(out / name), "--no-progress", "--set", f"seed={seed}"]
+        for s in sets:
+            argv += ["--set", s]
+        done = {"teacher": "teacher.pt", "pretrain": "pretrain.pt"}.get(kind, "student.pt")
+        return Run(name, argv + list(extra or []), done, list(needs or []))
+
+    def cache(seed: int) -> Run:
+        name = f"cache-s{seed}"
+        return Run(name, ["cache-logits", "--config", CONFIG, "--set", f"seed={seed}",
+                          "--teacher", str(out / f"teacher-s{seed}" / "teacher.pt"),
+                          "--out", str(out / name / "store.zarr"), "--path-file", str(out / name / "path.txt"),
+                          "--no-progress"], "path.txt", [f"teacher-s{seed}"], resumable=False)
+
+    def cache_path(seed: int) -> str:
+        return str(out / f"cache-s{seed}" / "store.zarr")
+
+    want = set(arms)
+    for seed in seeds:
+        if "baseline" in want:
+            runs.append(train("student", f"baseline-s{seed}", [], seed, ["--no-kd"]))
+        if want & {"teacher", "student", "student-ens"}:
+            runs.append(train("teacher", f"teacher-s{seed}", [], seed))
+            runs.append(cache(seed))
+        if "student" in want:
+            runs.append(train("student", f"student-s{seed}", [], seed, ["--cache", cache_path(seed)],
+                              [f"cache-s{seed}"]))
+    for seed in seeds:
+        if "student-ens" in want:
+            caches = [c for s in seeds for c in ("--cache", cache_path(s))]
+            runs.append(train("student", f"student-ens-s{seed}", [], seed, caches, [f"cache-s{s}" for s in seeds]))
+        if "aug" in want:
+            runs.append(train("student", f"aug-s{seed}", AUG, seed, ["--no-kd"]))
+        if "diff" in want:
+            runs.append(train("student", f"diff-s{seed}", ["model.input=diff"], seed, ["--no-kd"]))
+    if "motion" in want:
+        runs.append(train("pretrain", "pretrain-motion", ["pretrain.task=motion", "pretrain.epochs=4",
+                                                          "pretrain.motion_clips=512", "pretrain.lr=0.001"], 0))
+    if "ssl" in want:
+        runs.append(train("pretrain", "pretrain-ssl", ["pretrain.epochs=10", "pretrain.lr=0.001"], 0))
+    for seed in seeds:
+        for arm in ("motion", "ssl"):
+            if arm in want:
+                init = str(out / f"pretrain-{arm}" / "pretrain.pt")
+                runs.append(train("student", f"{arm}-s{seed}", [f"model.pretrained={init}"], seed, ["--no-kd"],
+                                  [f"pretrain-{arm}"]))
+    for seed in seeds:
+        if "long" in want:
+            runs.append(train("student", f"long-s{seed}", ["train.epochs=30"], seed, ["--no-kd"]))
+    return runs
+
+
+ARMS = ["baseline", "teacher", "student", "student-ens", "aug", "diff", "motion", "ssl", "long"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(lock: Path) -> bool:
+    """Take ``lock`` for this process (O_EXCL); a lock whose pid is dead is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def execute(run: Run, out: Path) -> int:
+    rd = out / run.name
+    argv = list(run.argv)
+    if run.resumable and (rd / "last.pt").exists():
+        argv += ["--resume", str(rd)]
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    if run.name.startswith("cache-"):
+        rd.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "dlkdd", "--device", "cpu", *argv]
+    log.info("start %s: %s", run.name, " ".join(cmd[3:]))
+    t0 = time.time()
+    with open(out / "logs" / f"{run.name}.log", "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+    log.info("end %s: rc %d after %.1f min", run.name, rc, (time.time() - t0) / 60)
+    return rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--worker", type=int, default=0, help="a name for this worker's log lines")
+    ap.add_argument("--list", action="store_true", help="print the plan and each run's state, run nothing")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{a.worker} %(message)s", datefmt="%H:%M:%S")
+    out = Path(a.out)
+    runs = plan(a.arms, a.seeds, out)
+    by_name = {r.name: r for r in runs}
+
+    def done(name: str) -> bool:
+        r = by_name.get(name)
+        return r is not None and (out / r.name / r.done_file).exists()
+
+    if a.list:
+        for r in runs:
+            state = "done" if done(r.name) else ("partial" if (out / r.name).exists() else "todo")
+            print(f"{state:8s} {r.name}")  # noqa: T201
+        return
+    failed: set[str] = set()
+    while True:
+        pending = [r for r in runs if not done(r.name) and r.name not in failed]
+        if not pending:
+            break
+        ready = [r for r in pending if all(done(n) for n in r.needs)]
+        ran = False
+        for r in ready:
+            lock = out / "locks" / f"{r.name}.lock"
+            if not claim(lock):
+                continue
+            try:
+                if not done(r.name) and execute(r, out) != 0:
+                    failed.add(r.name)
+                    log.error("%s failed: see %s", r.name, out / "logs" / f"{r.name}.log")
+            finally:
+                lock.unlink(missing_ok=True)
+            ran = True
+            break
+        if not ran:
+            if all(any(n in failed for n in r.needs) for r in pending):
+                break  # what is left waits on a failed run
+            time.sleep(20)
+    log.info("worker done; failed: %s", sorted(failed) or "none")
+
+
+if __name__ == "__main__":
+    main()
