@@ -17,6 +17,8 @@ Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), al
 - ``baseline``: R(2+1)D-BERT on the dark clips, cross-entropy ("backbone only");
 - ``teacher``: ZeroDCE + R(2+1)D-BERT on enhanced clips; ``cache``: its logits (8 views);
 - ``student``: DL-KDD from that seed's teacher (tau 5, alpha 1.5, gamma 0.95);
+- ``precision`` (issue 14): baseline and student for 3 epochs in bf16 and in fp32 (``prec-*``), the
+  student from that seed's cache: training-loss curves and accuracy of the two precisions, same seeds;
 - ``student-ens``: DL-KDD from the mean of all three teachers' softmax(z/tau) (one cache per teacher seed);
 - ``aug``: the baseline with stronger augmentation (photometric jitter 0.4, stride jitter 1, crop scale 0.5-1);
 - ``diff``: the baseline on frame differences (``model.input=diff``);
@@ -80,12 +82,18 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     for seed in seeds:
         if "baseline" in want:
             runs.append(train("student", f"baseline-s{seed}", [], seed, ["--no-kd"]))
-        if want & {"teacher", "student", "student-ens"}:
+        if want & {"teacher", "student", "student-ens", "precision"}:
             runs.append(train("teacher", f"teacher-s{seed}", [], seed))
             runs.append(cache(seed))
         if "student" in want:
             runs.append(train("student", f"student-s{seed}", [], seed, ["--cache", cache_path(seed)],
                               [f"cache-s{seed}"]))
+        if "precision" in want:  # issue 14: the same seeds in bf16 and fp32, 3 epochs (the demo's budget)
+            for amp in ("bf16", "fp32"):
+                sets = [f"train.amp={amp}", "train.epochs=3", "train.eval_every=3"]
+                runs.append(train("student", f"prec-baseline-{amp}-s{seed}", sets, seed, ["--no-kd"]))
+                runs.append(train("student", f"prec-student-{amp}-s{seed}", sets, seed,
+                                  ["--cache", cache_path(seed)], [f"cache-s{seed}"]))
     for seed in seeds:
         if "student-ens" in want:
             caches = [c for s in seeds for c in ("--cache", cache_path(s))]
@@ -111,7 +119,7 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     return runs
 
 
-ARMS = ["baseline", "teacher", "student", "student-ens", "aug", "diff", "motion", "ssl", "long"]
+ARMS = ["baseline", "teacher", "student", "precision", "student-ens", "aug", "diff", "motion", "ssl", "long"]
 
 
 def _alive(pid: int) -> bool:
