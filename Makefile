@@ -23,6 +23,7 @@ CACHES ?=
 CACHE_WEIGHTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 # torchrun for NPROC>1, plain python otherwise
 ifeq ($(NPROC),1)
@@ -44,17 +45,24 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 	@echo "  variables: CONFIG=$(CONFIG) OUT=$(OUT) DEVICE=$(DEVICE) NPROC=$(NPROC) TORCH=$(TORCH)"
 
+# the run targets need only torch + dlkdd; `make test` adds the test and export extras on top
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install "$(TORCH)"
-	$(BIN)/pip install -e ".[test,export]"
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,export]"
+	touch $(TEST_STAMP)
 
-test: $(STAMP) ## Run the test suite
-	$(BIN)/python -m pytest
+install: $(TEST_STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
+
+# two pytest workers (one torch thread each; tests/conftest.py), a test file's tests on one worker
+# so its module fixtures (trained tiny models, caches) are built once; TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
+test: $(TEST_STAMP) ## Run the test suite
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 demo: $(STAMP) ## The whole pipeline on arid6 (or a synthetic set): teacher, cache, student, baseline
 	$(BIN)/python -m dlkdd.demo --out runs/demo $(SEEDOPT)

@@ -14,7 +14,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLKDD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one torch thread per pytest-xdist worker (`make test` runs 2 on 2 cores), else up to 2
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and in the dlkdd / torchrun subprocesses the tests start
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # train.amp=auto means fp32 in the suite on every CPU, as before bf16 detection (dlkdd.train.amp):
 # its exact-equality tests (resume, DDP vs one process) were written for fp32; test_amp.py covers bf16
 os.environ.setdefault("DLKDD_CPU_BF16", "0")

@@ -8,6 +8,7 @@ import dlkdd.demo as demo
 
 def test_demo_synthetic_fallback_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "ARID6", tmp_path / "absent")  # as on a clone without ../shared
+    monkeypatch.setattr(demo, "SYNTH", {"classes": 4, "clips_per_class": 5, "frames": 24})  # a smaller fallback set
     tiny = ["clip.frames=4", "clip.size=32", "clip.resize=40", "train.batch_size=8", "train.workers=0",
             "cache.views=2", "model.head=avg"]
     res = demo.run_demo(tmp_path / "demo", epochs=1, device="cpu", progress=False, overrides=tiny)
@@ -24,4 +25,13 @@ def test_demo_synthetic_fallback_end_to_end(tmp_path, monkeypatch, capsys):
     assert "| Student (DL-KDD, dark input) | dark |" in summary and "Artifacts:" in summary
     assert "chance is 25.0%" in summary and "Above chance at 95% (exact binomial): backbone only" in summary
     assert json.loads((out / "summary.json").read_text())["cache"].endswith(".zarr")
+    # the table reuses each run's last-epoch evaluation: the same numbers as `dlkdd evaluate` on its checkpoint
+    from dlkdd.config import load_config
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.pipeline.evaluate import evaluate_checkpoint
+
+    test = manifest_from_config(load_config(res["config"], res["overrides"]).data, "test")
+    again = evaluate_checkpoint(out / "student" / "student.pt", test, device="cpu", workers=0, progress=False)
+    shown = res["results"]["Student (DL-KDD, dark input)"]
+    assert (shown["top1"], shown["top5"], shown["n"]) == (again["top1"], again["top5"], again["n"])
     assert "Backbone only" in capsys.readouterr().out
