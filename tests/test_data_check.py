@@ -86,3 +86,24 @@ def test_check_reports_list_errors_cleanly(tmp_path):
                                             "mapping": str(tmp_path / "m.txt")}}))
     r = CliRunner().invoke(main, ["data", "check", "--config", str(cfg), "--split", "train"])
     assert r.exit_code == 1 and "l.txt:1" in r.output and "Traceback" not in r.output
+
+
+def test_scan_decodes_each_unchanged_clip_once_per_process(tmp_path, synth_dir, monkeypatch):
+    import shutil
+
+    import dlkdd.data.check as check
+    from dlkdd.data.manifest import Entry, Manifest
+
+    src = sorted(Path(synth_dir).rglob("*.mp4"))[0]
+    good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
+    shutil.copy(src, good)
+    bad.write_bytes(b"not a video")
+    man = Manifest([Entry("good", str(good), 0), Entry("bad", str(bad), 0)], ["c"])
+    opened = []
+    real = check.VideoReader
+    monkeypatch.setattr(check, "VideoReader", lambda p: (opened.append(Path(p).name), real(p))[1])
+    assert [i for i, _ in check.scan_clips(man, progress=False, decode=True)] == [1]
+    assert [i for i, _ in check.scan_clips(man, progress=False, decode=True)] == [1]  # a failure is never remembered
+    assert opened == ["good.mp4", "bad.mp4", "bad.mp4"]
+    good.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 3])  # changed on disk: scanned again, now bad
+    assert [i for i, _ in check.scan_clips(man, progress=False, decode=True)] == [0, 1]

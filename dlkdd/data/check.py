@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,16 +173,39 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
     return report
 
 
+#: files this process has already opened (and fully decoded) without error, keyed by
+#: ``(path, mtime_ns, size, decode)``: a pipeline run in one process (``make demo``: four stages) scans
+#: each clip once; a file that changes on disk has a new key and is scanned again
+_SCANNED_OK: set[tuple[str, int, int, bool]] = set()
+
+
+def _scan_key(path: str, decode: bool) -> tuple[str, int, int, bool] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), st.st_mtime_ns, st.st_size, decode)
+
+
 def scan_clips(manifest: Manifest, progress: bool = True, decode: bool = False) -> list[tuple[int, str]]:
-    """``(index, reason)`` of the clips that fail to open (``decode``: or to fully decode)."""
+    """``(index, reason)`` of the clips that fail to open (``decode``: or to fully decode).
+
+    A clip that passed the same scan earlier in this process, unchanged since (path, mtime, size),
+    is not decoded again; failures are never remembered."""
     from tqdm import tqdm
 
     out = []
     for i, e in enumerate(tqdm(manifest.entries, desc="scan clips", unit="clip", disable=not progress, leave=False)):
+        key = _scan_key(e.path, decode)
+        if key is not None and (key in _SCANNED_OK or (decode is False and key[:3] + (True,) in _SCANNED_OK)):
+            continue
         try:
             with VideoReader(e.path) as r:
                 if decode:
                     r.get([0], verify_all=True)
         except Exception as ex:
             out.append((i, _reason(ex)))
+            continue
+        if key is not None:
+            _SCANNED_OK.add(key)
     return out
