@@ -127,7 +127,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         _choice(self.input, "model.input", ("rgb", "diff"))
-        _choice(self.backbone, "model.backbone", ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m"))
+        _choice(self.backbone, "model.backbone", ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m", "r2plus1d_tiny"))
         _choice(self.head, "model.head", ("bert", "avg"))
         _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))

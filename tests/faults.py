@@ -29,7 +29,7 @@ PY = sys.executable
 TINY = [
     "clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40",
     "train.batch_size=2", "train.workers=0", "train.epochs=2", "train.lr=1e-4",
-    "model.head=avg", "model.normalize=dataset", "enhancer.kind=gamma",
+    "model.head=avg", "model.backbone=r2plus1d_tiny", "model.normalize=dataset", "enhancer.kind=gamma",
     "cache.views=2", "cache.batch_size=1", "seed=7",
 ]
 

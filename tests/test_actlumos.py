@@ -22,7 +22,7 @@ from dlkdd.train.objectives import SupConObjective
 
 TINY = ["clip.frames=4", "clip.stride=2", "clip.size=16", "clip.resize=20", "train.epochs=1", "train.batch_size=4",
         "train.workers=0", "cache.views=2", "model.teacher=actlumos", "enhancer.kind=retinex",
-        "pretrain.epochs=1", "actlumos.proj_dim=16", "pretrain.proj_dim=16"]
+        "pretrain.epochs=1", "actlumos.proj_dim=16", "pretrain.proj_dim=16", "model.backbone=r2plus1d_tiny"]
 
 
 # ------------------------------------------------------------------------------------ fusion
@@ -135,7 +135,7 @@ def test_teacher_two_streams_shared_trunk_and_rebuild():
     logits, z = model(x, return_features=True)
     assert logits.shape == (2, 3) and z.shape == (2, 16)
     dark, bright = model.stream_maps(x)
-    assert dark.shape == bright.shape == (2, 512, 1, 1, 1)
+    assert dark.shape == bright.shape == (2, model.backbone.feature_dim, 1, 1, 1)
     assert not torch.allclose(dark, bright)  # the Retinex stream sees another input
     # the Retinex stream has its own (brighter) normalisation
     assert float(model.retinex_mean.mean()) > 5 * float(model.mean.mean())
@@ -148,7 +148,7 @@ def test_teacher_two_streams_shared_trunk_and_rebuild():
     # self-contained rebuild from arch
     arch = actlumos_arch(cfg, 3)
     assert arch["family"] == "actlumos" and arch["num_classes"] == 3 and arch["fusion"] == "dynamic"
-    assert arch["proj_dim"] == 16 and arch["retinex_sigmas"] == [2.0, 8.0, 24.0] and arch["backbone"] == "r2plus1d_18"
+    assert arch["proj_dim"] == 16 and arch["retinex_sigmas"] == [2.0, 8.0, 24.0] and arch["backbone"] == "r2plus1d_tiny"
     from dlkdd.models.build import model_from_checkpoint, teacher_arch
 
     assert teacher_arch(cfg, 3) == arch

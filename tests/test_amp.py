@@ -185,7 +185,7 @@ def tiny_teacher(module_dir):
     d = module_dir
     paths = make_synthetic(d / "data", classes=2, clips_per_class=4, frames=12, size=(32, 40), seed=2)
     sets = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=36", "enhancer.kind=gamma",
-            "model.head=avg", "cache.views=2", "cache.batch_size=3", f"cache.dir={d / 'cache'}", "train.workers=0"]
+            "model.head=avg", "model.backbone=r2plus1d_tiny", "cache.views=2", "cache.batch_size=3", f"cache.dir={d / 'cache'}", "train.workers=0"]
     cfg = load_config(paths["config"], sets)
     classes = list(manifest_from_config(cfg.data, "train").classes)
     torch.manual_seed(0)  # an untrained teacher: the cache only has to be reproducible

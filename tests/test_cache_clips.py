@@ -24,7 +24,7 @@ def setup(module_dir):
     d = module_dir
     paths = make_synthetic(d / "data", classes=2, clips_per_class=4, frames=12, size=(32, 40), seed=4)
     sets = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=36", "enhancer.kind=gamma",
-            "model.head=avg", "cache.views=3", "cache.batch_size=4", f"cache.dir={d / 'cache'}", "train.workers=0",
+            "model.head=avg", "model.backbone=r2plus1d_tiny", "cache.views=3", "cache.batch_size=4", f"cache.dir={d / 'cache'}", "train.workers=0",
             "train.amp=fp32", "cache.clips=true"]
     cfg = load_config(paths["config"], sets)
     train = manifest_from_config(cfg.data, "train")

@@ -10,7 +10,7 @@ def test_demo_synthetic_fallback_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "ARID6", tmp_path / "absent")  # as on a clone without ../shared
     monkeypatch.setattr(demo, "SYNTH", {"classes": 4, "clips_per_class": 5, "frames": 24})  # a smaller fallback set
     tiny = ["clip.frames=4", "clip.size=32", "clip.resize=40", "train.batch_size=8", "train.workers=0",
-            "cache.views=2", "model.head=avg"]
+            "cache.views=2", "model.head=avg", "model.backbone=r2plus1d_tiny"]
     res = demo.run_demo(tmp_path / "demo", epochs=1, device="cpu", progress=False, overrides=tiny)
     assert res["dataset"].startswith("synthetic")
     assert set(res["results"]) == {"Backbone only (no KD)", "Teacher (ZeroDCE + R(2+1)D-BERT)",

@@ -107,7 +107,7 @@ def test_ensemble_store_joins_by_key_and_refuses_mismatches(tmp_path):
 
 
 TINY = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=1", "train.batch_size=4",
-        "train.workers=0", "cache.views=2", "model.head=avg"]
+        "train.workers=0", "cache.views=2", "model.head=avg", "model.backbone=r2plus1d_tiny"]
 
 
 def _teacher_cache(path, cfg, manifest, logit_seed):

@@ -170,7 +170,7 @@ def test_motion_pretraining_writes_a_trunk_the_student_loads(tmp_path):
     from dlkdd.models.build import build_student
     from dlkdd.pipeline.pretrain import pretrain_student
 
-    cfg = load_config(None, ["clip.frames=4", "clip.size=24", "clip.resize=24", "model.head=avg",
+    cfg = load_config(None, ["clip.frames=4", "clip.size=24", "clip.resize=24", "model.head=avg", "model.backbone=r2plus1d_tiny",
                              "pretrain.task=motion", "pretrain.epochs=1", "pretrain.motion_clips=8",
                              "train.batch_size=4", "train.workers=0", "train.amp=fp32"])
     res = pretrain_student(cfg, tmp_path / "pre", device="cpu", progress=False)

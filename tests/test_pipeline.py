@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from dlkdd.cli import main
 
 TINY = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=2", "train.batch_size=4",
-        "train.workers=0", "cache.views=3", "model.normalize=dataset"]
+        "train.workers=0", "cache.views=3", "model.normalize=dataset", "model.backbone=r2plus1d_tiny"]
 
 
 def _sets(extra=()):
@@ -208,7 +208,11 @@ def test_cache_features_option(run, tmp_path):
             "--no-progress"])
     from dlkdd.cache.store import LogitStore
 
+    from dlkdd.models.r2plus1d import feature_dim_of
+
+    dim = feature_dim_of("r2plus1d_tiny")  # the head's clip feature: the trunk's width (TINY's network)
+    assert dim == 128
     with LogitStore.open(out) as s:
-        assert s.views_per_clip == 2 and s.feature_dim == 512
+        assert s.views_per_clip == 2 and s.feature_dim == dim
         f = s.read_features(0)
-        assert f.shape == (2, 512) and np.isfinite(f).all() and np.abs(f).sum() > 0
+        assert f.shape == (2, dim) and np.isfinite(f).all() and np.abs(f).sum() > 0

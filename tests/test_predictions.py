@@ -65,7 +65,7 @@ def test_run_directory_and_errors(tmp_path):
 
 
 TINY = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=1", "train.batch_size=4",
-        "train.workers=0", "model.head=avg"]
+        "train.workers=0", "model.head=avg", "model.backbone=r2plus1d_tiny"]
 
 
 def test_training_run_writes_predictions_and_evaluate_matches(tmp_path):

@@ -202,3 +202,18 @@ def test_load_unreadable_or_missing_file(tmp_path):
     torch.save({"epoch": 1}, empty)
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_pretrained(m, empty)
+
+
+def test_tiny_network_is_a_quarter_width_r2plus1d_10():
+    from dlkdd.models.r2plus1d import feature_dim_of
+
+    tiny, r18 = build_r2plus1d("r2plus1d_tiny", 5), build_r2plus1d("r2plus1d_18", 5)
+    assert feature_dim_of("r2plus1d_tiny") == tiny.feature_dim == 128 and feature_dim_of("r2plus1d_18") == 512
+    assert [len(getattr(tiny, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert tiny.stem[0].out_channels == 11 and tiny.layer4[0].conv2[0][-1].out_channels == 128
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(tiny) * 30 < n(r18)
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert tiny.features(x).shape == (2, 128, 1, 2, 2) and tiny(x).shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown R"):
+        feature_dim_of("r2plus1d_50")

@@ -321,7 +321,8 @@ def test_7_second_run_on_a_held_out_is_refused(work, cfg):
 
 def test_7_concurrent_runs_in_subprocesses(work, cfg):
     out = work / "twice"
-    with faults.Job(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--out", out, "--no-progress"],
+    slow = [*ONE_EPOCH, "model.backbone=r2plus1d_18"]  # still running when the second run starts
+    with faults.Job(["teacher", "--config", cfg, *sets(extra=slow), "--out", out, "--no-progress"],
                     work, "first") as job:
         faults.wait_until(lambda: (out / "run.lock").exists(), job, what="the first run's lock")
         r = cli(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--out", out, "--no-progress"])

@@ -1,7 +1,7 @@
 """Benchmark presets (model, clip shape, batch, step counts) and the config each runs on.
 
-- ``tiny``: R(2+1)D-18 + BERT on 4x32x32 clips, batch 2, a synthetic dataset written to a
-  temporary folder; seconds, for the test that keeps ``dlkdd bench`` working.
+- ``tiny``: the smoke-test network ``r2plus1d_tiny`` + BERT on 4x32x32 clips, batch 2, a synthetic
+  dataset written to a temporary folder; seconds, for the test that keeps ``dlkdd bench`` working.
 - ``mini``: ``configs/arid6-mini.yaml``'s settings - R(2+1)D-18 + BERT, 16x56x56, batch 8, on
   ``../shared/data/arid6`` when present (else a synthetic set); also profiles inference at the
   paper's shape (R(2+1)D-34 + BERT, 3x64x112x112, batch 1).
@@ -64,9 +64,9 @@ class BenchPreset:
 
 PRESETS: dict[str, BenchPreset] = {
     "tiny": BenchPreset(
-        name="tiny", backbone="r2plus1d_18", frames=4, size=32, resize=40, stride=2, batch=2,
+        name="tiny", backbone="r2plus1d_tiny", frames=4, size=32, resize=40, stride=2, batch=2,
         kd_warmup=1, kd_steps=2, e2e_steps=1, mem_steps=1,
-        inference=(("tiny R(2+1)D-18+BERT", "r2plus1d_18", 4, 32),), inference_repeats=1, deploy_repeats=1,
+        inference=(("r2plus1d_tiny+BERT", "r2plus1d_tiny", 4, 32),), inference_repeats=1, deploy_repeats=1,
         deploy_clips=3,
         decode_frames=(4, 16), decode_clips=4, loader_workers=(0, 1), loader_clips=4,
         precompute_clips=4, precompute_views=(1, 2), epoch_steps=1, epoch_workers=(0, 1), epoch_rounds=1,

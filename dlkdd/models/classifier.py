@@ -54,7 +54,7 @@ class Classifier(nn.Module):
         self.backbone.fc = nn.Identity()
         dim = self.backbone.feature_dim
         if head == "bert":
-            self.head: nn.Module = BertHead(dim, num_classes, dropout=bert_dropout,
+            self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=bert_dropout,
                                             head_dropout=head_dropout, token_keep=token_keep)
         else:
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)

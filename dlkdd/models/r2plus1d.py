@@ -17,9 +17,14 @@ Networks (``build_r2plus1d(name, num_classes)``):
   of layers 2-4 uses Caffe2's mid-channels (computed from ``planes -> planes``: 288/576/1152
   instead of torchvision's 230/460/921 computed from ``in_planes -> planes``), and every
   BatchNorm3d uses eps 1e-3.
+- ``r2plus1d_tiny``: not a published network — layers [1,1,1,1] at a quarter of the width
+  (16/32/64/128 channels, 11 stem mid-channels, features (B,128,...)), about 1/70 of R(2+1)D-18's
+  parameters: for smoke tests, the test suite and trying the pipeline on a laptop. Its weights
+  fit no published checkpoint.
 
 Shapes: ``forward(x (B,3,T,H,W)) -> logits (B,num_classes)`` (adaptive average pool, flatten,
-fc, as torchvision); ``features(x) -> (B,512,T',H',W')`` with ``T' = ceil(T/8)``,
+fc, as torchvision); ``features(x) -> (B,D,T',H',W')`` (``D = feature_dim``: 512, 128 for the tiny
+network) with ``T' = ceil(T/8)``,
 ``H' = ceil(H/16)``, ``W' = ceil(W/16)`` (stem stride (1,2,2), then three (2,2,2) stages).
 
 ``load_pretrained(model, path, num_classes=None)`` loads a published checkpoint (bare state
@@ -48,11 +53,12 @@ __all__ = [
     "R2PLUS1D_NAMES",
     "midplanes",
     "build_r2plus1d",
+    "feature_dim_of",
     "load_pretrained",
     "extract_state_dict",
 ]
 
-R2PLUS1D_NAMES = ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m")
+R2PLUS1D_NAMES = ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m", "r2plus1d_tiny")
 
 
 def midplanes(in_planes: int, out_planes: int) -> int:
@@ -110,15 +116,17 @@ class BasicBlock(nn.Module):
 
 
 class R2Plus1dStem(nn.Sequential):
-    """R(2+1)D stem: (B,3,T,H,W) -> (B,64,T,H/2,W/2); 45 mid-channels (torchvision layout)."""
+    """R(2+1)D stem: (B,3,T,H,W) -> (B,width,T,H/2,W/2); 45 mid-channels at width 64 (torchvision
+    layout), ``45 * width // 64`` otherwise."""
 
-    def __init__(self, bn_eps: float = 1e-5):
+    def __init__(self, bn_eps: float = 1e-5, width: int = 64):
+        mid = 45 * width // 64
         super().__init__(
-            nn.Conv3d(3, 45, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-            nn.BatchNorm3d(45, eps=bn_eps),
+            nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(mid, eps=bn_eps),
             nn.ReLU(inplace=True),
-            nn.Conv3d(45, 64, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
-            nn.BatchNorm3d(64, eps=bn_eps),
+            nn.Conv3d(mid, width, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(width, eps=bn_eps),
             nn.ReLU(inplace=True),
         )
 
@@ -127,25 +135,26 @@ class VideoResNet(nn.Module):
     """R(2+1)D ResNet trunk + classifier.
 
     ``layers``: blocks per stage; ``caffe2_midplanes``: conv2 of each stage's first block uses
-    ``midplanes(planes, planes)``; ``bn_eps``: eps of every BatchNorm3d.
+    ``midplanes(planes, planes)``; ``bn_eps``: eps of every BatchNorm3d; ``width``: channels of the
+    stem and layer1 (64 in every published R(2+1)D; the stages have width x 1, 2, 4, 8).
     Initialisation as torchvision: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0,
     fc normal(0, 0.01) / bias 0.
     """
 
     def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 400,
-                 caffe2_midplanes: bool = False, bn_eps: float = 1e-5):
+                 caffe2_midplanes: bool = False, bn_eps: float = 1e-5, width: int = 64):
         super().__init__()
-        self.in_planes = 64
+        self.in_planes = width
         self.bn_eps = bn_eps
         self.caffe2_midplanes = caffe2_midplanes
-        self.stem = R2Plus1dStem(bn_eps)
-        self.layer1 = self._make_layer(64, layers[0], stride=1)
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.stem = R2Plus1dStem(bn_eps, width)
+        self.layer1 = self._make_layer(width, layers[0], stride=1)
+        self.layer2 = self._make_layer(2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.feature_dim = 512
-        self.fc: nn.Module = nn.Linear(512, num_classes)
+        self.feature_dim = 8 * width
+        self.fc: nn.Module = nn.Linear(self.feature_dim, num_classes)
         self._init_weights()
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -176,7 +185,7 @@ class VideoResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,T,H,W) normalised clip -> trunk map (B,512,T',H',W')."""
+        """(B,3,T,H,W) normalised clip -> trunk map (B,feature_dim,T',H',W')."""
         x = self.stem(x)
         x = self.layer1(x)
         x = self.layer2(x)
@@ -184,7 +193,7 @@ class VideoResNet(nn.Module):
         return self.layer4(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,T,H,W) -> logits (B,num_classes) (or pooled (B,512) when ``fc`` is Identity)."""
+        """(B,3,T,H,W) -> logits (B,num_classes) (or pooled (B,feature_dim) when ``fc`` is Identity)."""
         return self.fc(self.avgpool(self.features(x)).flatten(1))
 
 
@@ -192,11 +201,20 @@ _SPECS: dict[str, dict] = {
     "r2plus1d_18": dict(layers=(2, 2, 2, 2)),
     "r2plus1d_34": dict(layers=(3, 4, 6, 3)),
     "r2plus1d_34_ig65m": dict(layers=(3, 4, 6, 3), caffe2_midplanes=True, bn_eps=1e-3),
+    "r2plus1d_tiny": dict(layers=(1, 1, 1, 1), width=16),
 }
 
 
+def feature_dim_of(name: str) -> int:
+    """Channels of ``name``'s trunk output (512; 128 for ``r2plus1d_tiny``)."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown R(2+1)D network {name!r}; choose one of {', '.join(R2PLUS1D_NAMES)}")
+    return 8 * int(_SPECS[name].get("width", 64))
+
+
 def build_r2plus1d(name: str, num_classes: int = 400) -> VideoResNet:
-    """Build ``r2plus1d_18`` | ``r2plus1d_34`` | ``r2plus1d_34_ig65m`` with a fresh fc of ``num_classes``."""
+    """Build ``r2plus1d_18`` | ``r2plus1d_34`` | ``r2plus1d_34_ig65m`` | ``r2plus1d_tiny`` with a fresh fc
+    of ``num_classes``."""
     if name not in _SPECS:
         raise ValueError(f"unknown R(2+1)D network {name!r}; choose one of {', '.join(R2PLUS1D_NAMES)}")
     return VideoResNet(num_classes=num_classes, **_SPECS[name])
