@@ -52,9 +52,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+# from scratch, `make test` installs everything in one pip pass (torch first, pinned)
+$(TEST_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test,export]"
-	touch $(TEST_STAMP)
+	touch $(STAMP) $(TEST_STAMP)
 
 install: $(TEST_STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
 

@@ -32,7 +32,7 @@ def _sets(d: Path, extra=()):
     kv = {"clip.frames": 4, "clip.size": 32, "clip.resize": 36, "train.epochs": 1, "train.batch_size": 2,
           "train.workers": 0, "train.amp": "fp32", "train.schedule": "constant", "train.lr": 1e-3,
           "cache.views": 2, "cache.dir": str(d / "cache"), "cache.batch_size": 4, "enhancer.kind": "gamma",
-          "model.head": "avg", "model.head_dropout": 0.0, "seed": SEED}
+          "model.head": "avg", "model.head_dropout": 0.0, "model.backbone": "r2plus1d_tiny", "seed": SEED}
     kv.update(dict(extra))
     out = []
     for k, v in kv.items():
