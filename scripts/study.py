@@ -186,6 +186,30 @@ def execute(run: Run, out: Path) -> int:
     return rc
 
 
+#: the arms `--report` compares, in order (later ones against earlier ones), and their run-name prefixes
+REPORT_ARMS = [("baseline", "baseline-s"), ("teacher", "teacher-s"), ("student", "student-s"),
+               ("student-ens", "student-ens-s"), ("aug", "aug-s"), ("diff", "diff-s"), ("motion", "motion-s"),
+               ("ssl", "ssl-s"), ("long", "long-s")]
+
+
+def report(out: Path, finished: list[Run]) -> None:
+    """``dlkdd compare`` over the finished runs of each arm (an arm needs at least one)."""
+    groups = []
+    for arm, prefix in REPORT_ARMS:
+        dirs = [str(out / r.name) for r in finished
+                if r.name.startswith(prefix) and r.name[len(prefix):].isdigit()]
+        if dirs:
+            groups.append(f"{arm}={','.join(sorted(dirs))}")
+    if not groups:
+        log.info("no finished run to compare yet")
+        return
+    cmd = [sys.executable, "-m", "dlkdd", "compare", *groups, "--json", str(out / "compare.json"),
+           "--plot", str(out / "compare.png")]
+    text = subprocess.run(cmd, capture_output=True, text=True)
+    (out / "compare.txt").write_text(text.stdout + text.stderr)
+    print(text.stdout + text.stderr)  # noqa: T201
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/study")
@@ -193,6 +217,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--worker", type=int, default=0, help="a name for this worker's log lines")
     ap.add_argument("--list", action="store_true", help="print the plan and each run's state, run nothing")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: `dlkdd compare` of the finished runs of every arm -> OUT/compare.{txt,json,png}")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{a.worker} %(message)s", datefmt="%H:%M:%S")
     out = Path(a.out)
@@ -203,6 +229,9 @@ def main() -> None:
         r = by_name.get(name)
         return r is not None and (out / r.name / r.done_file).exists()
 
+    if a.report:
+        report(out, [r for r in runs if done(r.name)])
+        return
     if a.list:
         for r in runs:
             state = "done" if done(r.name) else ("partial" if (out / r.name).exists() else "todo")
