@@ -6,8 +6,8 @@ reference implementations of DarkLight / R(2+1)D-BERT), a crop box in normalised
 coordinates of the frame (``y0, x0, h, w`` in [0,1]) and a horizontal flip.
 
 * :func:`random_view` (training): stride ``clip.stride`` (or, with ``clip.stride_jitter`` j > 0,
-  uniform in ``[stride - j, stride + j]``, at least 1), start uniform over the valid starts; square crop of side ``short_side * (size/resize) * U[min_scale, max_scale]``
-  at a uniform position; flip with p = 0.5 if ``clip.flip``. (The usual "resize the short
+  uniform in ``[stride - j, stride + j]``, at least 1), start uniform over the valid starts;
+  square crop of side ``short_side * (size/resize) * U[min_scale, max_scale]`` at a uniform position; flip with p = 0.5 if ``clip.flip``. (The usual "resize the short
   side to ``resize``, random-crop ``size``" augmentation, with scale jitter.)
 * :func:`center_view` (evaluation): centred temporal window, centred square crop of side
   ``short_side * size/resize``, no flip.
