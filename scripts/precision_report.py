@@ -94,7 +94,8 @@ def plot(data: dict, path: Path) -> None:
         ax.set_title(f"{model}: training loss per step (fp32 solid, bf16 dashed)")
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=2)
     axes[0].set_ylabel("loss (student: CE + alpha KL)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
