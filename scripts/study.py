@@ -27,7 +27,10 @@ Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), al
 - ``ssl``: the baseline initialised from InfoNCE pre-training on the training clips (``pretrain-ssl``,
   10 epochs, seed 0, shared by the three seeds);
 - ``motion``: the baseline initialised from synthetic-motion pre-training (``pretrain-motion``: 4 epochs
-  x 512 generated clips, seed 0, shared).
+  x 512 generated clips, seed 0, shared);
+- ``tiny``: the baseline on ``r2plus1d_tiny`` (R(2+1)D-10 at quarter width, ~1M parameters instead of 34M:
+  less capacity to memorise 15 recordings); ``tiny-motion``: the same from synthetic-motion pre-training
+  of that network (``pretrain-motion-tiny``).
 
 Then ``dlkdd compare`` on the run directories (``--report``: writes ``OUT/compare.{txt,json,png}``).
 """
@@ -46,6 +49,7 @@ log = logging.getLogger("study")
 
 CONFIG = "configs/arid6-mini.yaml"
 AUG = ["clip.jitter=0.4", "clip.stride_jitter=1", "clip.min_scale=0.5"]
+TINY_NET = "model.backbone=r2plus1d_tiny"
 
 
 @dataclasses.dataclass
@@ -118,13 +122,24 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
                 init = str(out / f"pretrain-{arm}" / "pretrain.pt")
                 runs.append(train("student", f"{arm}-s{seed}", [f"model.pretrained={init}"], seed, ["--no-kd"],
                                   [f"pretrain-{arm}"]))
+    if "tiny-motion" in want:
+        runs.append(train("pretrain", "pretrain-motion-tiny", [TINY_NET, "pretrain.task=motion", "pretrain.epochs=4",
+                                                               "pretrain.motion_clips=512", "pretrain.lr=0.001"], 0))
+    for seed in seeds:
+        if "tiny" in want:
+            runs.append(train("student", f"tiny-s{seed}", [TINY_NET], seed, ["--no-kd"]))
+        if "tiny-motion" in want:
+            init = str(out / "pretrain-motion-tiny" / "pretrain.pt")
+            runs.append(train("student", f"tiny-motion-s{seed}", [TINY_NET, f"model.pretrained={init}"], seed,
+                              ["--no-kd"], ["pretrain-motion-tiny"]))
     for seed in seeds:
         if "long" in want:
             runs.append(train("student", f"long-s{seed}", ["train.epochs=30"], seed, ["--no-kd"]))
     return runs
 
 
-ARMS = ["baseline", "teacher", "student", "precision", "student-ens", "aug", "diff", "motion", "ssl", "long"]
+ARMS = ["baseline", "teacher", "student", "precision", "student-ens", "aug", "diff", "motion", "ssl", "long", "tiny",
+        "tiny-motion"]
 
 
 def _alive(pid: int) -> bool:
@@ -189,7 +204,7 @@ def execute(run: Run, out: Path) -> int:
 #: the arms `--report` compares, in order (later ones against earlier ones), and their run-name prefixes
 REPORT_ARMS = [("baseline", "baseline-s"), ("teacher", "teacher-s"), ("student", "student-s"),
                ("student-ens", "student-ens-s"), ("aug", "aug-s"), ("diff", "diff-s"), ("motion", "motion-s"),
-               ("ssl", "ssl-s"), ("long", "long-s")]
+               ("ssl", "ssl-s"), ("long", "long-s"), ("tiny", "tiny-s"), ("tiny-motion", "tiny-motion-s")]
 
 
 def report(out: Path, finished: list[Run]) -> None:
