@@ -32,6 +32,12 @@ Per pair (``A`` = a later group, ``B`` = an earlier one, "is A better than B?"),
 * the clips one seed pair would need to detect a difference of the observed size
   (:func:`mcnemar_sample_size`, Connor 1987, with the discordant shares pooled over the seed
   pairs) at two-sided alpha 0.05 and power 0.8.
+
+Per model and seed, when the clip keys name their recording (ARID's ``<Class>_<group>_<n>``;
+``group_regex`` for others): **recordings right** (:func:`recording_votes`), the recordings whose
+majority-predicted class is their label (a tie counts as wrong). Clips of one recording are not
+independent draws - a model that memorised scenes predicts one class for most of them - so with few
+test recordings this count, not the clip count, is the sample size to keep in mind.
 """
 from __future__ import annotations
 
@@ -47,7 +53,8 @@ from dlkdd.utils import save_figure
 log = logging.getLogger(__name__)
 
 __all__ = ["CompareError", "binomial_above_chance", "mcnemar_exact", "paired_bootstrap", "seed_interval",
-           "mcnemar_sample_size", "check_comparable", "compare_groups", "format_report", "plot_report"]
+           "mcnemar_sample_size", "recording_votes", "check_comparable", "compare_groups", "format_report",
+           "plot_report"]
 
 
 class CompareError(DlkddError):
@@ -161,6 +168,33 @@ def mcnemar_sample_size(p10: float, p01: float, alpha: float = 0.05, power: floa
 
 
 # ----------------------------------------------------------------------------------- checks
+def recording_votes(keys: Sequence[str], labels: np.ndarray, pred: np.ndarray,
+                    regex: str | None = None) -> dict[str, Any] | None:
+    """Majority vote per recording: ``{"n": recordings, "correct": right ones, "by_recording": {group:
+    {"label", "vote" (None on a tie), "clips", "clips_right"}}}``; None when a key names no recording.
+
+    ``regex``: the group regex (default ARID's, :data:`dlkdd.data.groups.ARID_GROUP_REGEX`)."""
+    from collections import Counter
+
+    from dlkdd.data.groups import ARID_GROUP_REGEX, compile_group_regex, group_of
+    from dlkdd.errors import DataError
+
+    pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
+    members: dict[str, list[int]] = {}
+    try:
+        for i, k in enumerate(keys):
+            members.setdefault(group_of(k, pattern), []).append(i)
+    except DataError:
+        return None
+    out: dict[str, Any] = {}
+    for g, idx in members.items():
+        top = Counter(int(pred[i]) for i in idx).most_common(2)
+        vote = top[0][0] if len(top) == 1 or top[0][1] > top[1][1] else None
+        out[g] = {"label": int(labels[idx[0]]), "vote": vote, "clips": len(idx),
+                  "clips_right": int(sum(int(pred[i]) == int(labels[i]) for i in idx))}
+    return {"n": len(out), "correct": sum(v["vote"] == v["label"] for v in out.values()), "by_recording": out}
+
+
 def _name(group: str, p: Any) -> str:
     return f"{group} ({p.path or 'in memory'})"
 
@@ -234,9 +268,11 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
         rows = []
         for p, c in zip(ps, correct[g]):
             bt = binomial_above_chance(int(c.sum()), N, C)
+            al = p.aligned(keys)
             rows.append({"path": p.path, "seed": p.meta.get("seed"), "top1": 100.0 * float(c.mean()),
                           "correct": int(c.sum()), "p_above_chance": bt["p_value"],
-                          "ci": [100 * bt["ci"][0], 100 * bt["ci"][1]]})
+                          "ci": [100 * bt["ci"][0], 100 * bt["ci"][1]],
+                          "recordings": recording_votes(keys, al.labels, al.pred)})
         above = sum(s["p_above_chance"] < alpha for s in rows)
         verdict = "yes" if above == len(rows) else ("no" if above == 0 else f"mixed ({above} of {len(rows)} seeds)")
         models.append({"name": g, **seed_interval(accs), "seeds": rows, "above_chance": verdict})
@@ -297,6 +333,13 @@ def format_report(r: Mapping[str, Any]) -> str:
                    f"{per}")
     out.append("  (* : that seed is not above chance, exact binomial test, one-sided, alpha "
                f"{r['alpha']:g})")
+    if all(s.get("recordings") for m in r["models"] for s in m["seeds"]):
+        n_rec = r["models"][0]["seeds"][0]["recordings"]["n"]
+        out.append(f"recordings right (majority vote of a recording's clips; {n_rec} test recordings, chance "
+                   f"{n_rec / len(r['classes']):.1f}), per seed:")
+        for m in r["models"]:
+            out.append(f"  {m['name']:<{w}}  " + "  ".join(f"{s['recordings']['correct']}/{s['recordings']['n']}"
+                                                       for s in m["seeds"]))
     for p in r["pairs"]:
         out.append("")
         out.append(f"{p['a']} vs {p['b']}: difference {p['diff']:+.1f} pp, 95% CI [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"

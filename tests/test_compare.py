@@ -171,3 +171,16 @@ def test_compare_cli(tmp_path):
     assert r.exit_code == 1 and "test views differ" in r.output and "size 64 vs 32" in r.output
     r = CliRunner().invoke(main, ["compare", f"baseline={tmp_path}/nothing-*"])
     assert r.exit_code == 2 and "nothing matches" in r.output
+
+
+def test_recording_votes_majority_per_recording_ties_wrong_and_keys_without_groups():
+    from dlkdd.compare import recording_votes
+
+    keys = ["Jump/Jump_1_1", "Jump/Jump_1_2", "Jump/Jump_1_3", "Run/Run_4_1", "Run/Run_4_2", "Sit/Sit_2_1", "Sit/Sit_2_2"]
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 0, 2, 2, 2, 0])  # Jump: 2 of 3 say Jump; Run: all say Sit; Sit: a 1:1 tie
+    r = recording_votes(keys, labels, pred)
+    assert (r["n"], r["correct"]) == (3, 1)
+    assert r["by_recording"]["Jump_1"] == {"label": 0, "vote": 0, "clips": 3, "clips_right": 2}
+    assert r["by_recording"]["Run_4"]["vote"] == 2 and r["by_recording"]["Sit_2"]["vote"] is None
+    assert recording_votes(["a", "b"], labels[:2], pred[:2]) is None  # no <Class>_<group>_<n> names
