@@ -35,14 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlkdd.bench.kd_step import StudentStep, cycle_batches, sync_device
+
 log = logging.getLogger(__name__)
 
 __all__ = ["bench_student_epoch", "make_epoch_stores"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_epoch_stores(work: Path, manifest: Any, clip_cfg: Any, views: int, num_classes: int,
@@ -86,17 +83,13 @@ def _loader_epoch(loader: Any, step: Any, steps: int, device: torch.device) -> d
 
     t0 = time.perf_counter()
     wait = 0.0
-    it = iter(loader)
+    it = cycle_batches(loader, iter(loader))  # the first iterator's start-up in the wall time, not the wait
     for _ in range(steps):
         ta = time.perf_counter()
-        try:
-            b = next(it)
-        except StopIteration:
-            it = iter(loader)
-            b = next(it)
+        b = next(it)
         wait += time.perf_counter() - ta
         step(to_device(b, device))
-        _sync(device)
+        sync_device(device)
     wall = time.perf_counter() - t0
     del it
     return {"wall_s": wall, "wait_s": wait}
@@ -106,7 +99,7 @@ def _memory_epoch(batches: list[dict], step: Any, steps: int, device: torch.devi
     t0 = time.perf_counter()
     for i in range(steps):
         step(batches[i % len(batches)])
-        _sync(device)
+        sync_device(device)
     return {"wall_s": time.perf_counter() - t0, "wait_s": 0.0}
 
 
@@ -117,7 +110,6 @@ def bench_student_epoch(cfg: Any, manifest: Any, work: Path, device: torch.devic
     ``amps``: the precisions the memory variant is also timed in (their ratio is the fp32/bf16 one)."""
     from torch.utils.data import DataLoader
 
-    from dlkdd.bench.kd_step import StudentStep
     from dlkdd.cache.reader import StoreRows
     from dlkdd.data.dataset import ClipDataset, collate
     from dlkdd.data.views import StoredView

@@ -37,9 +37,17 @@ log = logging.getLogger(__name__)
 __all__ = ["bench_kd_step", "make_bench_store", "StudentStep"]
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cycle_batches(loader: Any, it: Any) -> Any:
+    """The batches of iterator ``it`` over ``loader``, then of fresh passes over ``loader``, without end
+    (a timed loop asks for more batches than one pass holds)."""
+    while True:
+        yield from it
+        it = iter(loader)
 
 
 class StudentStep:
@@ -118,10 +126,10 @@ def _round_robin(variants: dict[str, Callable[[int], Any]], warmup: int, steps: 
     for r in tqdm(range(warmup + steps), desc="kd step (round-robin)", unit="round", leave=False):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate: no variant always first
         for name in order:
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
             variants[name](r)
-            _sync(device)
+            sync_device(device)
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
@@ -130,17 +138,13 @@ def _round_robin(variants: dict[str, Callable[[int], Any]], warmup: int, steps: 
 def _e2e(loader: Any, step: Callable[[dict], Any], steps: int, device: torch.device) -> list[float]:
     """Per-step wall time including the wait for the next batch (1 warm-up step excluded)."""
     times = []
-    it = iter(loader)
+    it = cycle_batches(loader, iter(loader))
     for i in range(steps + 1):
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+        batch = next(it)
         step(batch)
-        _sync(device)
+        sync_device(device)
         if i >= 1:
             times.append(time.perf_counter() - t0)
     return times
