@@ -44,8 +44,7 @@ def collect(study: Path) -> dict:
                 seed = int(run.name.rsplit("-s", 1)[1])
                 out.setdefault(model, {}).setdefault(amp, {})[seed] = {
                     "steps": _steps(run), "top1": m.get("top1"), "amp": m.get("amp"),
-                    "train_loss": [r.get("train_loss") for r in hist],
-                    "train_s": sum(r.get("train_seconds", 0.0) for r in hist), "run": str(run)}
+                    "train_loss": [r.get("train_loss") for r in hist], "run": str(run)}
     return out
 
 
@@ -56,8 +55,7 @@ def summarise(data: dict) -> dict:
         r: dict = {}
         for amp, seeds in by_amp.items():
             r[amp] = {"seeds": sorted(seeds), "top1": [seeds[s]["top1"] for s in sorted(seeds)],
-                      "final_loss": [seeds[s]["train_loss"][-1] for s in sorted(seeds)],
-                      "train_s": [seeds[s]["train_s"] for s in sorted(seeds)]}
+                      "final_loss": [seeds[s]["train_loss"][-1] for s in sorted(seeds)]}
         common = sorted(set(by_amp.get("bf16", {})) & set(by_amp.get("fp32", {})))
         gaps = {}
         for s in common:

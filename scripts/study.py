@@ -86,7 +86,7 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     want = set(arms)
     if "precision" in want:  # issue 14, first: the same seeds in bf16 and fp32, 3 epochs (the demo's budget);
         # every student distils from the seed-0 teacher's cache, so only the student's own seed varies
-        if seeds[0] != 0 or not want & {"teacher", "student", "student-ens"}:
+        if not (0 in seeds and want & {"teacher", "student", "student-ens"}):  # else the loop below adds them
             runs += [train("teacher", "teacher-s0", [], 0), cache(0)]
         for seed in seeds:
             for amp in ("bf16", "fp32"):

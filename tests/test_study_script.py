@@ -52,3 +52,10 @@ def test_claims_are_exclusive_and_a_dead_workers_claim_is_taken_over(tmp_path):
     assert st.busy(run)
     (run / "run.lock").write_text(f"pid {dead.stdout.strip()} on host")
     assert not st.busy(run)
+
+
+def test_plan_adds_the_precision_teacher_once_whatever_the_seed_order(tmp_path):
+    st = _study()
+    for seeds in ([0, 1], [1, 0], [1, 2]):
+        names = [r.name for r in st.plan(["precision", "teacher"], seeds, tmp_path)]
+        assert names.count("teacher-s0") == 1 and names.count("cache-s0") == 1, seeds
