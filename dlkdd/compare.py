@@ -43,11 +43,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlkdd.errors import DlkddError
+from dlkdd.data.groups import ARID_GROUP_REGEX, compile_group_regex, group_of
+from dlkdd.errors import DataError, DlkddError
 from dlkdd.utils import save_figure
 
 log = logging.getLogger(__name__)
@@ -174,11 +176,6 @@ def recording_votes(keys: Sequence[str], labels: np.ndarray, pred: np.ndarray,
     {"label", "vote" (None on a tie), "clips", "clips_right"}}}``; None when a key names no recording.
 
     ``regex``: the group regex (default ARID's, :data:`dlkdd.data.groups.ARID_GROUP_REGEX`)."""
-    from collections import Counter
-
-    from dlkdd.data.groups import ARID_GROUP_REGEX, compile_group_regex, group_of
-    from dlkdd.errors import DataError
-
     pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
     members: dict[str, list[int]] = {}
     try:
