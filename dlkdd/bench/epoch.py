@@ -69,12 +69,14 @@ def make_epoch_stores(work: Path, manifest: Any, clip_cfg: Any, views: int, num_
 
 
 def _load_ms(ds: Any, n: int) -> float:
-    """ms of CPU (wall, one process) to produce one sample of ``ds``: median of the first ``n``."""
+    """ms of CPU to produce one sample of ``ds`` in this process: median of the first ``n``. Process CPU
+    time (all its threads, e.g. Zarr's I/O thread), not wall time: other jobs on the machine do not
+    inflate it, and it is what ``load_cpu_share`` is defined on."""
     ts = []
     for i in range(min(n, len(ds))):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         ds[i]
-        ts.append(time.perf_counter() - t0)
+        ts.append(time.process_time() - t0)
     return 1000.0 * statistics.median(ts)
 
 
