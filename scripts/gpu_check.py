@@ -151,6 +151,8 @@ def stage_tensor_steps(preset: str, device: str, steps: int = 3) -> dict[str, An
     C, B = 11, p.batch
     step = StudentStep(cfg, C, dev)
     teacher = prepare_model(bench_teacher(cfg, C)[0], dev).eval()
+    teacher_calls = [0]
+    teacher.register_forward_hook(lambda *_: teacher_calls.__setitem__(0, teacher_calls[0] + 1))
     video = torch.rand(B, 3, p.frames, p.size, p.size, device=dev)
     batch = {"video": video, "label": torch.randint(0, C, (B,), device=dev),
              "teacher_logits": torch.randn(B, C, device=dev)}
@@ -177,7 +179,8 @@ def stage_tensor_steps(preset: str, device: str, steps: int = 3) -> dict[str, An
     return {"shape": [B, 3, p.frames, p.size, p.size], "amp": "bf16" if step.dtype is not None else "fp32",
             "cached_s_per_step": med["cached"], "online_s_per_step": med["online"],
             "cached_clips_per_s": B / med["cached"], "online_clips_per_s": B / med["online"],
-            "online_over_cached": med["online"] / med["cached"], "peak_gpu_mb": _peak_gpu_mb(device), "times_s": times}
+            "online_over_cached": med["online"] / med["cached"], "peak_gpu_mb": _peak_gpu_mb(device),
+            "steps": steps, "teacher_forwards": teacher_calls[0], "times_s": times}
 
 
 def _cli(args: list[str], device: str, torchrun: bool = False, timeout: float = 900) -> dict[str, Any]:
@@ -294,7 +297,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     ts = res.get("tensor_steps") or {}
     if ts:
         s["tensor_steps"] = {k: ts.get(k) for k in ("cached_s_per_step", "online_s_per_step", "online_over_cached",
-                                                    "peak_gpu_mb", "amp")}
+                                                    "peak_gpu_mb", "amp", "teacher_forwards")}
     for k in ("pipeline", "torchrun"):
         if res.get(k):
             s[k] = res[k]

@@ -56,7 +56,10 @@ def test_gpu_check_without_pyav_measures_tensor_steps(tmp_path):
     assert res["errors"]["bench"].startswith("skipped") and res["errors"]["pipeline"].startswith("skipped")
     ts = res["summary"]["tensor_steps"]
     assert ts["cached_s_per_step"] > 0 and ts["online_s_per_step"] > 0
-    assert ts["online_over_cached"] > 1.0  # the online step runs the teacher too
+    # the online step runs the teacher (once per step, warm-up included); the cached one never does.
+    # No timing assertion: which step is faster depends on what else the machine runs.
+    assert ts["teacher_forwards"] == 3 + 1
+    assert [len(v) for v in res["tensor_steps"]["times_s"].values()] == [3, 3]
     assert "pipeline" not in res and "torchrun" not in res
 
 
