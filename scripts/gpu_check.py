@@ -230,7 +230,7 @@ def pipeline_config(work: Path, tiny: bool, have_zarr: bool) -> Path:
 
     if tiny:
         paths = make_synthetic(work / "data", classes=2, clips_per_class=3, frames=12, size=(32, 48), seed=0)
-        model = {"backbone": "r2plus1d_18", "head": "avg", "normalize": "dataset", "pretrained": ""}
+        model = {"backbone": "r2plus1d_tiny", "head": "avg", "normalize": "dataset", "pretrained": ""}
         clip = {"frames": 4, "stride": 2, "size": 32, "resize": 40}
         train = {"batch_size": 2, "workers": 0}
         enhancer = {"kind": "gamma"}

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+STOP_AT = Path(__file__).resolve().with_name("stop_at.py")
 
 #: Tiny training settings: clips of 4x32x32, batch 2, no loader workers, avg head, gamma enhancer.
 TINY = [
@@ -80,11 +81,14 @@ def cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 300,
 class Job:
     """A ``dlkdd`` command running in the background; its output goes to files (no pipe stalls)."""
 
-    def __init__(self, args: Sequence[str], logdir: Path, name: str, cwd: Path | None = None):
+    def __init__(self, args: Sequence[str], logdir: Path, name: str, cwd: Path | None = None,
+                 stop_at: tuple[str, int] | None = None):
+        """``stop_at=(POINT, N)``: the command freezes itself there (tests/stop_at.py); see :meth:`wait_stopped`."""
         logdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = logdir / f"{name}.out", logdir / f"{name}.err"
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
-        self.proc = subprocess.Popen([PY, "-m", "dlkdd", *map(str, args)], cwd=cwd or REPO, env=env(),
+        run = [PY, "-m", "dlkdd"] if stop_at is None else [PY, str(STOP_AT), stop_at[0], str(stop_at[1]), "--"]
+        self.proc = subprocess.Popen([*run, *map(str, args)], cwd=cwd or REPO, env=env(),
                                      stdout=self._out, stderr=self._err)
 
     @property
@@ -97,6 +101,18 @@ class Job:
     def signal(self, sig: int) -> None:
         if self.alive():
             os.kill(self.proc.pid, sig)
+
+    def stopped(self) -> bool:
+        """True while the process is stopped (SIGSTOP): state ``T`` in ``/proc/PID/stat``."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+    def wait_stopped(self, what: str, timeout: float = 240) -> None:
+        """Wait until the command froze itself at its ``stop_at`` point."""
+        wait_until(self.stopped, self, timeout=timeout, poll=0.01, what=what)
 
     def kill9(self) -> int:
         """SIGKILL and reap; returns the exit code (-9 if the kill landed)."""

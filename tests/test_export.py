@@ -1,7 +1,8 @@
 """``dlkdd export`` and exported models: round trip, parity on real arid6 clips, metadata,
 ``predict`` on an exported file, input checks, the missing-extra error, int8 agreement.
 
-Checkpoints are untrained R(2+1)D-18 classifiers (BERT head and average head) at 8x32x32, written
+Checkpoints are untrained tiny R(2+1)D classifiers (``r2plus1d_tiny``, the layout of R(2+1)D-18 at
+one block per stage and width 16) (BERT head and average head) at 8x32x32, written
 with the project's checkpoint writer; each is exported once per format for the whole module.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ TOL = 1e-4
 def _config(head: str):
     from dlkdd.config import config_from_dict
 
-    return config_from_dict({"clip": CLIP, "model": {"head": head, "pretrained": "", "normalize": "dataset"}})
+    return config_from_dict({"clip": CLIP, "model": {"head": head, "pretrained": "", "normalize": "dataset",
+                                                     "backbone": "r2plus1d_tiny"}})
 
 
 def _write_checkpoint(path: Path, head: str, teacher: bool = False) -> Path:
@@ -319,7 +321,7 @@ def test_teacher_with_zerodce_exports_with_its_enhancer(module_dir, fmt):
         ref, plain = model(x), model.classifier(x)
         got = load_exported(out)(x)
     assert float((got - ref).abs().max()) <= TOL
-    assert float((plain - ref).abs().max()) > 100 * TOL
+    assert float((plain - ref).abs().max()) > 10 * TOL
 
 
 def test_bench_deploy_rows_without_the_extra(monkeypatch, tmp_path):
@@ -335,7 +337,7 @@ def test_bench_deploy_rows_without_the_extra(monkeypatch, tmp_path):
     for mod in ("onnx", "onnxruntime", "onnxscript"):
         monkeypatch.setitem(sys.modules, mod, None)
     cfg = config_from_dict({"clip": {"frames": 4, "stride": 2, "size": 32, "resize": 40},
-                            "model": {"head": "avg", "pretrained": ""}})
+                            "model": {"head": "avg", "pretrained": "", "backbone": "r2plus1d_tiny"}})
     dep = bench_deploy(cfg, CLASSES, tmp_path, repeats=1, clips=0)
     rows = {r["format"]: r for r in dep["rows"]}
     assert rows["torch eager (checkpoint)"]["status"] == rows["TorchScript (torch.jit)"]["status"] == "ok"

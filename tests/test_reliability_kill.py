@@ -1,5 +1,10 @@
 """Interruptions, end to end: real ``dlkdd`` processes killed with SIGKILL (or frozen with SIGSTOP).
 
+Where a kill must land at a given moment (mid-epoch, mid-write), the command freezes itself there
+(``tests/stop_at.py``: a SIGSTOP from an optimizer-step hook, a wrapped ``os.replace`` or store write)
+and the test sends SIGKILL to the frozen process: the kill lands exactly there on any machine, with
+the suite's tiny network, instead of racing a poll loop against a network slow enough to be caught.
+
 - ``dlkdd teacher`` killed mid-epoch and ``dlkdd student`` killed while writing a checkpoint:
   ``--resume DIR`` continues from the last good ``last.pt`` and, on CPU with a fixed seed, the
   resumed run's epoch metrics and final weights equal an uninterrupted run's.
@@ -29,12 +34,7 @@ import torch
 import faults
 from faults import Job, assert_clean_error, cli, comparable, count, done_count, log_rows, wait_until
 
-#: a kill must land while a step or a write is in flight: the full-width R(2+1)D-18, whose steps
-#: and checkpoints take long enough for that, not the suite's tiny network
-KILL_TINY = [*faults.TINY, "model.backbone=r2plus1d_18"]
-
-
-def sets(overrides=KILL_TINY, extra=()):
+def sets(overrides=faults.TINY, extra=()):
     return faults.sets(overrides, extra)
 
 
@@ -86,7 +86,7 @@ def many(work) -> Path:
     return faults.make_tiny_set(work / "many", classes=2, clips_per_class=12, frames=16, seed=3)
 
 
-MANY = [*KILL_TINY, "cache.views=4"]
+MANY = [*faults.TINY, "cache.views=4"]
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,9 @@ def many_ref(work, many, teacher_ref) -> Path:
 def test_teacher_sigkill_mid_epoch_then_resume_equals_uninterrupted(work, tiny, teacher_ref):
     out = work / "teacher_killed"
     args = ["teacher", "--config", tiny / "config.yaml", *sets(), "--out", out, "--no-progress"]
-    with Job(args, work, "teacher_killed") as job:
-        # epoch 0 is complete once its curves are drawn (after last.pt and log.json): epoch 1 runs now
-        wait_until(lambda: len(log_rows(out)) == 1 and (out / "curves.png").exists(), job, what="epoch 0")
+    # 6 training clips in batches of 2: 3 steps an epoch; frozen before the 5th, epoch 1's second step
+    with Job(args, work, "teacher_killed", stop_at=("optimizer-step", 5)) as job:
+        job.wait_stopped("epoch 1, step 2")
         assert job.kill9() == -signal.SIGKILL
     count("kill -9")
     from dlkdd.train.checkpoint import load_checkpoint
@@ -129,10 +129,10 @@ def test_student_sigkill_while_writing_checkpoint_then_resume(work, tiny, store_
     assert r.returncode == 0, r.stderr[-3000:]
 
     out = work / "student_killed"
-    with Job([*common, "--out", out], work, "student_killed") as job:
-        wait_until(lambda: len(log_rows(out)) == 1, job, what="epoch 0")
-        # kill while epoch 1's last.pt is being written (its temporary file exists, not yet renamed)
-        wait_until(lambda: any(out.glob(".last.pt.*.tmp")), job, poll=0.002, what="the epoch-1 checkpoint write")
+    # kill while epoch 1's last.pt is being written: its temporary file is on disk, not yet renamed
+    with Job([*common, "--out", out], work, "student_killed", stop_at=("replace:last.pt", 2)) as job:
+        job.wait_stopped("the epoch-1 checkpoint write")
+        assert any(out.glob(".last.pt.*.tmp")) and len(log_rows(out)) == 1
         assert job.kill9() == -signal.SIGKILL
     count("kill -9")
     from dlkdd.train.checkpoint import load_checkpoint
@@ -173,9 +173,8 @@ def test_cache_logits_sigkill_then_rerun_continues_and_equals_uninterrupted(work
     store = work / "many_killed.zarr"
     args = ["cache-logits", "--config", many / "config.yaml", *sets(MANY), "--teacher", teacher_ref / "teacher.pt",
             "--out", store, "--no-progress"]
-    with Job(args, work, "cache_killed") as job:
-        wait_until(lambda: done_count(store) >= 2, job, poll=0.01, what="2 clips done")
-        job.signal(signal.SIGSTOP)  # freeze it where it is, then kill: no race with the last rows
+    with Job(args, work, "cache_killed", stop_at=("store-write", 2)) as job:  # frozen after 2 rows
+        job.wait_stopped("2 clips done")
         done_at_kill = done_count(store)
         assert job.kill9() == -signal.SIGKILL
     count("kill -9")
@@ -216,9 +215,9 @@ def test_second_cache_logits_on_same_store_is_refused(work, many, teacher_ref, m
     store = work / "many_locked.zarr"
     args = ["cache-logits", "--config", many / "config.yaml", *sets(MANY), "--teacher", teacher_ref / "teacher.pt",
             "--out", store, "--no-progress"]
-    with Job(args, work, "cache_first") as first:
-        wait_until(lambda: done_count(store) >= 1, first, poll=0.01, what="the first run writing")
-        first.signal(signal.SIGSTOP)  # hold it mid-write: it keeps the lock
+    with Job(args, work, "cache_first", stop_at=("store-write", 1)) as first:
+        first.wait_stopped("the first run writing")  # frozen mid-store: it keeps the lock
+        assert done_count(store) == 1
         try:
             r = cli(args)
             count("concurrent writer")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import threading
 from pathlib import Path
@@ -321,13 +322,15 @@ def test_7_second_run_on_a_held_out_is_refused(work, cfg):
 
 def test_7_concurrent_runs_in_subprocesses(work, cfg):
     out = work / "twice"
-    slow = [*ONE_EPOCH, "model.backbone=r2plus1d_18"]  # still running when the second run starts
-    with faults.Job(["teacher", "--config", cfg, *sets(extra=slow), "--out", out, "--no-progress"],
-                    work, "first") as job:
-        faults.wait_until(lambda: (out / "run.lock").exists(), job, what="the first run's lock")
+    # the first run freezes itself before its first optimizer step (tests/stop_at.py), holding the lock
+    with faults.Job(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--out", out, "--no-progress"],
+                    work, "first", stop_at=("optimizer-step", 1)) as job:
+        job.wait_stopped("the first run's first step")
+        assert (out / "run.lock").exists()
         r = cli(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--out", out, "--no-progress"])
         count("concurrent run")
         assert_clean_error(r, "being written by another process", f"pid {job.pid}")
+        job.signal(signal.SIGCONT)
         assert job.wait() == 0, job.output()
     assert (out / "teacher.pt").exists() and not (out / "run.lock").exists()
 
