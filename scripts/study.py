@@ -23,6 +23,10 @@ Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), al
 - ``student-ens``: DL-KDD from the mean of all three teachers' softmax(z/tau) (one cache per teacher seed);
 - ``aug``: the baseline with stronger augmentation (photometric jitter 0.4, stride jitter 1, crop scale 0.5-1);
 - ``diff``: the baseline on frame differences (``model.input=diff``);
+- ``diff-kd`` (the DL-KDD comparison on the input that generalised, at the baseline's budget): students on
+  frame differences distilled from the RGB ZeroDCE teachers' caches - ``diff-student`` (that seed's
+  teacher, tau 5: the paper's loss), ``diff-student-tau2`` (the same with the KL term x tau**2, Hinton et
+  al. 2015) and ``diff-student-ens`` (the mean of the three teachers' softmax(z/tau));
 - ``long``: the baseline trained 30 epochs;
 - ``ssl``: the baseline initialised from InfoNCE pre-training on the training clips (``pretrain-ssl``,
   10 epochs, seed 0, shared by the three seeds);
@@ -111,6 +115,19 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
             runs.append(train("student", f"aug-s{seed}", AUG, seed, ["--no-kd"]))
         if "diff" in want:
             runs.append(train("student", f"diff-s{seed}", ["model.input=diff"], seed, ["--no-kd"]))
+    # the DL-KDD comparison at equal student budget on the input that generalised (frame differences):
+    # the RGB ZeroDCE teachers' caches, the student on dark frame differences
+    for seed in seeds:
+        if "diff-kd" in want:
+            runs.append(train("student", f"diff-student-s{seed}", ["model.input=diff"], seed,
+                              ["--cache", cache_path(seed)], [f"cache-s{seed}"]))
+            runs.append(train("student", f"diff-student-tau2-s{seed}", ["model.input=diff", "kd.tau2_scale=true"],
+                              seed, ["--cache", cache_path(seed)], [f"cache-s{seed}"]))
+    for seed in seeds:
+        if "diff-kd" in want:
+            caches = [c for s in seeds for c in ("--cache", cache_path(s))]
+            runs.append(train("student", f"diff-student-ens-s{seed}", ["model.input=diff"], seed, caches,
+                              [f"cache-s{s}" for s in seeds]))
     if "motion" in want:
         runs.append(train("pretrain", "pretrain-motion", ["pretrain.task=motion", "pretrain.epochs=4",
                                                           "pretrain.motion_clips=512", "pretrain.lr=0.001"], 0))
@@ -138,8 +155,8 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     return runs
 
 
-ARMS = ["baseline", "teacher", "student", "precision", "student-ens", "aug", "diff", "motion", "ssl", "long", "tiny",
-        "tiny-motion"]
+ARMS = ["baseline", "teacher", "student", "precision", "student-ens", "aug", "diff", "diff-kd", "motion", "ssl", "long",
+        "tiny", "tiny-motion"]
 
 
 def _alive(pid: int) -> bool:
@@ -203,7 +220,9 @@ def execute(run: Run, out: Path) -> int:
 
 #: the arms `--report` compares, in order (later ones against earlier ones), and their run-name prefixes
 REPORT_ARMS = [("baseline", "baseline-s"), ("teacher", "teacher-s"), ("student", "student-s"),
-               ("student-ens", "student-ens-s"), ("aug", "aug-s"), ("diff", "diff-s"), ("motion", "motion-s"),
+               ("student-ens", "student-ens-s"), ("aug", "aug-s"), ("diff", "diff-s"),
+               ("diff-student", "diff-student-s"), ("diff-student-tau2", "diff-student-tau2-s"),
+               ("diff-student-ens", "diff-student-ens-s"), ("motion", "motion-s"),
                ("ssl", "ssl-s"), ("long", "long-s"), ("tiny", "tiny-s"), ("tiny-motion", "tiny-motion-s")]
 
 
