@@ -29,6 +29,9 @@ Per pair (``A`` = a later group, ``B`` = an earlier one, "is A better than B?"),
 * clips won / lost / tied (seed-averaged correctness of A above / below / equal to B's);
 * a verdict from the bootstrap interval: ``yes`` (lower bound > 0), ``no`` (upper bound < 0: B is
   better), else ``cannot tell with this many clips``;
+* when the clip keys name their recording and some recording has several clips: the same interval
+  with whole **recordings** resampled instead of clips (``paired_bootstrap(..., clusters=)``) and its
+  verdict - the honest one when the test set is a few recordings cut into many clips;
 * the clips one seed pair would need to detect a difference of the observed size
   (:func:`mcnemar_sample_size`, Connor 1987, with the discordant shares pooled over the seed
   pairs) at two-sided alpha 0.05 and power 0.8.
@@ -95,7 +98,7 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, Any]:
+                     level: float = 0.95, clusters: Sequence[Any] | None = None) -> dict[str, Any]:
     """Paired bootstrap of the accuracy difference ``mean(a) - mean(b)`` over clips.
 
     ``a``, ``b``: ``(N,)`` per-clip scores of two models on the same N clips (e.g. correctness,
@@ -106,6 +109,12 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10000, seed: int 
     (a two-level bootstrap, Davison & Hinkley 1997, sec. 3.8). The statistic is the mean over drawn
     seeds and clips of A minus that of B; the interval is the replicates' ``(1-level)/2`` and
     ``(1+level)/2`` percentiles (Efron & Tibshirani 1993, ch. 13). ``np.random.default_rng(seed)``.
+
+    ``clusters``: ``(N,)`` labels (e.g. the recording of each clip). Then whole clusters are resampled
+    instead of clips - G of the G clusters drawn with replacement, each bringing all its clips, the
+    statistic the accuracy over the drawn clips (the cluster bootstrap, Davison & Hinkley 1997, sec.
+    3.8; Field & Welsh 2007): clips of one recording are not independent, and with few recordings
+    this interval is the honest one. One clip per cluster is the clip bootstrap again.
     Returns ``{diff, ci: [lo, hi], reps}`` (fractions).
     """
     a = np.asarray(a, dtype=np.float64)
@@ -117,14 +126,31 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10000, seed: int 
     resample_seeds = a.ndim == 2
     rng = np.random.default_rng(seed)
     n = a2.shape[1]
+    if clusters is not None:
+        if len(clusters) != n:
+            raise ValueError(f"paired_bootstrap: {len(clusters)} cluster labels for {n} clips")
+        _, member = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        G = int(member.max()) + 1
+        onehot = np.zeros((n, G))
+        onehot[np.arange(n), member] = 1.0
+        sums = [a2 @ onehot, b2 @ onehot]  # (k, G): clips right per seed and cluster
+        sizes = onehot.sum(0)  # (G,)
+    else:
+        sums = [None, None]
     stats = np.empty(reps)
     chunk = max(1, 2_000_000 // (n * max(len(a2), len(b2))))
     for s in range(0, reps, chunk):
         m = min(chunk, reps - s)
-        idx = rng.integers(0, n, (m, n))
+        if clusters is None:
+            idx = rng.integers(0, n, (m, n))
+        else:
+            draws = rng.multinomial(G, np.full(G, 1.0 / G), size=m).astype(np.float64)  # (m, G)
         means = []
-        for x in (a2, b2):
-            acc = x[:, idx].mean(-1)  # (k, m): each seed's accuracy on the drawn clips
+        for x, sx in zip((a2, b2), sums):
+            if sx is None:
+                acc = x[:, idx].mean(-1)  # (k, m): each seed's accuracy on the drawn clips
+            else:
+                acc = (sx @ draws.T) / (draws @ sizes)  # (k, m): accuracy on the drawn clusters' clips
             if resample_seeds and len(x) > 1:
                 w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x)), size=m) / len(x)  # (m, k)
                 means.append((w * acc.T).sum(1))
@@ -250,6 +276,25 @@ _BOOT = {"resampled": "paired over clips (resampled with replacement, the same c
                    "variation is not in the interval)"}
 
 
+def _verdict(lo: float, hi: float, b: str, unit: str) -> str:
+    if lo > 0:
+        return "yes"
+    if hi < 0:
+        return f"no ({b} is better)"
+    return f"cannot tell with this many {unit}"
+
+
+def _recordings(keys: Sequence[str], regex: str | None = None) -> list[str] | None:
+    """The recording of each clip key (ARID's ``<Class>_<group>_<n>`` or ``regex``); None when a key names
+    none, or when every clip is its own recording (then the clip bootstrap is already the answer)."""
+    pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
+    try:
+        recs = [group_of(k, pattern) for k in keys]
+    except DataError:
+        return None
+    return recs if len(set(recs)) < len(recs) else None
+
+
 def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed: int = 0,
                    alpha: float = 0.05, power: float = 0.8, seeds: str = "resampled") -> dict[str, Any]:
     """The full comparison (see the module docstring) as a JSON-able dict ``{clips, classes, views, models, pairs}``."""
@@ -259,6 +304,7 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
     C = len(first.classes)
     N = len(keys)
     correct = {g: np.stack([p.aligned(keys).correct for p in ps]).astype(np.float64) for g, ps in groups.items()}
+    recordings = _recordings(keys)
     models = []
     for g, ps in groups.items():
         accs = [100.0 * float(c.mean()) for c in correct[g]]
@@ -293,12 +339,13 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
                                  "a_only": bb, "b_only": cc, "p": mcnemar_exact(bb, cc)})
             ma, mb = correct[a].mean(0), correct[b].mean(0)
             lo, hi = boot["ci"]
-            if lo > 0:
-                verdict = "yes"
-            elif hi < 0:
-                verdict = f"no ({b} is better)"
-            else:
-                verdict = "cannot tell with this many clips"
+            verdict = _verdict(lo, hi, b, "clips")
+            by_rec = None
+            if recordings is not None:
+                rb = paired_bootstrap(xa, xb, reps=reps, seed=seed, level=1 - alpha, clusters=recordings)
+                rlo, rhi = rb["ci"]
+                by_rec = {"recordings": len(set(recordings)), "ci": [100 * rlo, 100 * rhi],
+                          "verdict": _verdict(rlo, rhi, b, "recordings")}
             k = max(1, len(pairing))
             need = mcnemar_sample_size(B / (k * N), Cc / (k * N), alpha, power)
             pairs.append({
@@ -307,7 +354,8 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
                 "pairing": how, "mcnemar": per_seed,
                 "mcnemar_pooled": {"a_only": B, "b_only": Cc, "p": mcnemar_exact(B, Cc)},
                 "won": int((ma > mb).sum()), "lost": int((ma < mb).sum()), "tied": int((ma == mb).sum()),
-                "verdict": verdict, "clips_needed": None if math.isinf(need) else int(math.ceil(need)),
+                "verdict": verdict, "by_recording": by_rec,
+                "clips_needed": None if math.isinf(need) else int(math.ceil(need)),
                 "sentence": f"{a} better than {b} at {100 * (1 - alpha):g}%: {verdict}"})
     return {"clips": N, "classes": list(first.classes), "chance": 100.0 / C, "views": first.meta.get("views"),
             "alpha": alpha, "power": power, "models": models, "pairs": pairs}
@@ -349,6 +397,11 @@ def format_report(r: Mapping[str, Any]) -> str:
         out.append(f"  {p['sentence']}"
                    + (f"  (one seed pair needs about {need} test clips to detect a difference this size with "
                       f"{100 * r['power']:g}% power; there are {r['clips']})" if need else "  (no difference observed)"))
+        rec = p.get("by_recording")
+        if rec:
+            out.append(f"  resampling the {rec['recordings']} test recordings instead of clips (clips of one recording "
+                       f"are not independent): 95% CI [{rec['ci'][0]:+.1f}, {rec['ci'][1]:+.1f}]; "
+                       f"better at 95%: {rec['verdict']}")
     return "\n".join(out)
 
 
@@ -377,13 +430,22 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
     ax.legend(fontsize=8)
     if pairs:
         ax = axes[0][1]
+        def colour(verdict: str) -> str:
+            return "C2" if verdict == "yes" else ("C3" if verdict.startswith("no") else "0.4")
+
+        by_rec = any(p.get("by_recording") for p in pairs)
         for y, p in enumerate(pairs):
+            rec = p.get("by_recording")
+            if rec:  # the recording-resampled interval, thin and just below the clip one
+                ax.errorbar([p["diff"]], [y + 0.25], xerr=[[p["diff"] - rec["ci"][0]], [rec["ci"][1] - p["diff"]]],
+                            fmt="s", ms=3, lw=0.8, color=colour(rec["verdict"]), capsize=2)
             ax.errorbar([p["diff"]], [y], xerr=[[p["diff"] - p["ci"][0]], [p["ci"][1] - p["diff"]]], fmt="o",
-                        color="C2" if p["verdict"] == "yes" else ("C3" if p["verdict"].startswith("no") else "0.4"),
-                        capsize=4)
+                        color=colour(p["verdict"]), capsize=4)
         ax.axvline(0, color="0.3", lw=1)
         ax.set_yticks(range(len(pairs)), [f"{p['a']} - {p['b']}" for p in pairs])
-        ax.set_xlabel("top-1 difference (pp), paired bootstrap 95% CI")
+        ax.invert_yaxis()
+        ax.set_xlabel("top-1 difference (pp), paired bootstrap 95% CI"
+                      + ("\n(thick: clips resampled; thin, below: recordings resampled)" if by_rec else ""))
         ax.set_title("pairs (green: better at 95%)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -68,6 +68,51 @@ def test_paired_bootstrap_resamples_seeds():
     assert two["ci"] == pytest.approx(paired_bootstrap(one, np.zeros(50), reps=3000, seed=2)["ci"], abs=0.03)
 
 
+def test_cluster_bootstrap_resamples_whole_recordings():
+    # 4 recordings x 10 clips; A right on every clip of recordings 0 and 1, wrong on 2 and 3; B always
+    # wrong. Resampling clips, 40 clips make a narrow interval around 0.5; resampling the 4 recordings,
+    # the share of A's drawn clips that are right is Bin(4, 1/2) / 4: 0 and 1 each have probability
+    # 1/16 > 2.5%, so the 95% interval is [0, 1] exactly
+    rec = np.repeat(["r0", "r1", "r2", "r3"], 10)
+    a = np.r_[np.ones(20), np.zeros(20)]
+    b = np.zeros(40)
+    clips = paired_bootstrap(a, b, reps=4000, seed=0)
+    by_rec = paired_bootstrap(a, b, reps=4000, seed=0, clusters=rec)
+    assert clips["diff"] == by_rec["diff"] == 0.5
+    assert 0.3 < clips["ci"][0] and clips["ci"][1] < 0.7
+    assert by_rec["ci"] == [0.0, 1.0]
+    # one clip per recording: the clip bootstrap again (other random draws: within Monte Carlo error)
+    one = np.r_[np.ones(20), np.zeros(30)]
+    assert paired_bootstrap(one, np.zeros(50), reps=4000, seed=1, clusters=np.arange(50))["ci"] == pytest.approx(
+        paired_bootstrap(one, np.zeros(50), reps=4000, seed=1)["ci"], abs=0.03)
+    # seeds resampled as well; unequal recordings weigh by their clips: A right only on the 3-clip
+    # recording of two -> drawn shares 0, 3/4 or 1
+    two = paired_bootstrap(np.stack([np.r_[0.0, 1, 1, 1]] * 2), np.zeros((2, 4)), reps=3000, seed=2,
+                           clusters=["x", "y", "y", "y"])
+    assert two["diff"] == 0.75 and two["ci"] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="3 cluster labels for 4 clips"):
+        paired_bootstrap(np.ones(4), np.zeros(4), clusters=["x", "y", "y"])
+
+
+def test_compare_reports_the_recording_bootstrap_when_recordings_hold_several_clips():
+    labels = np.arange(24) % 3
+    keys = [f"C/C_{i // 6}_{i % 6}" for i in range(24)]  # 4 recordings of 6 clips
+    a = [_pred(np.r_[np.ones(12), np.zeros(12)] > 0, labels, seed=0, keys=keys)]
+    b = [_pred(np.zeros(24) > 0, labels, seed=0, keys=keys)]
+    p = compare_groups({"b": b, "a": a}, reps=2000)["pairs"][0]
+    assert p["verdict"] == "yes" and p["ci"][0] > 0  # clips resampled: 12 of 24 won, 0 lost
+    rec = p["by_recording"]
+    assert rec["recordings"] == 4 and rec["ci"] == [0.0, 100.0]
+    assert rec["verdict"] == "cannot tell with this many recordings"
+    from dlkdd.compare import format_report
+
+    assert "resampling the 4 test recordings instead of clips" in format_report(
+        compare_groups({"b": b, "a": a}, reps=500))
+    # one clip per recording (the default keys): no second interval
+    plain = compare_groups({"b": [_pred(np.zeros(24) > 0, labels)], "a": [_pred(np.ones(24) > 0, labels)]}, reps=200)
+    assert plain["pairs"][0]["by_recording"] is None
+
+
 def test_seed_interval_and_sample_size_by_hand():
     r = seed_interval([40.0, 50.0, 60.0])
     # mean 50, s = 10, t_{0.975,2} = 4.302653
