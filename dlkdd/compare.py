@@ -296,8 +296,11 @@ def _recordings(keys: Sequence[str], regex: str | None = None) -> list[str] | No
 
 
 def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed: int = 0,
-                   alpha: float = 0.05, power: float = 0.8, seeds: str = "resampled") -> dict[str, Any]:
-    """The full comparison (see the module docstring) as a JSON-able dict ``{clips, classes, views, models, pairs}``."""
+                   alpha: float = 0.05, power: float = 0.8, seeds: str = "resampled",
+                   against: Sequence[str] | None = None) -> dict[str, Any]:
+    """The full comparison (see the module docstring) as a JSON-able dict ``{clips, classes, views, models, pairs}``.
+
+    ``against``: only the pairs whose earlier group is one of these names (default: every pair)."""
     check_comparable(groups)
     first = next(iter(groups.values()))[0]
     keys = list(first.keys)
@@ -324,6 +327,8 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
     for j in range(1, len(names)):
         for i in range(j):
             a, b = names[j], names[i]
+            if against is not None and b not in against:
+                continue
             if seeds not in _BOOT:
                 raise ValueError(f"seeds must be resampled or pooled, got {seeds!r}")
             xa, xb = (correct[a], correct[b]) if seeds == "resampled" else (correct[a].mean(0), correct[b].mean(0))

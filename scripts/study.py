@@ -36,7 +36,8 @@ Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), al
   less capacity to memorise 15 recordings); ``tiny-motion``: the same from synthetic-motion pre-training
   of that network (``pretrain-motion-tiny``).
 
-Then ``dlkdd compare`` on the run directories (``--report``: writes ``OUT/compare.{txt,json,png}``).
+Then ``dlkdd compare`` on the run directories (``--report``: ``OUT/compare.{txt,json,png}``, every arm against
+the baseline, and ``OUT/kd.{txt,json,png}``, the DL-KDD comparison on RGB and on frame differences).
 """
 from __future__ import annotations
 
@@ -218,30 +219,45 @@ def execute(run: Run, out: Path) -> int:
     return rc
 
 
-#: the arms `--report` compares, in order (later ones against earlier ones), and their run-name prefixes
-REPORT_ARMS = [("baseline", "baseline-s"), ("teacher", "teacher-s"), ("student", "student-s"),
-               ("student-ens", "student-ens-s"), ("aug", "aug-s"), ("diff", "diff-s"),
-               ("diff-student", "diff-student-s"), ("diff-student-tau2", "diff-student-tau2-s"),
-               ("diff-student-ens", "diff-student-ens-s"), ("motion", "motion-s"),
-               ("ssl", "ssl-s"), ("long", "long-s"), ("tiny", "tiny-s"), ("tiny-motion", "tiny-motion-s")]
+#: each arm's run-name prefix (``<prefix><seed>``)
+PREFIX = {arm: f"{arm}-s" for arm in ("baseline", "teacher", "student", "student-ens", "aug", "diff", "diff-student",
+                                      "diff-student-tau2", "diff-student-ens", "motion", "ssl", "long", "tiny",
+                                      "tiny-motion")}
+
+#: the reports of `--report`: (file stem, arms in order, the earlier arms every later one is compared with)
+REPORTS = [
+    # does anything generalise? every arm against the baseline (and the tiny network's lever against it)
+    ("compare", ["baseline", "teacher", "student", "student-ens", "aug", "diff", "motion", "ssl", "long", "tiny",
+                 "tiny-motion"], ["baseline", "tiny"]),
+    # DL-KDD at equal student budget: on RGB (where nothing generalises) and on frame differences
+    ("kd", ["baseline", "teacher", "student", "student-ens", "diff", "diff-student", "diff-student-tau2",
+            "diff-student-ens"], ["baseline", "teacher", "diff", "diff-student"]),
+]
 
 
 def report(out: Path, finished: list[Run]) -> None:
-    """``dlkdd compare`` over the finished runs of each arm (an arm needs at least one)."""
-    groups = []
-    for arm, prefix in REPORT_ARMS:
-        dirs = [str(out / r.name) for r in finished
-                if r.name.startswith(prefix) and r.name[len(prefix):].isdigit()]
-        if dirs:
-            groups.append(f"{arm}={','.join(sorted(dirs))}")
-    if not groups:
-        log.info("no finished run to compare yet")
-        return
-    cmd = [sys.executable, "-m", "dlkdd", "compare", *groups, "--json", str(out / "compare.json"),
-           "--plot", str(out / "compare.png")]
-    text = subprocess.run(cmd, capture_output=True, text=True)
-    (out / "compare.txt").write_text(text.stdout + text.stderr)
-    print(text.stdout + text.stderr)  # noqa: T201
+    """``dlkdd compare`` of the finished runs of each report's arms (an arm needs at least one run):
+    ``OUT/<stem>.{txt,json,png}`` per report of :data:`REPORTS`."""
+    for stem, arms, against in REPORTS:
+        groups, present = [], []
+        for arm in arms:
+            prefix = PREFIX[arm]
+            dirs = [str(out / r.name) for r in finished
+                    if r.name.startswith(prefix) and r.name[len(prefix):].isdigit()]
+            if dirs:
+                groups.append(f"{arm}={','.join(sorted(dirs))}")
+                present.append(arm)
+        if not groups:
+            log.info("%s: no finished run to compare yet", stem)
+            continue
+        cmd = [sys.executable, "-m", "dlkdd", "compare", *groups, "--json", str(out / f"{stem}.json"),
+               "--plot", str(out / f"{stem}.png")]
+        for a in against:
+            if a in present[:-1]:
+                cmd += ["--against", a]
+        text = subprocess.run(cmd, capture_output=True, text=True)
+        (out / f"{stem}.txt").write_text(text.stdout + text.stderr)
+        print(text.stdout + text.stderr)  # noqa: T201
 
 
 def main() -> None:

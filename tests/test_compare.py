@@ -216,6 +216,18 @@ def test_compare_cli(tmp_path):
     assert r.exit_code == 1 and "test views differ" in r.output and "size 64 vs 32" in r.output
     r = CliRunner().invoke(main, ["compare", f"baseline={tmp_path}/nothing-*"])
     assert r.exit_code == 2 and "nothing matches" in r.output
+    # --against: only the pairs with that earlier group (3 groups: 3 pairs, 2 of them against the baseline)
+    three = [f"baseline={tmp_path}/base-s*", f"student={tmp_path}/stud-s*", f"again={tmp_path}/stud-s*"]
+    r = CliRunner().invoke(main, ["compare", *three, "--bootstrap", "200", "--json", str(tmp_path / "a.json")])
+    assert [(p["a"], p["b"]) for p in json.loads((tmp_path / "a.json").read_text())["pairs"]] == [
+        ("student", "baseline"), ("again", "baseline"), ("again", "student")]
+    r = CliRunner().invoke(main, ["compare", *three, "--bootstrap", "200", "--against", "baseline",
+                                  "--json", str(tmp_path / "a.json")])
+    assert r.exit_code == 0, r.output
+    assert [(p["a"], p["b"]) for p in json.loads((tmp_path / "a.json").read_text())["pairs"]] == [
+        ("student", "baseline"), ("again", "baseline")]
+    r = CliRunner().invoke(main, ["compare", *three, "--against", "teacher"])
+    assert r.exit_code == 2 and "'teacher' is not one of the groups (baseline, student, again)" in r.output
 
 
 def test_recording_votes_majority_per_recording_ties_wrong_and_keys_without_groups():

@@ -35,8 +35,11 @@ def _expand(spec: str) -> tuple[str, list[str]]:
               show_default=True, help="Bootstrap: also resample each model's seeds (two-level), or average "
                                       "each clip's correctness over seeds and resample clips only.")
 @click.option("--alpha", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.05, show_default=True)
+@click.option("--against", "against", multiple=True, metavar="NAME",
+              help="Only the pairs that compare a later group with NAME (repeatable), e.g. every arm against "
+                   "the baseline; default: every later group against every earlier one.")
 @friendly_errors
-def compare(groups, json_out, plot, reps, seed, seed_mode, alpha):
+def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
     """Compare groups of runs (seeds) scored on the same test clips.
 
     Each NAME=GLOB names a model and its runs: run directories (their predictions.jsonl),
@@ -54,8 +57,11 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha):
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise click.BadParameter("group names must differ", param_hint="GROUPS")
+    unknown = [a for a in against if a not in names]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not one of the groups ({', '.join(names)})", param_hint="--against")
     preds = {n: [load_predictions(p) for p in paths] for n, paths in named}
-    report = compare_groups(preds, reps=reps, seed=seed, alpha=alpha, seeds=seed_mode)
+    report = compare_groups(preds, reps=reps, seed=seed, alpha=alpha, seeds=seed_mode, against=against or None)
     report["inputs"] = {n: paths for n, paths in named}
     click.echo(format_report(report))
     if json_out:
