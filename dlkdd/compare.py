@@ -23,7 +23,8 @@ Per pair (``A`` = a later group, ``B`` = an earlier one, "is A better than B?"),
   ``seeds="pooled"`` averages each model's correctness on a clip over its seeds first and
   resamples clips only (narrower: it ignores how much another seed would differ);
 * the exact McNemar test (:func:`mcnemar_exact`) per seed pair (runs paired by their ``seed``
-  when both groups have the same seeds, else in the order given) and pooled over the seed pairs
+  when both groups have the same seeds, by the seeds both have when they share some, else in the
+  order given) and pooled over the seed pairs
   (discordant counts summed; the same clips recur across seeds, so the pooled p-value is
   optimistic - read it with the bootstrap interval);
 * clips won / lost / tied (seed-averaged correctness of A above / below / equal to B's);
@@ -263,8 +264,12 @@ def check_comparable(groups: Mapping[str, Sequence[Any]]) -> None:
 def _pair_runs(a: Sequence[Any], b: Sequence[Any]) -> tuple[list[tuple[int, int]], str]:
     sa = [p.meta.get("seed") for p in a]
     sb = [p.meta.get("seed") for p in b]
-    if None not in sa and None not in sb and len(set(sa)) == len(sa) and set(sa) == set(sb):
-        return [(sa.index(s), sb.index(s)) for s in sorted(sa)], "by seed"
+    if None not in sa and None not in sb and len(set(sa)) == len(sa) and len(set(sb)) == len(sb):
+        common = sorted(set(sa) & set(sb))
+        if set(sa) == set(sb):
+            return [(sa.index(s), sb.index(s)) for s in common], "by seed"
+        if common:  # e.g. 2 seeds of one model against 3 of another: the seeds both have
+            return [(sa.index(s), sb.index(s)) for s in common], f"by seed, the {len(common)} both have"
     k = min(len(a), len(b))
     return [(i, i) for i in range(k)], f"in the order given ({k} pair(s))"
 

@@ -170,6 +170,11 @@ def test_compare_groups_constructed():
     # two seeds of one model against each other on few clips: cannot tell
     few = compare_groups({"x": [_pred(np.r_[np.ones(6), np.zeros(6)] > 0, np.arange(12) % 3)],
                           "y": [_pred(np.r_[np.ones(5), np.zeros(7)] > 0, np.arange(12) % 3)]}, reps=2000)
+    # seeds {0, 1} against {0, 1, 2}: paired by the seeds both have, not by position
+    sub = compare_groups({"baseline": base + [_pred(np.ones(n) > 0, labels, seed=2)], "student": stud[::-1]}, reps=200)
+    assert sub["pairs"][0]["pairing"] == "by seed, the 2 both have"
+    assert [(s["seed_a"], s["seed_b"]) for s in sub["pairs"][0]["mcnemar"]] == [(0, 0), (1, 1)]
+    assert [(s["a_only"], s["b_only"]) for s in sub["pairs"][0]["mcnemar"]] == [(20, 0), (20, 0)]
     fp = few["pairs"][0]
     assert fp["verdict"] == "cannot tell with this many clips" and fp["clips_needed"] > 12
     assert fp["pairing"].startswith("in the order given")
