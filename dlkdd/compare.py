@@ -424,7 +424,8 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
     import matplotlib.pyplot as plt
 
     pairs = r["pairs"]
-    fig, axes = plt.subplots(1, 2 if pairs else 1, figsize=(10 if pairs else 5.5, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if pairs else 1, squeeze=False,
+                             figsize=(11 if pairs else 5.5, max(3.8, 1.2 + 0.28 * len(pairs))))
     ax = axes[0][0]
     for x, m in enumerate(r["models"]):
         ax.scatter([x] * len(m["seeds"]), [s["top1"] for s in m["seeds"]], color="0.5", s=14, zorder=2)
@@ -434,7 +435,7 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
         else:
             ax.plot([x], [m["mean"]], "o", color="C0")
     ax.axhline(r["chance"], color="C3", ls="--", lw=1, label=f"chance {r['chance']:.1f}%")
-    ax.set_xticks(range(len(r["models"])), [m["name"] for m in r["models"]], rotation=20)
+    ax.set_xticks(range(len(r["models"])), [m["name"] for m in r["models"]], rotation=30, ha="right")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"per seed, mean and 95% CI ({r['clips']} clips)", fontsize=9)
     ax.legend(fontsize=8)
@@ -455,7 +456,7 @@ def plot_report(r: Mapping[str, Any], path: Any) -> Any:
         ax.set_yticks(range(len(pairs)), [f"{p['a']} - {p['b']}" for p in pairs])
         ax.invert_yaxis()
         ax.set_xlabel("top-1 difference (pp), paired bootstrap 95% CI"
-                      + ("\n(thick: clips resampled; thin, below: recordings resampled)" if by_rec else ""))
+                      + ("\nthick: clips resampled; thin: recordings" if by_rec else ""))
         ax.set_title("pairs (green: better at 95%)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
