@@ -59,7 +59,7 @@ from dlkdd.utils import save_figure
 log = logging.getLogger(__name__)
 
 __all__ = ["CompareError", "binomial_above_chance", "mcnemar_exact", "paired_bootstrap", "seed_interval",
-           "mcnemar_sample_size", "recording_votes", "check_comparable", "compare_groups", "format_report",
+           "mcnemar_sample_size", "recordings_of", "recording_votes", "check_comparable", "compare_groups", "format_report",
            "plot_report"]
 
 
@@ -197,19 +197,28 @@ def mcnemar_sample_size(p10: float, p01: float, alpha: float = 0.05, power: floa
 
 
 # ----------------------------------------------------------------------------------- checks
+def recordings_of(keys: Sequence[str], regex: str | None = None) -> list[str] | None:
+    """The recording of each clip key (``regex``, default ARID's ``<Class>_<group>_<n>``,
+    :data:`dlkdd.data.groups.ARID_GROUP_REGEX`); None when a key names none."""
+    pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
+    try:
+        return [group_of(k, pattern) for k in keys]
+    except DataError:
+        return None
+
+
 def recording_votes(keys: Sequence[str], labels: np.ndarray, pred: np.ndarray,
                     regex: str | None = None) -> dict[str, Any] | None:
     """Majority vote per recording: ``{"n": recordings, "correct": right ones, "by_recording": {group:
     {"label", "vote" (None on a tie), "clips", "clips_right"}}}``; None when a key names no recording.
 
     ``regex``: the group regex (default ARID's, :data:`dlkdd.data.groups.ARID_GROUP_REGEX`)."""
-    pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
-    members: dict[str, list[int]] = {}
-    try:
-        for i, k in enumerate(keys):
-            members.setdefault(group_of(k, pattern), []).append(i)
-    except DataError:
+    recs = recordings_of(keys, regex)
+    if recs is None:
         return None
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(recs):
+        members.setdefault(g, []).append(i)
     out: dict[str, Any] = {}
     for g, idx in members.items():
         top = Counter(int(pred[i]) for i in idx).most_common(2)
@@ -289,17 +298,6 @@ def _verdict(lo: float, hi: float, b: str, unit: str) -> str:
     return f"cannot tell with this many {unit}"
 
 
-def _recordings(keys: Sequence[str], regex: str | None = None) -> list[str] | None:
-    """The recording of each clip key (ARID's ``<Class>_<group>_<n>`` or ``regex``); None when a key names
-    none, or when every clip is its own recording (then the clip bootstrap is already the answer)."""
-    pattern = compile_group_regex(regex or ARID_GROUP_REGEX)
-    try:
-        recs = [group_of(k, pattern) for k in keys]
-    except DataError:
-        return None
-    return recs if len(set(recs)) < len(recs) else None
-
-
 def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed: int = 0,
                    alpha: float = 0.05, power: float = 0.8, seeds: str = "resampled",
                    against: Sequence[str] | None = None) -> dict[str, Any]:
@@ -312,7 +310,9 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
     C = len(first.classes)
     N = len(keys)
     correct = {g: np.stack([p.aligned(keys).correct for p in ps]).astype(np.float64) for g, ps in groups.items()}
-    recordings = _recordings(keys)
+    recordings = recordings_of(keys)
+    if recordings is not None and len(set(recordings)) == len(recordings):
+        recordings = None  # every clip its own recording: the clip bootstrap is already the answer
     models = []
     for g, ps in groups.items():
         accs = [100.0 * float(c.mean()) for c in correct[g]]

@@ -55,6 +55,7 @@ log = logging.getLogger("study")
 CONFIG = "configs/arid6-mini.yaml"
 AUG = ["clip.jitter=0.4", "clip.stride_jitter=1", "clip.min_scale=0.5"]
 TINY_NET = "model.backbone=r2plus1d_tiny"
+MOTION_PRETRAIN = ["pretrain.task=motion", "pretrain.epochs=4", "pretrain.motion_clips=512", "pretrain.lr=0.001"]
 
 
 @dataclasses.dataclass
@@ -88,6 +89,10 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     def cache_path(seed: int) -> str:
         return str(out / f"cache-s{seed}" / "store.zarr")
 
+    # the students of every seed's teacher (their mean soft targets): the caches and the runs they need
+    all_caches = [c for s in seeds for c in ("--cache", cache_path(s))]
+    all_cache_runs = [f"cache-s{s}" for s in seeds]
+
     want = set(arms)
     if "precision" in want:  # issue 14, first: the same seeds in bf16 and fp32, 3 epochs (the demo's budget);
         # every student distils from the seed-0 teacher's cache, so only the student's own seed varies
@@ -110,8 +115,7 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
                               [f"cache-s{seed}"]))
     for seed in seeds:
         if "student-ens" in want:
-            caches = [c for s in seeds for c in ("--cache", cache_path(s))]
-            runs.append(train("student", f"student-ens-s{seed}", [], seed, caches, [f"cache-s{s}" for s in seeds]))
+            runs.append(train("student", f"student-ens-s{seed}", [], seed, all_caches, all_cache_runs))
         if "aug" in want:
             runs.append(train("student", f"aug-s{seed}", AUG, seed, ["--no-kd"]))
         if "diff" in want:
@@ -126,12 +130,10 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
                               seed, ["--cache", cache_path(seed)], [f"cache-s{seed}"]))
     for seed in seeds:
         if "diff-kd" in want:
-            caches = [c for s in seeds for c in ("--cache", cache_path(s))]
-            runs.append(train("student", f"diff-student-ens-s{seed}", ["model.input=diff"], seed, caches,
-                              [f"cache-s{s}" for s in seeds]))
+            runs.append(train("student", f"diff-student-ens-s{seed}", ["model.input=diff"], seed, all_caches,
+                              all_cache_runs))
     if "motion" in want:
-        runs.append(train("pretrain", "pretrain-motion", ["pretrain.task=motion", "pretrain.epochs=4",
-                                                          "pretrain.motion_clips=512", "pretrain.lr=0.001"], 0))
+        runs.append(train("pretrain", "pretrain-motion", MOTION_PRETRAIN, 0))
     if "ssl" in want:
         runs.append(train("pretrain", "pretrain-ssl", ["pretrain.epochs=10", "pretrain.lr=0.001"], 0))
     for seed in seeds:
@@ -141,8 +143,7 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
                 runs.append(train("student", f"{arm}-s{seed}", [f"model.pretrained={init}"], seed, ["--no-kd"],
                                   [f"pretrain-{arm}"]))
     if "tiny-motion" in want:
-        runs.append(train("pretrain", "pretrain-motion-tiny", [TINY_NET, "pretrain.task=motion", "pretrain.epochs=4",
-                                                               "pretrain.motion_clips=512", "pretrain.lr=0.001"], 0))
+        runs.append(train("pretrain", "pretrain-motion-tiny", [TINY_NET, *MOTION_PRETRAIN], 0))
     for seed in seeds:
         if "tiny" in want:
             runs.append(train("student", f"tiny-s{seed}", [TINY_NET], seed, ["--no-kd"]))
@@ -219,12 +220,8 @@ def execute(run: Run, out: Path) -> int:
     return rc
 
 
-#: each arm's run-name prefix (``<prefix><seed>``)
-PREFIX = {arm: f"{arm}-s" for arm in ("baseline", "teacher", "student", "student-ens", "aug", "diff", "diff-student",
-                                      "diff-student-tau2", "diff-student-ens", "motion", "ssl", "long", "tiny",
-                                      "tiny-motion")}
-
-#: the reports of `--report`: (file stem, arms in order, the earlier arms every later one is compared with)
+#: the reports of `--report`: (file stem, arms in order, the earlier arms every later one is compared with);
+#: an arm's runs are named ``<arm>-s<seed>``
 REPORTS = [
     # does anything generalise? every arm against the baseline (and the tiny network's lever against it)
     ("compare", ["baseline", "teacher", "student", "student-ens", "aug", "diff", "motion", "ssl", "long", "tiny",
@@ -241,7 +238,7 @@ def report(out: Path, finished: list[Run]) -> None:
     for stem, arms, against in REPORTS:
         groups, present = [], []
         for arm in arms:
-            prefix = PREFIX[arm]
+            prefix = f"{arm}-s"
             dirs = [str(out / r.name) for r in finished
                     if r.name.startswith(prefix) and r.name[len(prefix):].isdigit()]
             if dirs:
