@@ -1,4 +1,7 @@
-"""Run ``python -m dlkdd ARGS`` that freezes itself (SIGSTOP) at a named point, for the kill tests.
+"""Make a ``dlkdd`` command freeze itself (SIGSTOP) at a named point, for the kill tests.
+
+``faults.Job(..., stop_at=(POINT, N))`` calls :func:`install` in the forked command before it runs;
+by hand, the same as a script:
 
     python tests/stop_at.py POINT N -- ARGS...
 

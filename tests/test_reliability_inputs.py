@@ -82,23 +82,22 @@ def _unreadable_copy(work: Path, tiny: Path) -> Path:
 
 
 def test_unreadable_directory(work, tiny, ckpt):
-    prefix = faults.unprivileged_prefix()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: permission bits cannot be enforced")
+    if not faults.can_enforce_permissions():
+        pytest.skip("running as root where capabilities cannot be read: permission bits cannot be enforced")
     root = _unreadable_copy(work, tiny)
     try:
         clip = root / "clips" / "Jump" / "Jump_1_1.mp4"
         locked = str(root / "clips" / "Jump")
-        r = cli(["predict", ckpt, clip], prefix=prefix)
+        r = cli(["predict", ckpt, clip], unprivileged=True)
         assert_clean_error(r, str(clip), "permission denied", locked)
-        r = cli(["teacher", "--config", root / "config.yaml", *sets(), "--out", work / "locked_run"], prefix=prefix)
+        r = cli(["teacher", "--config", root / "config.yaml", *sets(), "--out", work / "locked_run"], unprivileged=True)
         err = assert_clean_error(r, "bad training clip(s)")
         assert r.stderr.count("permission denied") >= 3 and "Jump_1_1" in r.stderr, r.stderr[-2000:]
-        r = cli(["data", "check", "--config", root / "config.yaml"], prefix=prefix)
+        r = cli(["data", "check", "--config", root / "config.yaml"], unprivileged=True)
         assert r.returncode == 1 and "3 bad clips" in r.stdout and "permission denied" in r.stdout, r.stdout
         assert "Traceback" not in r.stdout + r.stderr and err
         cfg = root / "clips" / "Jump" / "c.yaml"
-        r = cli(["teacher", "--config", cfg, "--out", work / "x"], prefix=prefix)
+        r = cli(["teacher", "--config", cfg, "--out", work / "x"], unprivileged=True)
         assert_clean_error(r, str(cfg), "permission denied")
         count("bad input", 4)
     finally:

@@ -147,9 +147,8 @@ def test_2_unwritable_probe_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_2_unwritable_outputs_refused_before_any_work(work, cfg, clip, store):
-    prefix = faults.unprivileged_prefix()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: permission bits cannot be enforced here")
+    if not faults.can_enforce_permissions():
+        pytest.skip("running as root where capabilities cannot be read: permission bits cannot be enforced")
     ro = work / "ro"
     ro.mkdir(exist_ok=True)
     ro.chmod(0o555)
@@ -166,7 +165,7 @@ def test_2_unwritable_outputs_refused_before_any_work(work, cfg, clip, store):
         ]
         for args, what in cases:
             count("unwritable output")
-            r = cli(args, prefix=prefix)
+            r = cli(args, unprivileged=True)
             assert_clean_error(r, what, str(ro), "cannot")
             assert "training clips" not in r.stderr and "teacher logits" not in r.stderr  # no work done first
         assert not any(ro.iterdir())
