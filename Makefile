@@ -46,19 +46,14 @@ help: ## List the targets
 	@echo "  variables: CONFIG=$(CONFIG) OUT=$(OUT) DEVICE=$(DEVICE) NPROC=$(NPROC) TORCH=$(TORCH)"
 
 # the run targets need only torch + dlkdd; `make test` adds the test and export extras on top.
-# (Not --no-compile: with PYTHONDONTWRITEBYTECODE set, as on this machine, every process would then
-# recompile all it imports: the suite took 428 s instead of 253 s.)
-$(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e .
+# scripts/venv.sh installs with uv where it can (about 45 s instead of pip's 85 s), else pip.
+$(STAMP): setup.cfg pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)"
 	touch $(STAMP)
 
-# from scratch, `make test` installs everything in one pip pass (torch first, pinned)
-$(TEST_STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,export]"
+# from scratch, `make test` installs everything in one pass (torch first, pinned)
+$(TEST_STAMP): setup.cfg pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)" test,export
 	touch $(STAMP) $(TEST_STAMP)
 
 install: $(TEST_STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
