@@ -3,6 +3,9 @@
 #
 #   scripts/venv.sh PYTHON VENV TORCH_SPEC [EXTRAS]      e.g. python3 .venv torch==2.13.0 test,export
 #
+# TORCH_SPEC is split into words, so it may carry installer options:
+#   "torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+#
 # With uv (pip-installed into the venv first, about 4 s) the whole install takes about 45 s on the
 # project's 2-core CI machine instead of pip's 85 s: uv downloads and unpacks in parallel. Bytecode
 # is compiled at install (--compile-bytecode): where PYTHONDONTWRITEBYTECODE is set, as on CI, every
@@ -20,10 +23,12 @@ if [ "${DLKDD_NO_UV:-0}" != 1 ] && { test -x "$venv/bin/uv" ||
   links=${PIP_FIND_LINKS:-$("$py" -m pip config get global.find-links 2>/dev/null || true)}
   uv=("$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python")
   for l in $links; do uv+=(--find-links "$l"); done
-  "${uv[@]}" "$torch"
+  # shellcheck disable=SC2086  # TORCH_SPEC: a requirement and options
+  "${uv[@]}" $torch
   "${uv[@]}" pip -e "$target"
 else
   "$venv/bin/python" -m pip --version >/dev/null 2>&1 || "$venv/bin/python" -m ensurepip --upgrade --default-pip >/dev/null
-  "$venv/bin/python" -m pip install --quiet "$torch"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m pip install --quiet $torch
   "$venv/bin/python" -m pip install --quiet -e "$target"
 fi
