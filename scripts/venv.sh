@@ -10,25 +10,31 @@
 # project's 2-core CI machine instead of pip's 85 s: uv downloads and unpacks in parallel. Bytecode
 # is compiled at install (--compile-bytecode): where PYTHONDONTWRITEBYTECODE is set, as on CI, every
 # process would otherwise recompile what it imports (the suite took 428 s instead of 253 s).
-# DLKDD_NO_UV=1, or a machine where uv cannot be installed: plain pip, the same packages.
+# DLKDD_NO_UV=1, or where uv cannot be installed or fails: plain pip, the same packages.
 # pip's find-links (PIP_FIND_LINKS or `pip config`), where a local torch wheel may lie, are given to uv.
 set -euo pipefail
 py=$1 venv=$2 torch=$3 extras=${4:-}
 target=".${extras:+[$extras]}"
 uv_spec=${UV_SPEC:-uv==0.13.9}
 
-test -x "$venv/bin/python" || "$py" -m venv --without-pip "$venv"
-if [ "${DLKDD_NO_UV:-0}" != 1 ] && { test -x "$venv/bin/uv" ||
-     "$py" -m pip --python "$venv/bin/python" install --quiet "$uv_spec"; }; then
+with_uv() {
+  [ "${DLKDD_NO_UV:-0}" != 1 ] || return 1
+  test -x "$venv/bin/uv" || "$py" -m pip --python "$venv/bin/python" install --quiet "$uv_spec" || return 1
+  local links uv
   links=${PIP_FIND_LINKS:-$("$py" -m pip config get global.find-links 2>/dev/null || true)}
   uv=("$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python")
   for l in $links; do uv+=(--find-links "$l"); done
   # shellcheck disable=SC2086  # TORCH_SPEC: a requirement and options
-  "${uv[@]}" $torch
-  "${uv[@]}" pip -e "$target"
-else
-  "$venv/bin/python" -m pip --version >/dev/null 2>&1 || "$venv/bin/python" -m ensurepip --upgrade --default-pip >/dev/null
+  "${uv[@]}" $torch && "${uv[@]}" pip -e "$target"
+}
+
+with_pip() {
+  "$venv/bin/python" -m pip --version >/dev/null 2>&1 ||
+    "$venv/bin/python" -m ensurepip --upgrade --default-pip >/dev/null
   # shellcheck disable=SC2086
   "$venv/bin/python" -m pip install --quiet $torch
   "$venv/bin/python" -m pip install --quiet -e "$target"
-fi
+}
+
+test -x "$venv/bin/python" || "$py" -m venv --without-pip "$venv"
+with_uv || { [ "${DLKDD_NO_UV:-0}" = 1 ] || echo "venv.sh: uv unavailable or failed; installing with pip" >&2; with_pip; }
