@@ -135,6 +135,10 @@ def _command(args: list[str], cwd: str, environ: dict[str, str], out: str, err: 
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.argv = [str(Path(REPO, "dlkdd", "__main__.py")), *args]
+    import torch
+
+    # what OMP_NUM_THREADS gives a fresh interpreter (the server imported torch under the worker's settings)
+    torch.set_num_threads(int(environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     if stop_at is not None:
         import stop_at as hooks
 
