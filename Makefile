@@ -46,7 +46,7 @@ help: ## List the targets
 	@echo "  variables: CONFIG=$(CONFIG) OUT=$(OUT) DEVICE=$(DEVICE) NPROC=$(NPROC) TORCH=$(TORCH)"
 
 # the run targets need only torch + dlkdd; `make test` adds the test and export extras on top.
-# scripts/venv.sh installs with uv where it can (about 45 s instead of pip's 85 s), else pip.
+# scripts/venv.sh installs with uv where it can (about 45 s instead of pip's 100 s), else pip.
 $(STAMP): setup.cfg pyproject.toml scripts/venv.sh
 	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)"
 	touch $(STAMP)

@@ -23,7 +23,9 @@ exits 1; ``unprivileged=True`` drops root's permission-bypassing capabilities in
 from __future__ import annotations
 
 import atexit
+import io
 import json
+import multiprocessing.util  # noqa: F401  - its exit handler (join children) registered before ours
 import os
 import shutil
 import signal
@@ -95,16 +97,13 @@ _SERVER = None
 _LIVE: set = set()
 
 
-@atexit.register
+@atexit.register  # runs before multiprocessing's own exit handler, which would join (and wait for) them
 def _kill_leftovers() -> None:
-    """SIGKILL commands a failed test left running (stopped ones too), before multiprocessing joins them."""
+    """SIGKILL commands a failed test left running (stopped ones too)."""
     for proc in list(_LIVE):
         if proc.poll() is None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.kill(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGKILL)
             proc.wait(30)
 
 
@@ -120,20 +119,30 @@ def _server():
     return _SERVER
 
 
+def _stream(fd: int, like) -> io.TextIOWrapper:
+    """A text stream on ``fd`` encoded as the interpreter's own ``like`` stream, unbuffered as with
+    PYTHONUNBUFFERED=1 (env()): what a command wrote before a SIGKILL is in the file."""
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=getattr(like, "encoding", None) or "utf-8",
+                            errors=getattr(like, "errors", None) or "strict", line_buffering=True,
+                            write_through=True)
+
+
 def _command(args: list[str], cwd: str, environ: dict[str, str], out: str, err: str,
              stop_at: tuple[str, int] | None, unprivileged: bool) -> None:
     """Body of a forked command: ``python -m dlkdd ARGS`` without the interpreter start."""
+    for fd, path in ((1, out), (2, err)):  # first, so that whatever fails below is in the test's files
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.stdout, sys.stderr = _stream(1, sys.__stdout__), _stream(2, sys.__stderr__)
+    import multiprocessing
+
+    multiprocessing.set_start_method(None, force=True)  # the platform's default, as in a fresh interpreter
     if unprivileged:
         drop_dac_capabilities()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
-    for fd, path in ((1, out), (2, err)):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(f, fd)
-        os.close(f)
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.argv = [str(Path(REPO, "dlkdd", "__main__.py")), *args]
     import torch
 
@@ -160,6 +169,14 @@ class _Forked:
         self.returncode: int | None = None
         _LIVE.add(self)
 
+    def send_signal(self, sig: int) -> None:
+        """Signal the command if it still runs (the forkserver reaps it at once when it ends)."""
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def poll(self) -> int | None:
         if self.returncode is None and not self._p.is_alive():
             self._p.join()
@@ -183,11 +200,13 @@ def cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 300,
     """
     with tempfile.TemporaryDirectory(prefix="dlkdd-cli-") as d:
         out, err = Path(d, "out"), Path(d, "err")
+        out.write_text("")
+        err.write_text("")
         proc = _Forked(args, cwd or REPO, out, err, unprivileged=unprivileged)
         try:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.send_signal(signal.SIGKILL)
             proc.wait()
             raise
         return subprocess.CompletedProcess(["dlkdd", *map(str, args)], rc, out.read_text(), err.read_text())
@@ -213,8 +232,7 @@ class Job:
         return self.proc.poll() is None
 
     def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, sig)
+        self.proc.send_signal(sig)
 
     def stopped(self) -> bool:
         """True while the process is stopped (SIGSTOP): state ``T`` in ``/proc/PID/stat``."""
@@ -321,21 +339,23 @@ def rm(path: Path) -> None:
 
 #: CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h): what lets root ignore permission bits
 _DAC_CAPS = (1, 2)
+_CAP_SETPCAP = 8  # needed to drop a capability from the bounding set
 
 
 def can_enforce_permissions() -> bool:
     """True if a command run with ``cli(..., unprivileged=True)`` is refused what permission bits refuse.
 
-    Always for a normal user; for root when its capabilities can be read (Linux), so that
-    :func:`drop_dac_capabilities` can take the two that bypass permission bits away.
+    Always for a normal user; for root when it holds the two capabilities that bypass permission
+    bits and CAP_SETPCAP, which :func:`drop_dac_capabilities` needs to take them away for good.
     """
     if os.geteuid() != 0:
         return True
     try:
-        _capabilities()
-        return True
+        _, _, data = _capabilities()
     except (OSError, AttributeError):
         return False
+    need = sum(1 << cap for cap in (*_DAC_CAPS, _CAP_SETPCAP))
+    return data[0].effective & need == need
 
 
 def _capabilities():
