@@ -162,8 +162,12 @@ class _Forked:
 
     def __init__(self, args: Sequence, cwd: Path, out: Path, err: Path, stop_at: tuple[str, int] | None = None,
                  unprivileged: bool = False):
-        self._p = _server().Process(target=_command, args=([str(a) for a in args], str(cwd), env(), str(out),
-                                                           str(err), stop_at, unprivileged), daemon=False)
+        """Start ``dlkdd ARGS``; ``out`` and ``err`` are (re)created empty and receive fds 1 and 2."""
+        self.args = [str(a) for a in args]
+        out.write_text("")
+        err.write_text("")
+        self._p = _server().Process(target=_command, args=(self.args, str(cwd), env(), str(out), str(err), stop_at,
+                                                           unprivileged), daemon=False)
         self._p.start()
         self.pid = self._p.pid
         self.returncode: int | None = None
@@ -187,7 +191,7 @@ class _Forked:
     def wait(self, timeout: float | None = None) -> int:
         self._p.join(timeout)
         if self.poll() is None:
-            raise subprocess.TimeoutExpired(["dlkdd", *self._p._args[0]], timeout)
+            raise subprocess.TimeoutExpired(["dlkdd", *self.args], timeout)
         return self.returncode
 
 
@@ -200,8 +204,6 @@ def cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 300,
     """
     with tempfile.TemporaryDirectory(prefix="dlkdd-cli-") as d:
         out, err = Path(d, "out"), Path(d, "err")
-        out.write_text("")
-        err.write_text("")
         proc = _Forked(args, cwd or REPO, out, err, unprivileged=unprivileged)
         try:
             rc = proc.wait(timeout)
@@ -209,7 +211,7 @@ def cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 300,
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             raise
-        return subprocess.CompletedProcess(["dlkdd", *map(str, args)], rc, out.read_text(), err.read_text())
+        return subprocess.CompletedProcess(["dlkdd", *proc.args], rc, out.read_text(), err.read_text())
 
 
 class Job:
@@ -220,8 +222,6 @@ class Job:
         """``stop_at=(POINT, N)``: the command freezes itself there (tests/stop_at.py); see :meth:`wait_stopped`."""
         logdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = logdir / f"{name}.out", logdir / f"{name}.err"
-        self.out_path.write_text("")
-        self.err_path.write_text("")
         self.proc = _Forked(args, cwd or REPO, self.out_path, self.err_path, stop_at)
 
     @property
@@ -342,6 +342,10 @@ _DAC_CAPS = (1, 2)
 _CAP_SETPCAP = 8  # needed to drop a capability from the bounding set
 
 
+def _mask(caps) -> int:
+    return sum(1 << cap for cap in caps)
+
+
 def can_enforce_permissions() -> bool:
     """True if a command run with ``cli(..., unprivileged=True)`` is refused what permission bits refuse.
 
@@ -354,8 +358,17 @@ def can_enforce_permissions() -> bool:
         _, _, data = _capabilities()
     except (OSError, AttributeError):
         return False
-    need = sum(1 << cap for cap in (*_DAC_CAPS, _CAP_SETPCAP))
+    need = _mask((*_DAC_CAPS, _CAP_SETPCAP))
     return data[0].effective & need == need
+
+
+def skip_unless_permissions_enforced() -> None:
+    """pytest.skip the calling test where :func:`can_enforce_permissions` is False."""
+    import pytest
+
+    if not can_enforce_permissions():
+        pytest.skip("running as root without the capabilities to drop CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH "
+                    "(capget, CAP_SETPCAP): permission bits cannot be enforced")
 
 
 def _capabilities():
@@ -390,7 +403,7 @@ def drop_dac_capabilities() -> None:
     for cap in _DAC_CAPS:
         if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP (needs CAP_SETPCAP: drop it first)
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap}) failed")
-    keep = ~sum(1 << cap for cap in _DAC_CAPS) & 0xFFFFFFFF
+    keep = ~_mask(_DAC_CAPS) & 0xFFFFFFFF
     data[0].effective &= keep
     data[0].permitted &= keep
     data[0].inheritable &= keep

@@ -82,8 +82,7 @@ def _unreadable_copy(work: Path, tiny: Path) -> Path:
 
 
 def test_unreadable_directory(work, tiny, ckpt):
-    if not faults.can_enforce_permissions():
-        pytest.skip("running as root where capabilities cannot be read: permission bits cannot be enforced")
+    faults.skip_unless_permissions_enforced()
     root = _unreadable_copy(work, tiny)
     try:
         clip = root / "clips" / "Jump" / "Jump_1_1.mp4"

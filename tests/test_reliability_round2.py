@@ -147,8 +147,7 @@ def test_2_unwritable_probe_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_2_unwritable_outputs_refused_before_any_work(work, cfg, clip, store):
-    if not faults.can_enforce_permissions():
-        pytest.skip("running as root where capabilities cannot be read: permission bits cannot be enforced")
+    faults.skip_unless_permissions_enforced()
     ro = work / "ro"
     ro.mkdir(exist_ok=True)
     ro.chmod(0o555)
