@@ -12,13 +12,15 @@ Every function returns a 0-d tensor (or a dict of named 0-d tensors) that carrie
   (paper defaults alpha_0 = 1.5, gamma = 0.95, tau = 5).
 - :func:`supcon_loss` - Khosla et al. 2020, "Supervised Contrastive Learning" (L_out).
 - :func:`info_nce` - Chen et al. 2020, SimCLR's NT-Xent (symmetric InfoNCE).
+- :func:`feature_loss` - a FitNets hint (Romero et al. 2015) on pooled features, L2-normalised:
+  ``mean_b ||s_b/|s_b| - t_b/|t_b|||^2`` (cross-architecture feature distillation).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce"]
+__all__ = ["kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce", "feature_loss"]
 
 
 def _check_kd(name: str, student: torch.Tensor, teacher: torch.Tensor, what: str, tau: float) -> None:
@@ -137,3 +139,31 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
     return F.cross_entropy(sim, target)
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Feature (hint) term between the student's projected feature and the teacher's stored one.
+
+    ``student``: ``(B, D)`` the student's pooled feature after the learned projection onto the
+    teacher's space (:class:`dlkdd.models.projector.FeatureProjector`); ``teacher``: ``(B, D)`` the
+    teacher feature from the cache (detached here, a constant). With ``u = s / max(|s|, eps)`` and
+    ``v = t / max(|t|, eps)`` (L2 norm over D)::
+
+        L = (1/B) * sum_b ||u_b - v_b||^2  =  (1/B) * sum_b (2 - 2 cos(s_b, t_b)),   0 <= L <= 4
+
+    Source: FitNets (Romero et al. 2015, "FitNets: Hints for Thin Deep Nets", eq. 3) trains a
+    student's "guided" layer through a learned regressor ``r`` to match a teacher's "hint" layer
+    with ``1/2 ||u_h - r(v_g)||^2``; here the regressor is a linear map of pooled features and
+    both sides are L2-normalised first. Normalising makes the term scale-free: teachers of other
+    architectures (R(2+1)D's BERT feature, a pose network, a mean of several) store features of
+    very different magnitudes, which would otherwise need a weight tuned per teacher, and the
+    student cannot lower the loss by shrinking its projection. Rows where ``|t| = 0`` (a store
+    without features for a clip, zero-filled) contribute ``|u|^2`` and should be masked out by the
+    caller.
+    """
+    if student.dim() != 2 or student.shape != teacher.shape:
+        raise ValueError(f"feature_loss: expected student and teacher features (B,D) of one shape, got "
+                         f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+    u = F.normalize(student.float(), dim=1, eps=eps)
+    v = F.normalize(teacher.detach().float(), dim=1, eps=eps)
+    return (u - v).pow(2).sum(1).mean()

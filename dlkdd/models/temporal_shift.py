@@ -1,12 +1,14 @@
-"""Per-frame (TSN-style) helpers for 2D trunks on clips: the frame folding, the temporal shift (TSM, Lin, Gan & Han 2019, "TSM: Temporal Shift Module for Efficient Video
-Understanding") and an identity-initialised depthwise temporal convolution, for per-frame 2D trunks.
+"""Per-frame (TSN-style) helpers for 2D trunks on clips: frame folding, the temporal shift (TSM,
+Lin, Gan & Han 2019, "TSM: Temporal Shift Module for Efficient Video Understanding") and an
+identity-initialised depthwise temporal convolution.
 
 ``temporal_shift(x (B*T, C, H, W), frames=T, fold_div=8) -> (B*T, C, H, W)``: with
 ``f = C // fold_div``, channels ``[0, f)`` move one step back in time (frame t reads frame t+1),
-channels ``[f, 2f)`` one step forward (frame t reads frame t-1), the rest stay; the frame that
-has no neighbour reads zeros (TSM's zero padding; the paper's default shifts 1/8 + 1/8 of the
-channels, section 3.2). It has no parameters and no multiply-adds. Written with ``torch.cat``
-(no in-place writes) so that it exports to ONNX.
+channels ``[f, 2f)`` one step forward (frame t reads frame t-1), the rest stay; a frame without
+that neighbour reads zeros (TSM's zero padding; a 1-frame clip gets zeros in those channels).
+The paper's default shifts 1/8 + 1/8 of the channels and puts the shift inside the residual
+branch ("residual shift"), which the trunks here do. No parameters, no multiply-adds; written with ``torch.cat`` (no
+in-place writes) so that it exports to ONNX.
 
 ``frames_to_batch(x (B,C,T,H,W)) -> (B*T,C,H,W)`` (frame t of clip b at row ``b*T + t``) and
 ``batch_to_frames(y (B*T,C,H,W), batch=B) -> (B,C,T,H,W)``, its inverse.
@@ -43,7 +45,7 @@ def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = 8) -> torch.Ten
         raise ValueError(f"temporal_shift expects (B*T,C,H,W) with T={frames} dividing the batch, got {tuple(x.shape)}")
     n, c, h, w = x.shape
     fold = c // fold_div
-    if frames == 1 or fold == 0:
+    if fold == 0:
         return x
     v = x.view(n // frames, frames, c, h, w)
     pad = v.new_zeros(n // frames, 1, fold, h, w)
