@@ -3,7 +3,6 @@ files against goldens of the reference code (tests/tools/make_imagenet_goldens.p
 shift's exact permutation, the clip path, the failure modes of model.pretrained=imagenet, ONNX parity."""
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 

@@ -139,7 +139,8 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(pooled)) if self.num_classes else pooled
 
 
-def build_efficientnet_lite0(num_classes: int = 0, shift: bool = False, temporal_conv: bool = False) -> EfficientNetLite0:
+def build_efficientnet_lite0(num_classes: int = 0, shift: bool = False,
+                             temporal_conv: bool = False) -> EfficientNetLite0:
     """An untrained EfficientNet-Lite0 trunk (``num_classes=0``: no fc, as inside a dlkdd Classifier)."""
     return EfficientNetLite0(num_classes=num_classes, shift=shift, temporal_conv=temporal_conv)
 

@@ -54,7 +54,8 @@ class LightClassifier(nn.Module):
 
 def light(name: str, shift: bool = True) -> nn.Module:
     if name == "efficientnet_lite0":
-        return LightClassifier(effnet.load_imagenet(effnet.build_efficientnet_lite0(shift=shift)), effnet.INPUT_MEAN, effnet.INPUT_STD)
+        trunk = effnet.load_imagenet(effnet.build_efficientnet_lite0(shift=shift))
+        return LightClassifier(trunk, effnet.INPUT_MEAN, effnet.INPUT_STD)
     return LightClassifier(mnv2.load_imagenet(mnv2.build_mobilenet_v2(shift=shift)), mnv2.INPUT_MEAN, mnv2.INPUT_STD)
 
 
