@@ -113,6 +113,41 @@ def _worker_message(text: str) -> str | None:
     return None
 
 
+def data_inputs(cfg: Any, config_path: str | None = None) -> list[str]:
+    """The files a config makes a command read (the config, the lists, the class table): what no
+    output may overwrite (:func:`dlkdd.outputs.check_outputs`)."""
+    d = cfg.data
+    return [p for p in (config_path, d.train_list, d.test_list, d.mapping, getattr(cfg.enhancer, "weights", None)) if p]
+
+
+#: the files a training run writes in its ``--out`` (besides its final ``<kind>.pt``)
+RUN_FILES = ("last.pt", "best.pt", "log.json", "log.csv", "metrics.json", "predictions.jsonl", "curves.png", "run.lock")
+
+
+def check_run_outputs(out: str, final: str, inputs: list) -> None:
+    """The output rule for a training run: ``--out`` is no input, and no file it writes there is one."""
+    from pathlib import Path
+
+    from dlkdd.outputs import check_outputs
+
+    files = {f"--out {name}": Path(out) / name for name in (final, *RUN_FILES)}
+    check_outputs({"--out": out, **files}, inputs)
+
+
+def check_views_memory(clip_cfg: Any, views: int, what: str) -> None:
+    """Refuse (ResourceError) clip settings whose ``views`` decoded clips of one video cannot fit in this
+    machine's free memory: ``views * 3 * frames * size^2`` float32, twice (decoded frames and the clip)."""
+    from dlkdd.errors import ResourceError
+    from dlkdd.train.rundir import mem_available_bytes
+
+    need = 2 * int(views) * 3 * int(clip_cfg.frames) * max(int(clip_cfg.size), int(getattr(clip_cfg, "resize", 0))) ** 2 * 4
+    have = mem_available_bytes()
+    if have is not None and need > have:
+        raise ResourceError(f"{what}: clip.frames={clip_cfg.frames}, clip.size={clip_cfg.size} needs about "
+                            f"{need / 2**30:.1f} GiB of memory per video (estimate), this machine has "
+                            f"{have / 2**30:.1f} GiB available; lower clip.frames or clip.size")
+
+
 def is_rank0() -> bool:
     """False in the non-zero ranks of a torchrun job (they neither print results nor write files)."""
     import os

@@ -139,7 +139,8 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
     out = Path(out)
     log.info("exporting %s (%s, %s head, %d classes) to %s at input (B,3,T,%d,%d)", source, spec["arch"]["backbone"],
              spec["arch"]["head"], spec["num_classes"], fmt, example.shape[-2], example.shape[-1])
-    with atomic_path(out) as tmp:
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())  # about the file's size
+    with atomic_path(out, needed=needed) as tmp:
         if fmt == "onnx":
             _export_onnx(wrapper, example, spec, tmp, opset)
             if int8:

@@ -153,9 +153,7 @@ def detect_format(path: str | os.PathLike) -> str | None:
     p = Path(path)
     if not p.is_file():
         return None
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    if zipfile.is_zipfile(p):
+    if zipfile.is_zipfile(p):  # by contents first: a TorchScript archive named .onnx is TorchScript
         try:
             with zipfile.ZipFile(p) as z:
                 names = z.namelist()
@@ -164,6 +162,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
         if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             return "torchscript"
         return None
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
     with open(p, "rb") as f:
         head = f.read(1)
     return "onnx" if head == b"\x08" else None  # ModelProto field 1 (ir_version), varint
