@@ -378,6 +378,7 @@ def _f(v: Any, fmt: str = "5.1f") -> str:
 def format_report(r: Mapping[str, Any]) -> str:
     """A readable text table of :func:`compare_groups`' result."""
     out = [f"{r['clips']} test clips, {len(r['classes'])} classes (chance {r['chance']:.1f}%), views {r['views']}"]
+    level = f"{100 * (1 - r['alpha']):g}%"
     w = max([len(m["name"]) for m in r["models"]] + [5])
     out.append(f"{'model':<{w}}  seeds  top-1 mean    std   95% CI (seeds)   {'above chance':<20}  per seed")
     for m in r["models"]:
@@ -397,22 +398,43 @@ def format_report(r: Mapping[str, Any]) -> str:
                                                        for s in m["seeds"]))
     for p in r["pairs"]:
         out.append("")
-        out.append(f"{p['a']} vs {p['b']}: difference {p['diff']:+.1f} pp, 95% CI [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
+        out.append(f"{p['a']} vs {p['b']}: difference {p['diff']:+.1f} pp, {level} CI [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
                    f" (paired bootstrap over clips, {p['bootstrap_reps']} reps, seeds {p['seeds']})")
         out.append(f"  clips won/lost/tied: {p['won']}/{p['lost']}/{p['tied']}; McNemar exact, pairs {p['pairing']}: "
                    + ", ".join(f"{s['a_only']}:{s['b_only']} p={s['p']:.3g}" for s in p["mcnemar"])
                    + f"; pooled {p['mcnemar_pooled']['a_only']}:{p['mcnemar_pooled']['b_only']} "
                      f"p={p['mcnemar_pooled']['p']:.3g}")
-        need = p["clips_needed"]
-        out.append(f"  {p['sentence']}"
-                   + (f"  (one seed pair needs about {need} test clips to detect a difference this size with "
-                      f"{100 * r['power']:g}% power; there are {r['clips']})" if need else "  (no difference observed)"))
+        out.append(f"  {p['sentence']}  {_power_note(p, r)}")
         rec = p.get("by_recording")
         if rec:
             out.append(f"  resampling the {rec['recordings']} test recordings instead of clips (clips of one recording "
-                       f"are not independent): 95% CI [{rec['ci'][0]:+.1f}, {rec['ci'][1]:+.1f}]; "
-                       f"better at 95%: {rec['verdict']}")
+                       f"are not independent): {level} CI [{rec['ci'][0]:+.1f}, {rec['ci'][1]:+.1f}]; "
+                       f"better at {level}: {rec['verdict']}")
     return "\n".join(out)
+
+
+def _power_note(p: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    """How many test clips a difference this size needs, or why that cannot be said."""
+    need, pooled = p["clips_needed"], p["mcnemar_pooled"]
+    if need:
+        return (f"(one seed pair needs about {need} test clips to detect a difference this size with "
+                f"{100 * r['power']:g}% power; there are {r['clips']})")
+    if pooled["a_only"] == pooled["b_only"] == 0:
+        return "(the two never disagree on a clip: no difference observed)"
+    return (f"(the clips only one of them gets right balance, {pooled['a_only']}:{pooled['b_only']} over the seed "
+            f"pairs: no test-set size can be estimated from them)")
+
+
+def bootstrap_warning(reps: int, alpha: float) -> str | None:
+    """A warning when too few bootstrap replicates lie beyond each end of the interval for its level to mean much
+    (a percentile interval needs at least ~10 there; Efron & Tibshirani 1993, ch. 13, ask for 1000+ replicates)."""
+    beyond = reps * alpha / 2
+    if beyond >= 10:
+        return None
+    need = int(math.ceil(20 / alpha))
+    return (f"only {beyond:g} of the {reps} bootstrap replicates lie beyond each end of the "
+            f"{100 * (1 - alpha):g}% interval, which is then little more than the extreme replicates: use "
+            f"--bootstrap {need} or more")
 
 
 def plot_report(r: Mapping[str, Any], path: Any) -> Any:

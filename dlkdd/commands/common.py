@@ -148,6 +148,25 @@ def check_views_memory(clip_cfg: Any, views: int, what: str) -> None:
                             f"{have / 2**30:.1f} GiB available; lower clip.frames or clip.size")
 
 
+def warn_test_clips_in_train(cfg: Any) -> None:
+    """Say so (stderr) when training clips are also test clips: the run would be scored on clips it trained on."""
+    from dlkdd.data.check import overlapping_clips
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.errors import DataError
+
+    if not cfg.data.test_list or not is_rank0():
+        return
+    try:
+        shared = overlapping_clips(manifest_from_config(cfg.data, "train", check_files=False),
+                                   manifest_from_config(cfg.data, "test", check_files=False))
+    except DataError:  # the run itself reports a bad list, with its own message
+        return
+    if shared:
+        click.secho(f"warning: {len(shared)} training clip(s) are also in the test list {cfg.data.test_list} "
+                    f"(first: {shared[0]}): the test accuracy will measure memorisation; run `dlkdd data check`",
+                    fg="yellow", err=True)
+
+
 def is_rank0() -> bool:
     """False in the non-zero ranks of a torchrun job (they neither print results nor write files)."""
     import os

@@ -50,7 +50,7 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
     McNemar per seed and pooled, clips won/lost, a verdict, and the clips a difference this size
     needs. Refuses runs scored on different clips, classes or test views.
     """
-    from dlkdd.compare import compare_groups, format_report, plot_report
+    from dlkdd.compare import bootstrap_warning, compare_groups, format_report, plot_report
     from dlkdd.predictions import load_predictions
 
     named = [_expand(g) for g in groups]
@@ -63,6 +63,9 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
     _check_outputs(named, json_out, plot)
     preds = {n: [load_predictions(p) for p in paths] for n, paths in named}
     _note_repeated_runs(named)
+    warn = bootstrap_warning(reps, alpha)
+    if warn:
+        click.secho(f"warning: {warn}", fg="yellow", err=True)
     report = compare_groups(preds, reps=reps, seed=seed, alpha=alpha, seeds=seed_mode, against=against or None)
     report["inputs"] = {n: paths for n, paths in named}
     click.echo(format_report(report))

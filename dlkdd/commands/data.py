@@ -43,7 +43,7 @@ def check(config_path: str, overrides: tuple[str, ...], split: str, write_stats:
     if write_stats:
         atomic_write_text(write_stats, report.stats_yaml())
         click.echo(f"wrote {write_stats}")
-    if not report.ok:
+    if not report.usable:
         raise SystemExit(1)
 
 

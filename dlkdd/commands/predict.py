@@ -28,6 +28,10 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
 
     if topk < 1:
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
+    urls = [v for v in videos if "://" in v]
+    if urls:
+        raise click.BadParameter(f"{urls[0]}: a URL; dlkdd reads local video files only (nothing is downloaded at "
+                                 f"run time): download it first", param_hint="VIDEOS")
     dev = resolve_device(get_device())
     model, ckpt = load_model(checkpoint, dev)
     from dlkdd.errors import DlkddError

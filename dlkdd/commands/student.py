@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, fmt_pct, friendly_errors, get_device,
-                                   is_rank0, load_cli_config)
+                                   is_rank0, load_cli_config, warn_test_clips_in_train)
 
 
 @click.command()
@@ -46,6 +46,7 @@ def student(config_path, overrides, cache_path, cache_weights, cache_path_file, 
         raise click.BadParameter("give --cache PATH (from `dlkdd cache-logits`) or --no-kd", param_hint="--cache")
     cfg = load_cli_config(config_path, overrides,
                           {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
+    warn_test_clips_in_train(cfg)
     check_run_outputs(out, "student.pt", [*data_inputs(cfg, config_path), *cache_path, cache_path_file])
     res = train_student(cfg, out, cache=list(cache_path), no_kd=no_kd, device=get_device(), resume=resume,
                         progress=not no_progress, config_path=config_path, cache_weights=list(cache_weights) or None)

@@ -183,7 +183,12 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
         for s, p in zip(starts, probs):
             windows.append({"start_s": round(s / fps, 3), "end_s": round((s + span) / fps, 3),
                             "top": top(p)[:min(k, 3)]})
-    return {"video": str(path), "frames": info.num_frames, "fps": fps,
+    note = None
+    if info.num_frames < span:  # the clip repeats the video's frames (data.views), which the model never saw
+        note = (f"the video has {info.num_frames} frame(s), the model's clips span {span} "
+                f"({cc.frames} frames every {cc.stride}): its frames are looped to fill one clip")
+        log.warning("%s: %s", path, note)
+    return {"video": str(path), "frames": info.num_frames, "fps": fps, "note": note,
             "top": top(logits.mean(0).softmax(-1)), "windows": windows,
             "scored": {"windows": len(starts), "start_s": round(starts[0] / fps, 3),
                        "end_s": round(min(info.num_frames, starts[-1] + span) / fps, 3),
@@ -209,6 +214,8 @@ def format_predictions(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r['video']}  ({r['frames']} frames, {r['fps']:.1f} fps)")
+        if r.get("note"):
+            lines.append(f"  note: {r['note']}")
         sc = r.get("scored")
         if sc and sc["windows"] > 1:
             lines.append(f"  scored {sc['windows']} windows spread over {sc['start_s']:.2f}-{sc['end_s']:.2f} s "
