@@ -123,11 +123,22 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike],
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
+#: what torch's C++ zip writer (torch.save, torch.jit.save) says when a write fails: it drops the errno
+_TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed", "iostream error", "inline_container.cc")
+
+
 def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in _FULL
-    text = str(exc)  # torch.save / torch.jit.save: a C++ "enforce fail ... file write failed"
-    return isinstance(exc, RuntimeError) and ("file write failed" in text or "PytorchStreamWriter failed" in text)
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _TORCH_WRITE_FAILED)
+
+
+def _size_limit() -> int | None:
+    """This process's file-size limit (``ulimit -f``) in bytes, None when unlimited."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _size(n: int | None) -> str:
@@ -151,7 +162,10 @@ def disk_full(exc: BaseException, path: str | os.PathLike, needed: int | None = 
         free = f"; {shutil.disk_usage(p.parent if str(p.parent) else '.').free / 1e6:.0f} MB free there now"
     except OSError:
         free = ""
-    why = "the file-size limit (ulimit -f) was reached" if getattr(exc, "errno", None) == errno.EFBIG else \
-        "no space left on the device (or the file-size limit, ulimit -f, or a quota)"
+    limit = _size_limit()
+    if getattr(exc, "errno", None) == errno.EFBIG or (limit is not None and (needed is None or needed > limit)):
+        why = "the file-size limit (ulimit -f" + (f", {limit} bytes" if limit is not None else "") + ") was reached"
+    else:
+        why = "no space left on the device (or a disk quota reached)"
     return OutputError(f"cannot write {p.absolute()}: {why}; it needs {_size(needed)}{free}. Nothing was "
                        f"replaced: free some space (or raise the limit) and run the command again")

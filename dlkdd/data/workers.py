@@ -37,12 +37,12 @@ class _LoudQueue(multiprocessing.queues.Queue):
 
         from dlkdd.errors import ResourceError
 
+        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         try:
             raise ResourceError(f"a data-loading worker could not pass a batch to the main process "
-                                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}): "
-                                f"{SHARE_FIX}")
+                                f"({type(e).__name__}: {first}): {SHARE_FIX}") from None
         except ResourceError:
-            wrapped = ExceptionWrapper(where=f"DataLoader worker process {get_worker_info().id}")
+            wrapped = ExceptionWrapper(where=f"in DataLoader worker process {get_worker_info().id}")
         self.put((obj[0], wrapped))  # plain strings: this one pickles
 
 

@@ -25,6 +25,7 @@ by more than ``tol`` is refused (the file is not kept).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import warnings
@@ -117,7 +118,11 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[st
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
         except Exception as e:  # tracing surfaces whatever the forward raises on traced sizes
             raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
-        torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
+        # into memory, then one Python write: torch.jit.save to a path that runs out of room (full disk,
+        # ulimit -f) ends the process from a C++ destructor (std::terminate), which nothing can catch
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"dlkdd.json": spec_to_json(spec)})
+    tmp.write_bytes(buf.getbuffer())
 
 
 def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
