@@ -8,8 +8,9 @@ the real write would meet them. Each failure is one :class:`~dlkdd.errors.Output
 the option and the absolute path, raised before the first step of a stage, never after an epoch.
 
 The one rule every writing command applies before any work, :func:`check_outputs`: **no output
-may be an input or another output**. Two paths name the same file when their real paths (symbolic
-links and ``..`` resolved) are equal, or when both exist and are one inode (a hard link). A
+may be an input or another output**. An output is an input when their real paths (symbolic links
+and ``..`` resolved) are equal, or when both exist and are one inode (a hard link); two outputs are
+one when their real paths are equal (outputs are replaced by rename, which splits hard links). A
 directory output (a run's ``--out``) is checked through the files the command writes in it.
 ``check_not_input(out, inputs, what)`` is the one-output form.
 
@@ -108,8 +109,8 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
             if same_file(out, i):
                 raise OutputError(f"{what} {out.absolute()} is also an input ({i}); writing it would destroy the "
                                   f"input: choose another output path")
-        for other, o in outs[:k]:
-            if same_file(out, o):
+        for other, o in outs[:k]:  # by path: outputs are replaced by rename, which splits hard links
+            if os.path.realpath(out) == os.path.realpath(o):
                 raise OutputError(f"{what} {out.absolute()} is also the output of {other}: one would overwrite the "
                                   f"other; give them different paths")
 

@@ -96,3 +96,35 @@ def ckpt(work, cfg) -> Path:
 def clip(tiny) -> Path:
     """One clip of the tiny set."""
     return next((tiny / "clips" / "Jump").glob("*.mp4"))
+
+
+def _invoke_cli(args):
+    from click.testing import CliRunner
+
+    from dlkdd.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run(work, cfg) -> Path:
+    """A finished 1-epoch tiny teacher run."""
+    import faults
+
+    out = work / "run"
+    r = _invoke_cli(["teacher", "--config", cfg, *faults.sets(extra=["train.epochs=1"]), "--out", out, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(work, cfg) -> Path:
+    """A complete tiny Zarr logit store (2 views) of an untrained teacher."""
+    import faults
+
+    teacher = faults.make_checkpoint(work / "teacher.pt", cfg, kind="teacher")
+    out = work / "t.zarr"
+    r = _invoke_cli(["cache-logits", "--config", cfg, *faults.sets(), "--teacher", teacher, "--out", out,
+                     "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return out

@@ -1,6 +1,7 @@
 """Clip settings beyond what the model or the machine takes are refused with one line, before scoring:
 more frames than a BERT head's position embeddings (``evaluate --set clip.frames=600``), and clips too
-big for memory (``--set clip.frames=100000000``) in ``evaluate`` and ``cache-logits`` (no store left)."""
+big for memory (``--set clip.frames=100000000``) in ``evaluate`` and ``cache-logits`` (no store left), and a
+training batch too big for memory (refused before training; the estimate scales with the clip settings)."""
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,8 @@ from faults import assert_clean_error, count, sets
 report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
 
 
-def _invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+def _invoke(args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,25 @@ def test_cache_logits_with_a_clip_too_big_for_memory_leaves_no_store(work, cfg):
     assert_clean_error(_invoke(["cache-logits", "--config", cfg, *sets(), "--set", "clip.frames=100000000",
                                 "--teacher", teacher, "--out", out, "--no-progress"]), "GiB", "lower clip.frames")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def test_huge_clip_refused_before_training(work, cfg):
+    count("bad config")
+    err = assert_clean_error(_invoke(["teacher", "--config", cfg, *sets(), "--set", "clip.frames=100000000",
+                                      "--out", work / "huge", "--no-progress"]), "clip.frames=100000000",
+                             "train.batch_size")
+    assert "GiB" in err and not (work / "huge" / "last.pt").exists()
+
+
+def test_estimate_scales_with_the_keys():
+    from dlkdd.config import load_config
+    from dlkdd.errors import ResourceError
+    from dlkdd.train.rundir import check_batch_memory, estimate_batch_bytes
+
+    c = load_config(None, ["clip.frames=16", "clip.size=112", "train.batch_size=8", "train.workers=0"])
+    assert estimate_batch_bytes(c, "cpu") > estimate_batch_bytes(c, "cuda") >= 8 * 3 * 16 * 112 * 112 * 4
+    check_batch_memory(c, "cpu", available=64 * 2**30)
+    with pytest.raises(ResourceError, match="clip.size=112"):
+        check_batch_memory(c, "cpu", available=2**20)

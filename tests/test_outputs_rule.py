@@ -1,5 +1,6 @@
 """The output rule of every writing command: no output may be an input or another output (hard links,
-symbolic links and ``..`` resolved), and an output that cannot be written is refused before any work.
+symbolic links and ``..`` resolved), and an output that cannot be written is refused before any work
+(probed: permissions, read-only file systems); written files get the umask's mode.
 
 Each case runs the real command (in-process, click's runner) with an output that names one of its
 inputs, and checks that it fails with one ``Error:`` line and leaves the input byte for byte as it was.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +20,13 @@ from click.testing import CliRunner
 import faults
 from dlkdd.cli import main
 from dlkdd.errors import OutputError
-from faults import assert_clean_error, count, sets
+from faults import assert_clean_error, cli, count, sets
 
 report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
 
 
-def _invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+def _invoke(args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
 
 
 def _sha(p: Path) -> str:
@@ -115,7 +118,7 @@ def test_evaluate_predictions_and_json_on_one_path(work, ckpt, cfg):
 
 
 def test_cache_logits_path_file_equal_to_the_teacher(work, cfg):
-    teacher = faults.make_checkpoint(work / "teacher.pt", cfg, kind="teacher")
+    teacher = faults.make_checkpoint(work / "teacher-pf.pt", cfg, kind="teacher")
     _refused_and_kept(["cache-logits", "--config", cfg, *sets(), "--teacher", teacher, "--path-file", teacher,
                        "--out", work / "t.zarr", "--no-progress"], teacher, "--path-file", "is also an input")
     assert not (work / "t.zarr").exists()
@@ -163,3 +166,74 @@ def test_compare_unwritable_json_or_plot_refused_before_reading(work, preds, mon
     for opt in ("--json", "--plot"):
         count("unwritable output")
         assert_clean_error(_invoke(["compare", f"a={a}", f"b={b}", opt, work / "b-file" / "r.out"]), opt, "cannot")
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def test_unwritable_probe_is_a_one_line_error(tmp_path, monkeypatch):
+    """Root-independent: the probe write itself fails (as it would for a normal user on a 0555 dir)."""
+    import tempfile
+
+    from dlkdd.errors import OutputError
+    from dlkdd.outputs import check_writable_dir, check_writable_file
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    count("unwritable output", 2)
+    with pytest.raises(OutputError, match="--out .*cannot write there \\(permission denied\\)"):
+        check_writable_dir(tmp_path / "o", "--out")
+    with pytest.raises(OutputError, match="--path-file"):
+        check_writable_file(tmp_path / "p.txt", "--path-file")
+
+
+def test_unwritable_outputs_refused_before_any_work(work, cfg, clip, store):
+    faults.skip_unless_permissions_enforced()
+    ro = work / "ro"
+    ro.mkdir(exist_ok=True)
+    ro.chmod(0o555)
+    try:
+        teacher = work / "teacher.pt"
+        cases = [
+            (["teacher", "--config", cfg, *sets(), "--out", ro / "run", "--no-progress"], "--out"),
+            (["enhance", clip, ro / "e.mp4", "--kind", "gamma"], "OUT"),
+            (["data", "check", "--config", cfg, "--write-stats", ro / "stats.yaml"], "--write-stats"),
+            (["cache-logits", "--config", cfg, *sets(), "--teacher", teacher, "--out", ro / "x.zarr",
+              "--no-progress"], "--out"),
+            (["cache-logits", "--config", cfg, *sets(), "--teacher", teacher, "--out", work / "t.zarr",
+              "--path-file", ro / "p.txt", "--no-progress"], "--path-file"),
+        ]
+        for args, what in cases:
+            count("unwritable output")
+            r = cli(args, unprivileged=True)
+            assert_clean_error(r, what, str(ro), "cannot")
+            assert "training clips" not in r.stderr and "teacher logits" not in r.stderr  # no work done first
+        assert not any(ro.iterdir())
+    finally:
+        ro.chmod(0o755)
+
+
+def test_enhance_refuses_to_overwrite_its_input(work, clip):
+    v = work / "v.mp4"
+    shutil.copy(clip, v)
+    before = _sha(v)
+    count("bad input", 2)
+    assert_clean_error(_invoke(["enhance", v, v, "--kind", "gamma"]), "is also an input")
+    os.link(v, work / "v_alias.mp4")
+    assert_clean_error(_invoke(["enhance", v, work / "v_alias.mp4", "--kind", "gamma"]), "is also an input")
+    assert _sha(v) == before
+
+
+def test_written_files_respect_the_umask(tmp_path, run):
+    from dlkdd.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    mask = old
+    for name in ("teacher.pt", "last.pt", "metrics.json"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name

@@ -1,5 +1,5 @@
 """``dlkdd synth`` replaces only the files its own record (``.dlkdd-synth.json``) says it wrote there,
-unchanged since; anything else in the folder is kept, or the command refuses."""
+unchanged since; anything else in the folder is kept, or the command refuses. It needs 2 clips per class."""
 from __future__ import annotations
 
 import shutil
@@ -12,6 +12,10 @@ from dlkdd.cli import main
 from faults import assert_clean_error, count
 
 report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
+
+
+def _invoke(args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
 
 SMALL = ["--clips-per-class", "2", "--frames", "4", "--height", "16", "--width", "16"]
 
@@ -72,3 +76,23 @@ def test_clips_as_a_symlink_is_one_line(tmp_path):
     count("synth over a user's folder")
     assert_clean_error(_synth(out), "symbolic link")
     assert (elsewhere / "Jump").is_dir()
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def test_synth_needs_two_clips_per_class_and_replaces_its_own_set(tmp_path):
+    count("bad input", 2)
+    r = _invoke(["synth", tmp_path / "s1", "--clips-per-class", "1"])
+    assert r.exit_code == 2 and "--clips-per-class" in r.output
+    out = tmp_path / "s"
+    assert _invoke(["synth", out, "--classes", "3", "--clips-per-class", "2", "--frames", "4", "--height", "16",
+                    "--width", "16"]).exit_code == 0
+    assert _invoke(["synth", out, "--classes", "2", "--clips-per-class", "2", "--frames", "4", "--height", "16",
+                    "--width", "16"]).exit_code == 0
+    assert len(list((out / "clips").iterdir())) == 2  # no stale third class folder
+    other = tmp_path / "mine"
+    (other / "clips" / "Jump").mkdir(parents=True)
+    (other / "clips" / "Jump" / "Jump_1_1.mp4").write_bytes(b"a clip of mine, with synth's name")
+    r = _invoke(["synth", other, "--clips-per-class", "2"])
+    assert r.exit_code == 1 and "not a file dlkdd synth wrote" in r.output
+    assert (other / "clips" / "Jump" / "Jump_1_1.mp4").read_bytes() == b"a clip of mine, with synth's name"

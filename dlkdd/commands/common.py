@@ -130,8 +130,9 @@ def check_run_outputs(out: str, final: str, inputs: list) -> None:
 
     from dlkdd.outputs import check_outputs
 
-    files = {f"--out {name}": Path(out) / name for name in (final, *RUN_FILES)}
-    check_outputs({"--out": out, **files}, inputs)
+    check_outputs({"--out": out}, inputs)
+    for name in (final, *RUN_FILES):  # best.pt may be a hard link of last.pt: not checked against each other
+        check_outputs({f"--out {name}": Path(out) / name}, inputs)
 
 
 def check_views_memory(clip_cfg: Any, views: int, what: str) -> None:
