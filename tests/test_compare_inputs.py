@@ -63,12 +63,11 @@ def test_nan_probabilities_are_refused_naming_the_row(tmp_path, fmt, line):
     (("c1", 1, 0, [1.6, -0.6]), "not a distribution"),
 ])
 def test_inconsistent_rows_are_refused(tmp_path, row, needle):
-    good = _write(tmp_path / "good.jsonl", GOOD)
     rows = list(GOOD)
-    rows[1] = row
-    bad = _write(tmp_path / "bad.jsonl", rows)
+    rows[1] = row  # in both files: they agree on keys and labels, so only the row check can refuse them
+    a, b = _write(tmp_path / "a.jsonl", rows), _write(tmp_path / "b.jsonl", rows)
     count("bad prediction row")
-    assert_clean_error(_compare(good, bad), "line 3", needle)
+    assert_clean_error(_compare(a, b), "line 3", needle)
 
 
 def test_the_same_run_in_both_groups_is_noted(tmp_path):

@@ -41,6 +41,7 @@ class ExportedModel:
 
         self.path = Path(path)
         self.spec = spec
+        _compare_sidecar(self.path, spec)
         self.classes: list[str] = list(spec["classes"])
         self.clip = ClipConfig(**{k: v for k, v in spec["clip"].items() if k in ClipConfig.__dataclass_fields__})
         self.device = torch.device("cpu")
@@ -81,6 +82,23 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, {len(self.classes)} classes)"
+
+
+def _compare_sidecar(path: Path, spec: dict[str, Any]) -> None:
+    """Warn when ``FILE.json`` beside an export says something else than the spec embedded in it (an edited
+    or stale copy): the embedded spec is the one used."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return
+    try:
+        other = spec_from_json(side.read_text(), str(side))
+    except (OSError, ExportError, ValueError):
+        log.warning("%s: unreadable spec beside %s; the spec embedded in the model is used", side, path.name)
+        return
+    diff = sorted(k for k in set(spec) | set(other) if spec.get(k) != other.get(k))
+    if diff:
+        log.warning("%s differs from the spec embedded in %s (%s); the embedded one is used: re-export, or delete "
+                    "the stale %s", side, path.name, ", ".join(diff[:5]), side.name)
 
 
 class OnnxModel(ExportedModel):
