@@ -35,7 +35,7 @@ from dlkdd.commands.common import check_views_memory, friendly_errors, get_devic
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
              amp, no_progress, pred_out):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint (or exported model)."""
-    from dlkdd.pipeline.evaluate import evaluate_checkpoint
+    from dlkdd.pipeline.evaluate import EvalOptions, evaluate_checkpoint
 
     if clips < 1:
         raise click.BadParameter(f"must be >= 1, got {clips}", param_hint="--clips")
@@ -44,8 +44,9 @@ def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, 
     data_cfg, inputs = _data_config(src)
     outs.check([checkpoint, *inputs])
     manifest, clip_cfg = _test_manifest(checkpoint, src, data_cfg, clips * int(crops), progress=not no_progress)
-    m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
-                            clip_cfg=clip_cfg, progress=not no_progress, amp=amp)
+    opts = EvalOptions(clips=clips, crops=int(crops), workers=workers, clip_cfg=clip_cfg, progress=not no_progress,
+                       amp=amp)
+    m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), opts=opts)
     _print_metrics(checkpoint, m, clips, crops)
     outs.write(checkpoint, m)
 

@@ -23,7 +23,7 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
 
     CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
-    from dlkdd.pipeline.evaluate import format_predictions, load_model, predict_video
+    from dlkdd.pipeline.evaluate import PredictOptions, format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
 
     if topk < 1:
@@ -36,10 +36,11 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     model, ckpt = load_model(checkpoint, dev)
     from dlkdd.errors import DlkddError
 
+    opts = PredictOptions(topk=topk, window_stride=window_stride, amp=amp)
     results, failed = [], []
     for v in videos:  # a bad video is reported; the others are still scored
         try:
-            results.append(predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp))
+            results.append(predict_video(model, ckpt, v, dev, opts))
         except DlkddError as e:
             if len(videos) == 1:
                 raise

@@ -25,6 +25,7 @@ by more than ``tol`` is refused (the file is not kept).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -39,7 +40,7 @@ from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "export_checkpoint", "export_model", "LogitsOnly"]
+__all__ = ["FORMATS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly"]
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
@@ -125,13 +126,27 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[st
     tmp.write_bytes(buf.getbuffer())
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """``opset`` (ONNX), ``int8`` (ONNX Runtime dynamic quantisation), ``check`` the written file against
+    the model, accepting a largest logit difference of ``tol`` (fp32)."""
+
+    opset: int = OPSET
+    int8: bool = False
+    check: bool = True
+    tol: float = 1e-4
+
+
 def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
-                 source: str | os.PathLike = "checkpoint", source_sha256: str | None = None, opset: int = OPSET,
-                 int8: bool = False, check: bool = True, tol: float = 1e-4) -> dict[str, Any]:
+                 source: str | os.PathLike = "checkpoint", source_sha256: str | None = None,
+                 opts: ExportOptions | None = None, **options: Any) -> dict[str, Any]:
     """Export ``model`` (rebuilt from ``ckpt``) to ``out``; returns the spec plus ``path``,
-    ``bytes`` and ``check`` (``{"max_abs_diff", "input_shape"}``, or None with ``check=False``)."""
+    ``bytes`` and ``check`` (``{"max_abs_diff", "input_shape"}``, or None with ``check=False``).
+    ``opts``: an :class:`ExportOptions`, or its fields as keywords."""
     from dlkdd.utils import atomic_path, atomic_write_text
 
+    o = opts if opts is not None else ExportOptions(**options)
+    opset, int8, check, tol = o.opset, o.int8, o.check, o.tol
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
     if int8 and fmt != "onnx":

@@ -33,7 +33,7 @@ from dlkdd.utils import resolve_device, save_figure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
+__all__ = ["EvalOptions", "PredictOptions", "load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
            "check_finite_outputs", "check_clip_fits", "LOGIT_LIMIT"]
 
 
@@ -91,14 +91,28 @@ def _clip_cfg(ckpt: dict, overrides: Any = None):
     return overrides if overrides is not None else cfg.clip
 
 
-def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", clips: int = 1, crops: int = 1,
-                        workers: int = 2, clip_cfg: Any = None, progress: bool = True,
-                        amp: str | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_checkpoint` scores: ``clips`` x ``crops`` views per video, loader ``workers``,
+    ``clip_cfg`` (None: the checkpoint's clip settings), ``amp`` (None: the checkpoint's ``train.amp``)."""
+
+    clips: int = 1
+    crops: int = 1
+    workers: int = 2
+    clip_cfg: Any = None
+    progress: bool = True
+    amp: str | None = None
+
+
+def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", opts: EvalOptions | None = None,
+                        **options: Any) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy, confusion and per-clip predictions of a checkpoint on
     ``manifest``, each video scored by the mean logits of its ``clips`` x ``crops`` test views
-    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`. ``amp``:
-    ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one
-    used is returned as ``amp``."""
+    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`. ``opts``: an
+    :class:`EvalOptions`, or its fields as keywords (``options``). ``amp``: ``auto|bf16|fp32`` (default:
+    the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one used is returned as ``amp``."""
+    o = opts if opts is not None else EvalOptions(**options)
+    clips, crops, workers, clip_cfg, progress, amp = o.clips, o.crops, o.workers, o.clip_cfg, o.progress, o.amp
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
@@ -150,11 +164,26 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: int = 5, window_stride: int = 0,
-                  max_windows: int = 64, clip_cfg: Any = None, amp: str | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_video` scores: the ``topk`` labels, sliding windows ``window_stride`` frames apart
+    (0: half a clip span), at most ``max_windows``; ``clip_cfg`` and ``amp`` as in :class:`EvalOptions`."""
+
+    topk: int = 5
+    window_stride: int = 0
+    max_windows: int = 64
+    clip_cfg: Any = None
+    amp: str | None = None
+
+
+def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: PredictOptions | None = None,
+                  **options: Any) -> dict[str, Any]:
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
-    and the video's label from the windows' averaged logits. ``amp`` as in :func:`evaluate_checkpoint`."""
+    and the video's label from the windows' averaged logits. ``opts``: a :class:`PredictOptions`,
+    or its fields as keywords."""
+    o = opts if opts is not None else PredictOptions(**options)
+    topk, window_stride, max_windows, clip_cfg, amp = o.topk, o.window_stride, o.max_windows, o.clip_cfg, o.amp
     cc = _clip_cfg(ckpt, clip_cfg)
     check_clip_fits(model, cc, ckpt.get("_path", "the checkpoint"))
     classes = list(ckpt.get("classes") or [])
