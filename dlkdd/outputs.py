@@ -142,9 +142,7 @@ def _size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "more space"
+def _size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"about {n / scale:.1f} {unit}"
@@ -168,5 +166,6 @@ def disk_full(exc: BaseException, path: str | os.PathLike, needed: int | None = 
         why = "the file-size limit (ulimit -f" + (f", {limit} bytes" if limit is not None else "") + ") was reached"
     else:
         why = "no space left on the device (or a disk quota reached)"
-    return OutputError(f"cannot write {p.absolute()}: {why}; it needs {_size(needed)}{free}. Nothing was "
-                       f"replaced: free some space (or raise the limit) and run the command again")
+    need = f"; it needs {_size(needed)}" if needed is not None else ""
+    return OutputError(f"cannot write {p.absolute()}: {why}{need}{free}. Nothing was replaced: free some space "
+                       f"(or raise the limit) and run the command again")

@@ -150,9 +150,13 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write a matplotlib figure to ``path`` as a PNG (parents created, written atomically) and close it."""
     import matplotlib.pyplot as plt
 
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+    buf = io.BytesIO()  # rendered first: its size is what a full disk's error names
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
+    with atomic_path(path, needed=buf.getbuffer().nbytes) as tmp:
+        tmp.write_bytes(buf.getvalue())
     return path

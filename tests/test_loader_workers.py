@@ -51,3 +51,16 @@ def test_worker_context_changes_nothing_when_sharing_works():
     data = [torch.full((2,), float(i)) for i in range(6)]
     got = list(DataLoader(data, batch_size=3, num_workers=2, multiprocessing_context=worker_context()))
     assert [b.tolist() for b in got] == [[[0, 0], [1, 1], [2, 2]], [[3, 3], [4, 4], [5, 5]]]
+
+
+def test_a_worker_killed_by_the_system_is_one_line():
+    import click
+
+    from dlkdd.commands.common import friendly_errors
+
+    @friendly_errors
+    def run():
+        raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+
+    with pytest.raises(click.ClickException, match=r"pid\(s\) 4242.*/dev/shm.*--workers 0"):
+        run()

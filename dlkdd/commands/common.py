@@ -98,12 +98,17 @@ def interrupted_message(kwargs: dict[str, Any]) -> str:
 
 
 def _worker_message(text: str) -> str | None:
-    """The dlkdd error inside a DataLoader worker's re-raised exception, or None.
+    """The dlkdd error inside a DataLoader worker's re-raised exception (or the one line for a worker that
+    died), or None.
 
     A worker's exception reaches the main process as ``Caught VideoError in DataLoader worker
     process 0. Original Traceback (...)`` (a RuntimeError when the class cannot be rebuilt from one
     string): the user needs only its last line, ``dlkdd.errors.VideoError: <file>: <reason>``.
     """
+    if "DataLoader worker" in text and "exited unexpectedly" in text:  # killed: SIGBUS on a full /dev/shm, OOM
+        from dlkdd.data.workers import SHARE_FIX
+
+        return f"{text.strip().splitlines()[0]} (killed by the system; a full /dev/shm or memory): {SHARE_FIX}"
     if "in DataLoader worker process" not in text:
         return None
     for line in reversed(text.strip().splitlines()):
