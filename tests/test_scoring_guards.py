@@ -1,6 +1,7 @@
 """``predict`` and ``evaluate``: a long video scored over its whole length, an unavailable device, the
 hostile-pickle message, several videos with a bad one, a negative window stride, CSV lists without a class
-table and ``--set clip.*`` overrides, the default enhancer weights found outside the project."""
+table and ``--set clip.*`` overrides, the default enhancer weights found outside the project, a URL refused,
+a video shorter than the model's clip noted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -106,3 +107,20 @@ def test_default_enhancer_weights_found_outside_the_project(tmp_path, clip):
     r = cli(["enhance", clip, "out.mp4", "--max-frames", "2"], cwd=tmp_path)  # default --kind zerodce
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_predict_refuses_a_url(ckpt):
+    count("bad input")
+    assert_clean_error(_invoke(["predict", ckpt, "https://example.com/v.mp4"]), "a URL", "download it first")
+
+
+def test_a_video_shorter_than_the_clip_is_noted(work, ckpt):
+    import numpy as np
+
+    from dlkdd.data.synth import _encode
+
+    one = work / "one_frame.mp4"
+    _encode(one, np.zeros((1, 32, 48, 3), dtype=np.uint8))
+    r = _invoke(["predict", ckpt, one])
+    assert r.exit_code == 0, r.output
+    assert "note: the video has 1 frame(s), the model's clips span 7" in r.output
