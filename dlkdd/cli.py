@@ -50,17 +50,28 @@ def main(ctx: click.Context, device: str, seed: int | None, verbose: int) -> Non
     ctx.obj = Context(device=device, seed=seed, verbose=verbose)
 
 
-def _register() -> None:
-    for mod_name, attr in _COMMANDS:
+def _register(group: click.Group, commands: list[tuple[str, str]]) -> None:
+    """Add each ``(module, attribute)`` command to ``group``. A module that fails to import (a broken or
+    partial install) still gets its command name, which then says what is missing - never a bare
+    "No such command"."""
+    for mod_name, attr in commands:
         try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:  # a step not built yet
-            if e.name != mod_name:
-                raise
-            continue
-        cmd = getattr(mod, attr, None)
-        if cmd is not None:
-            main.add_command(cmd)
+            cmd = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            cmd = _broken_command(attr.replace("_", "-"), mod_name, e)
+        group.add_command(cmd)
 
 
-_register()
+def _broken_command(name: str, mod_name: str, error: Exception) -> click.Command:
+    """A stand-in for a command whose module cannot be loaded: any use is one error line naming why."""
+    why = f"{type(error).__name__}: {error}"
+
+    def fail(**_: object) -> None:
+        raise click.ClickException(f"the `{name}` command cannot be loaded ({mod_name}: {why}); reinstall dlkdd "
+                                   f"(pip install -e .) or install what it needs")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {why})", context_settings={
+        "ignore_unknown_options": True, "allow_extra_args": True})
+
+
+_register(main, _COMMANDS)

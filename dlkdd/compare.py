@@ -305,70 +305,75 @@ def compare_groups(groups: Mapping[str, Sequence[Any]], reps: int = 10000, seed:
 
     ``against``: only the pairs whose earlier group is one of these names (default: every pair)."""
     check_comparable(groups)
+    if seeds not in _BOOT:
+        raise ValueError(f"seeds must be resampled or pooled, got {seeds!r}")
     first = next(iter(groups.values()))[0]
     keys = list(first.keys)
     C = len(first.classes)
-    N = len(keys)
     correct = {g: np.stack([p.aligned(keys).correct for p in ps]).astype(np.float64) for g, ps in groups.items()}
     recordings = recordings_of(keys)
     if recordings is not None and len(set(recordings)) == len(recordings):
         recordings = None  # every clip its own recording: the clip bootstrap is already the answer
-    models = []
-    for g, ps in groups.items():
-        accs = [100.0 * float(c.mean()) for c in correct[g]]
-        rows = []
-        for p, c in zip(ps, correct[g]):
-            bt = binomial_above_chance(int(c.sum()), N, C)
-            al = p.aligned(keys)
-            rows.append({"path": p.path, "seed": p.meta.get("seed"), "top1": 100.0 * float(c.mean()),
-                          "correct": int(c.sum()), "p_above_chance": bt["p_value"],
-                          "ci": [100 * bt["ci"][0], 100 * bt["ci"][1]],
-                          "recordings": recording_votes(keys, al.labels, al.pred)})
-        above = sum(s["p_above_chance"] < alpha for s in rows)
-        verdict = "yes" if above == len(rows) else ("no" if above == 0 else f"mixed ({above} of {len(rows)} seeds)")
-        models.append({"name": g, **seed_interval(accs), "seeds": rows, "above_chance": verdict})
+    models = [_model_summary(g, ps, correct[g], keys, C, alpha) for g, ps in groups.items()]
+    ctx = {"reps": reps, "seed": seed, "alpha": alpha, "power": power, "seeds": seeds, "recordings": recordings}
     names = list(groups)
-    pairs = []
-    for j in range(1, len(names)):
-        for i in range(j):
-            a, b = names[j], names[i]
-            if against is not None and b not in against:
-                continue
-            if seeds not in _BOOT:
-                raise ValueError(f"seeds must be resampled or pooled, got {seeds!r}")
-            xa, xb = (correct[a], correct[b]) if seeds == "resampled" else (correct[a].mean(0), correct[b].mean(0))
-            boot = paired_bootstrap(xa, xb, reps=reps, seed=seed, level=1 - alpha)
-            pairing, how = _pair_runs(groups[a], groups[b])
-            per_seed = []
-            B = Cc = 0
-            for ia, ib in pairing:
-                ca, cb = correct[a][ia].astype(bool), correct[b][ib].astype(bool)
-                bb, cc = int((ca & ~cb).sum()), int((~ca & cb).sum())
-                B, Cc = B + bb, Cc + cc
-                per_seed.append({"seed_a": groups[a][ia].meta.get("seed"), "seed_b": groups[b][ib].meta.get("seed"),
-                                 "a_only": bb, "b_only": cc, "p": mcnemar_exact(bb, cc)})
-            ma, mb = correct[a].mean(0), correct[b].mean(0)
-            lo, hi = boot["ci"]
-            verdict = _verdict(lo, hi, b, "clips")
-            by_rec = None
-            if recordings is not None:
-                rb = paired_bootstrap(xa, xb, reps=reps, seed=seed, level=1 - alpha, clusters=recordings)
-                rlo, rhi = rb["ci"]
-                by_rec = {"recordings": len(set(recordings)), "ci": [100 * rlo, 100 * rhi],
-                          "verdict": _verdict(rlo, rhi, b, "recordings")}
-            k = max(1, len(pairing))
-            need = mcnemar_sample_size(B / (k * N), Cc / (k * N), alpha, power)
-            pairs.append({
-                "a": a, "b": b, "diff": 100 * boot["diff"], "ci": [100 * lo, 100 * hi], "bootstrap_reps": reps,
-                "bootstrap": _BOOT[seeds], "seeds": seeds,
-                "pairing": how, "mcnemar": per_seed,
-                "mcnemar_pooled": {"a_only": B, "b_only": Cc, "p": mcnemar_exact(B, Cc)},
-                "won": int((ma > mb).sum()), "lost": int((ma < mb).sum()), "tied": int((ma == mb).sum()),
-                "verdict": verdict, "by_recording": by_rec,
-                "clips_needed": None if math.isinf(need) else int(math.ceil(need)),
-                "sentence": f"{a} better than {b} at {100 * (1 - alpha):g}%: {verdict}"})
-    return {"clips": N, "classes": list(first.classes), "chance": 100.0 / C, "views": first.meta.get("views"),
+    pairs = [_pair_summary(names[j], names[i], groups, correct, ctx)
+             for j in range(1, len(names)) for i in range(j) if against is None or names[i] in against]
+    return {"clips": len(keys), "classes": list(first.classes), "chance": 100.0 / C, "views": first.meta.get("views"),
             "alpha": alpha, "power": power, "models": models, "pairs": pairs}
+
+
+def _model_summary(g: str, ps: Sequence[Any], correct: np.ndarray, keys: list[str], C: int,
+                   alpha: float) -> dict[str, Any]:
+    """One model's seeds: top-1, the exact binomial test against chance, recordings right."""
+    N = len(keys)
+    rows = []
+    for p, c in zip(ps, correct):
+        bt = binomial_above_chance(int(c.sum()), N, C)
+        al = p.aligned(keys)
+        rows.append({"path": p.path, "seed": p.meta.get("seed"), "top1": 100.0 * float(c.mean()),
+                     "correct": int(c.sum()), "p_above_chance": bt["p_value"],
+                     "ci": [100 * bt["ci"][0], 100 * bt["ci"][1]],
+                     "recordings": recording_votes(keys, al.labels, al.pred)})
+    above = sum(s["p_above_chance"] < alpha for s in rows)
+    verdict = "yes" if above == len(rows) else ("no" if above == 0 else f"mixed ({above} of {len(rows)} seeds)")
+    return {"name": g, **seed_interval([100.0 * float(c.mean()) for c in correct]), "seeds": rows,
+            "above_chance": verdict}
+
+
+def _pair_summary(a: str, b: str, groups: Mapping[str, Sequence[Any]], correct: Mapping[str, np.ndarray],
+                  ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """Is ``a`` better than ``b``: paired bootstrap (clips, and recordings where known), McNemar, won/lost."""
+    reps, seed, alpha, seeds, recordings = ctx["reps"], ctx["seed"], ctx["alpha"], ctx["seeds"], ctx["recordings"]
+    N = correct[a].shape[1]
+    xa, xb = (correct[a], correct[b]) if seeds == "resampled" else (correct[a].mean(0), correct[b].mean(0))
+    boot = paired_bootstrap(xa, xb, reps=reps, seed=seed, level=1 - alpha)
+    pairing, how = _pair_runs(groups[a], groups[b])
+    per_seed = []
+    B = Cc = 0
+    for ia, ib in pairing:
+        ca, cb = correct[a][ia].astype(bool), correct[b][ib].astype(bool)
+        bb, cc = int((ca & ~cb).sum()), int((~ca & cb).sum())
+        B, Cc = B + bb, Cc + cc
+        per_seed.append({"seed_a": groups[a][ia].meta.get("seed"), "seed_b": groups[b][ib].meta.get("seed"),
+                         "a_only": bb, "b_only": cc, "p": mcnemar_exact(bb, cc)})
+    ma, mb = correct[a].mean(0), correct[b].mean(0)
+    lo, hi = boot["ci"]
+    verdict = _verdict(lo, hi, b, "clips")
+    by_rec = None
+    if recordings is not None:
+        rlo, rhi = paired_bootstrap(xa, xb, reps=reps, seed=seed, level=1 - alpha, clusters=recordings)["ci"]
+        by_rec = {"recordings": len(set(recordings)), "ci": [100 * rlo, 100 * rhi],
+                  "verdict": _verdict(rlo, rhi, b, "recordings")}
+    k = max(1, len(pairing))
+    need = mcnemar_sample_size(B / (k * N), Cc / (k * N), alpha, ctx["power"])
+    return {"a": a, "b": b, "diff": 100 * boot["diff"], "ci": [100 * lo, 100 * hi], "bootstrap_reps": reps,
+            "bootstrap": _BOOT[seeds], "seeds": seeds, "pairing": how, "mcnemar": per_seed,
+            "mcnemar_pooled": {"a_only": B, "b_only": Cc, "p": mcnemar_exact(B, Cc)},
+            "won": int((ma > mb).sum()), "lost": int((ma < mb).sum()), "tied": int((ma == mb).sum()),
+            "verdict": verdict, "by_recording": by_rec,
+            "clips_needed": None if math.isinf(need) else int(math.ceil(need)),
+            "sentence": f"{a} better than {b} at {100 * (1 - alpha):g}%: {verdict}"}
 
 
 def _f(v: Any, fmt: str = "5.1f") -> str:
@@ -378,6 +383,7 @@ def _f(v: Any, fmt: str = "5.1f") -> str:
 def format_report(r: Mapping[str, Any]) -> str:
     """A readable text table of :func:`compare_groups`' result."""
     out = [f"{r['clips']} test clips, {len(r['classes'])} classes (chance {r['chance']:.1f}%), views {r['views']}"]
+    level = f"{100 * (1 - r['alpha']):g}%"
     w = max([len(m["name"]) for m in r["models"]] + [5])
     out.append(f"{'model':<{w}}  seeds  top-1 mean    std   95% CI (seeds)   {'above chance':<20}  per seed")
     for m in r["models"]:
@@ -397,22 +403,43 @@ def format_report(r: Mapping[str, Any]) -> str:
                                                        for s in m["seeds"]))
     for p in r["pairs"]:
         out.append("")
-        out.append(f"{p['a']} vs {p['b']}: difference {p['diff']:+.1f} pp, 95% CI [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
+        out.append(f"{p['a']} vs {p['b']}: difference {p['diff']:+.1f} pp, {level} CI [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}]"
                    f" (paired bootstrap over clips, {p['bootstrap_reps']} reps, seeds {p['seeds']})")
         out.append(f"  clips won/lost/tied: {p['won']}/{p['lost']}/{p['tied']}; McNemar exact, pairs {p['pairing']}: "
                    + ", ".join(f"{s['a_only']}:{s['b_only']} p={s['p']:.3g}" for s in p["mcnemar"])
                    + f"; pooled {p['mcnemar_pooled']['a_only']}:{p['mcnemar_pooled']['b_only']} "
                      f"p={p['mcnemar_pooled']['p']:.3g}")
-        need = p["clips_needed"]
-        out.append(f"  {p['sentence']}"
-                   + (f"  (one seed pair needs about {need} test clips to detect a difference this size with "
-                      f"{100 * r['power']:g}% power; there are {r['clips']})" if need else "  (no difference observed)"))
+        out.append(f"  {p['sentence']}  {_power_note(p, r)}")
         rec = p.get("by_recording")
         if rec:
             out.append(f"  resampling the {rec['recordings']} test recordings instead of clips (clips of one recording "
-                       f"are not independent): 95% CI [{rec['ci'][0]:+.1f}, {rec['ci'][1]:+.1f}]; "
-                       f"better at 95%: {rec['verdict']}")
+                       f"are not independent): {level} CI [{rec['ci'][0]:+.1f}, {rec['ci'][1]:+.1f}]; "
+                       f"better at {level}: {rec['verdict']}")
     return "\n".join(out)
+
+
+def _power_note(p: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    """How many test clips a difference this size needs, or why that cannot be said."""
+    need, pooled = p["clips_needed"], p["mcnemar_pooled"]
+    if need:
+        return (f"(one seed pair needs about {need} test clips to detect a difference this size with "
+                f"{100 * r['power']:g}% power; there are {r['clips']})")
+    if pooled["a_only"] == pooled["b_only"] == 0:
+        return "(the two never disagree on a clip: no difference observed)"
+    return (f"(the clips only one of them gets right balance, {pooled['a_only']}:{pooled['b_only']} over the seed "
+            f"pairs: no test-set size can be estimated from them)")
+
+
+def bootstrap_warning(reps: int, alpha: float) -> str | None:
+    """A warning when too few bootstrap replicates lie beyond each end of the interval for its level to mean much
+    (a percentile interval needs at least ~10 there; Efron & Tibshirani 1993, ch. 13, ask for 1000+ replicates)."""
+    beyond = reps * alpha / 2
+    if beyond >= 10:
+        return None
+    need = int(math.ceil(20 / alpha))
+    return (f"only {beyond:g} of the {reps} bootstrap replicates lie beyond each end of the "
+            f"{100 * (1 - alpha):g}% interval, which is then little more than the extreme replicates: use "
+            f"--bootstrap {need} or more")
 
 
 def plot_report(r: Mapping[str, Any], path: Any) -> Any:

@@ -211,6 +211,24 @@ def config_from_dict(tree: Mapping[str, Any], overrides: Mapping[str, Any] | lis
     return _build(Config, tree, "").validate()
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping key given twice in a config file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} is given twice (lines {seen[key].start_mark.line + 1} and "
+                                    f"{key_node.start_mark.line + 1}; YAML would keep the last silently): keep one")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | list[str] | None = None) -> Config:
     """Load a YAML preset (or the defaults if ``path`` is None) and apply overrides.
 
@@ -227,7 +245,9 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | list[str
             raise ConfigError(f"config file not found: {p}" if not p.is_dir() else f"config {p} is a directory, "
                               "expected a YAML file")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        except _DuplicateKey as e:
+            raise ConfigError(f"config file {p}: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(e).split())}") from None
         except (OSError, UnicodeDecodeError) as e:

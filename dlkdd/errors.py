@@ -40,3 +40,7 @@ class OutputError(DlkddError):
 
 class ResourceError(DlkddError):
     """The settings ask for more than this machine has (memory), or a device it lacks."""
+
+
+class ClipTooLongError(DlkddError, ValueError):
+    """A clip has more frames than the model's temporal head takes (a ValueError too, for callers of the module)."""

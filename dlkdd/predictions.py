@@ -32,7 +32,7 @@ import numpy as np
 from dlkdd.errors import DataError
 
 __all__ = ["PREDICTIONS_FILE", "Predictions", "from_logits", "write_predictions", "read_predictions",
-           "predictions_path", "eval_view_spec", "load_predictions"]
+           "predictions_path", "eval_view_spec", "load_predictions", "check_rows"]
 
 PREDICTIONS_FILE = "predictions.jsonl"  # in a run directory, beside metrics.json
 _VERSION = 1
@@ -147,7 +147,10 @@ def read_predictions(path: str | Path) -> Predictions:
     path = predictions_path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: a binary file (a checkpoint?), not a prediction file; give a run directory, its "
+                        f"predictions.jsonl, or an `evaluate --predictions/--json` file") from None
+    except OSError as e:
         raise DataError(f"{path}: cannot be read ({e})") from None
     try:
         if path.suffix.lower() == ".csv":
@@ -159,7 +162,8 @@ def read_predictions(path: str | Path) -> Predictions:
             nc = len(header["classes"])
             if cols[:4] != ["key", "label", "pred", "topk"] or len(cols) != 4 + nc:
                 raise ValueError(f"line 2 must be the columns key,label,pred,topk,p_<class> x {nc}")
-            rows = [{"key": r[0], "label": int(r[1]), "probs": [float(v) for v in r[4:]]} for r in recs[1:] if r]
+            rows = [{"key": r[0], "label": int(r[1]), "pred": int(r[2]), "probs": [float(v) for v in r[4:]]}
+                    for r in recs[1:] if r]
         else:
             header = json.loads(lines[0]) if lines else {}
             rows = [json.loads(s) for s in lines[1:] if s.strip()]
@@ -173,7 +177,35 @@ def read_predictions(path: str | Path) -> Predictions:
         probs = np.array([r["probs"] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise DataError(f"{path}: malformed prediction file ({e})") from None
+    check_rows(path, rows, probs, len(classes), first_line=3 if path.suffix.lower() == ".csv" else 2)
     return Predictions(keys, labels, probs, classes, header, str(path))
+
+
+def check_rows(path: Any, rows: Sequence[dict[str, Any]], probs: np.ndarray, num_classes: int,
+               first_line: int | None = None) -> None:
+    """Refuse rows that would be scored wrongly (:class:`DataError` naming the row): probabilities that
+    are NaN/inf, outside [0, 1] or do not sum to 1 (argmax(NaN) is 0, which may turn a wrong clip
+    right); a label outside the classes; a ``pred`` outside the classes or not the argmax of ``probs``.
+
+    ``first_line``: the file line of row 0 (rows are then named by line), else by index in ``predictions``.
+    """
+    finite = np.isfinite(probs).all(1)
+    sane = finite & (probs >= 0).all(1) & (probs <= 1).all(1) & (np.abs(np.nan_to_num(probs).sum(1) - 1) <= 1e-3)
+    for i, r in enumerate(rows):
+        where = f"line {first_line + i}" if first_line is not None else f"predictions[{i}]"
+        why = None
+        if not sane[i]:
+            why = "its probabilities are NaN/inf" if not finite[i] else "its probabilities are not a distribution " \
+                                                                        "(each in [0, 1], summing to 1)"
+        elif not 0 <= int(r["label"]) < num_classes:
+            why = f"label {r['label']} is not one of the {num_classes} classes"
+        elif r.get("pred") is not None and not 0 <= int(r["pred"]) < num_classes:
+            why = f"pred {r['pred']} is not one of the {num_classes} classes"
+        elif r.get("pred") is not None and probs[i, int(r["pred"])] < probs[i].max():
+            why = f"pred {r['pred']} is not the most probable class ({int(probs[i].argmax())}) of its probabilities"
+        if why:
+            raise DataError(f"{path}: {where} (clip {r.get('key')!s}): {why}; the file is damaged or was not "
+                            f"written by dlkdd: re-run dlkdd evaluate ... --predictions FILE")
 
 
 def load_predictions(path: str | Path) -> Predictions:
@@ -184,9 +216,10 @@ def load_predictions(path: str | Path) -> Predictions:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
         rows = obj["predictions"]
-        probs = [r["probs"] for r in rows]
+        probs = np.array([r["probs"] for r in rows], dtype=np.float64).reshape(len(rows), len(obj["classes"]))
         meta = {"views": obj.get("test_views"), "checkpoint": obj.get("checkpoint"), "kind": obj.get("kind"),
                 "seed": obj.get("seed")}
+        check_rows(path, rows, probs, len(obj["classes"]))
         return Predictions([r["key"] for r in rows], [r["label"] for r in rows], probs, obj["classes"], meta, str(path))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not an `evaluate --json` file with per-clip probabilities ({e}); re-run "

@@ -24,12 +24,17 @@ def setup_logging(verbose: int = 0) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     A kill at any moment leaves either the previous file or the new one, never a torn file. The file
     gets the mode a plain ``open()`` would give it (0666 less the umask), not ``mkstemp``'s 0600.
+    A write that runs out of room (full disk, ``ulimit -f``, quota) raises one
+    :class:`~dlkdd.errors.OutputError` line naming ``path`` and ``needed`` bytes
+    (:func:`dlkdd.outputs.disk_full`); ``path`` keeps its previous contents.
     """
+    from dlkdd.outputs import disk_full
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +46,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e, path, needed)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -79,7 +89,7 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=len(text.encode())) as tmp:
         tmp.write_text(text)
 
 
@@ -140,9 +150,13 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write a matplotlib figure to ``path`` as a PNG (parents created, written atomically) and close it."""
     import matplotlib.pyplot as plt
 
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+    buf = io.BytesIO()  # rendered first: its size is what a full disk's error names
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
+    with atomic_path(path, needed=buf.getbuffer().nbytes) as tmp:
+        tmp.write_bytes(buf.getvalue())
     return path

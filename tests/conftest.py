@@ -61,3 +61,70 @@ def module_dir(request, tmp_path_factory) -> Iterator[Path]:
     yield d
     if request.session.testsfailed == failed_before:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------ the fault-injection tests' tiny set (one per test module)
+@pytest.fixture(scope="module")
+def work(module_dir) -> Path:
+    """The test module's scratch directory (:func:`module_dir`)."""
+    return module_dir
+
+
+@pytest.fixture(scope="module")
+def tiny(work) -> Path:
+    """A synthetic ARID-format set of 2 classes x 3 clips (tests/faults.py, ``make_tiny_set``)."""
+    import faults
+
+    return faults.make_tiny_set(work / "tiny", classes=2, clips_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny) -> Path:
+    """The tiny set's config.yaml."""
+    return tiny / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def ckpt(work, cfg) -> Path:
+    """An untrained tiny student checkpoint (faults.TINY settings)."""
+    import faults
+
+    return faults.make_checkpoint(work / "student.pt", cfg)
+
+
+@pytest.fixture(scope="module")
+def clip(tiny) -> Path:
+    """One clip of the tiny set."""
+    return next((tiny / "clips" / "Jump").glob("*.mp4"))
+
+
+def _invoke_cli(args):
+    from click.testing import CliRunner
+
+    from dlkdd.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run(work, cfg) -> Path:
+    """A finished 1-epoch tiny teacher run."""
+    import faults
+
+    out = work / "run"
+    r = _invoke_cli(["teacher", "--config", cfg, *faults.sets(extra=["train.epochs=1"]), "--out", out, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(work, cfg) -> Path:
+    """A complete tiny Zarr logit store (2 views) of an untrained teacher."""
+    import faults
+
+    teacher = faults.make_checkpoint(work / "teacher.pt", cfg, kind="teacher")
+    out = work / "t.zarr"
+    r = _invoke_cli(["cache-logits", "--config", cfg, *faults.sets(), "--teacher", teacher, "--out", out,
+                     "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return out

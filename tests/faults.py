@@ -1,8 +1,10 @@
-"""Fault-injection helpers for the reliability tests (tests/test_reliability_*.py).
+"""Fault-injection helpers for the reliability tests (the tests of bad inputs, kills, damaged stores,
+outputs, resources...).
 
-They run the real CLI (``python -m dlkdd ...``) in a subprocess, poll its run directory or logit
-store, and interrupt it with real signals (SIGKILL, SIGSTOP/SIGCONT), so what is tested is what
-a user's killed job leaves on disk. Everything runs on a tiny synthetic ARID-format set
+They run the real CLI in a process of its own - forked from a command server, see "Where the
+commands run" below; not a ``python -m dlkdd`` subprocess - poll its run directory or logit store,
+and interrupt it with real signals (SIGKILL, SIGSTOP/SIGCONT), so what is tested is what a user's
+killed job leaves on disk. Everything runs on a tiny synthetic ARID-format set
 (``make_tiny_set``) with tiny settings (``TINY``: 4 frames of 32x32, batch 2, no workers, an
 average temporal head and the gamma enhancer), so one training epoch takes about a second on CPU.
 
@@ -17,7 +19,9 @@ the first ``Optimizer.add_param_group`` imports it - matplotlib 0.5 s). About 45
 way. What a fork does not give, the command still gets: it runs in the given working directory
 with exactly ``env()``, with fds 1 and 2 on its own files and ``sys.argv`` of the real command;
 signals and SIGKILL reach it like any process; an uncaught exception prints its traceback and
-exits 1; ``unprivileged=True`` drops root's permission-bypassing capabilities in it first.
+exits 1; ``unprivileged=True`` drops root's permission-bypassing capabilities in it first;
+``fsize=N`` sets its file-size limit (``ulimit -f``, RLIMIT_FSIZE) to N bytes, with SIGXFSZ ignored
+as Python ignores it, so that a write past N fails with EFBIG: a full disk, on demand.
 ``test_cli_entry.py`` checks ``python -m dlkdd`` and the ``dlkdd`` script themselves.
 """
 from __future__ import annotations
@@ -128,7 +132,7 @@ def _stream(fd: int, like) -> io.TextIOWrapper:
 
 
 def _command(args: list[str], cwd: str, environ: dict[str, str], out: str, err: str,
-             stop_at: tuple[str, int] | None, unprivileged: bool) -> None:
+             stop_at: tuple[str, int] | None, unprivileged: bool, fsize: int | None = None) -> None:
     """Body of a forked command: ``python -m dlkdd ARGS`` without the interpreter start."""
     for fd, path in ((1, out), (2, err)):  # first, so that whatever fails below is in the test's files
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -140,6 +144,11 @@ def _command(args: list[str], cwd: str, environ: dict[str, str], out: str, err: 
     multiprocessing.set_start_method(None, force=True)  # the platform's default, as in a fresh interpreter
     if unprivileged:
         drop_dac_capabilities()
+    if fsize is not None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(fsize), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
@@ -161,13 +170,13 @@ class _Forked:
     """A forked command with the parts of ``subprocess.Popen`` the tests use."""
 
     def __init__(self, args: Sequence, cwd: Path, out: Path, err: Path, stop_at: tuple[str, int] | None = None,
-                 unprivileged: bool = False):
+                 unprivileged: bool = False, fsize: int | None = None):
         """Start ``dlkdd ARGS``; ``out`` and ``err`` are (re)created empty and receive fds 1 and 2."""
         self.args = [str(a) for a in args]
         out.write_text("")
         err.write_text("")
         self._p = _server().Process(target=_command, args=(self.args, str(cwd), env(), str(out), str(err), stop_at,
-                                                           unprivileged), daemon=False)
+                                                           unprivileged, fsize), daemon=False)
         self._p.start()
         self.pid = self._p.pid
         self.returncode: int | None = None
@@ -196,15 +205,16 @@ class _Forked:
 
 
 def cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 300,
-        unprivileged: bool = False) -> subprocess.CompletedProcess:
+        unprivileged: bool = False, fsize: int | None = None) -> subprocess.CompletedProcess:
     """Run ``dlkdd ARGS`` to completion; returns the CompletedProcess (text stdout/stderr).
 
     Forked from the command server (see the module docstring). ``unprivileged``: permission bits
     apply to the command even when the tests run as root (:func:`drop_dac_capabilities`).
+    ``fsize``: the command's file-size limit in bytes (a write past it fails with EFBIG).
     """
     with tempfile.TemporaryDirectory(prefix="dlkdd-cli-") as d:
         out, err = Path(d, "out"), Path(d, "err")
-        proc = _Forked(args, cwd or REPO, out, err, unprivileged=unprivileged)
+        proc = _Forked(args, cwd or REPO, out, err, unprivileged=unprivileged, fsize=fsize)
         try:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:

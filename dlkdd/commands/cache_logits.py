@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, is_rank0, load_cli_config
+from dlkdd.commands.common import (check_views_memory, config_options, friendly_errors, get_device, is_rank0,
+                                   load_cli_config)
 
 
 @click.command("cache-logits")
@@ -30,8 +31,11 @@ def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features
     if views is not None and views < 1:
         raise click.BadParameter(f"must be >= 1, got {views}", param_hint="--views")
     cfg = load_cli_config(config_path, overrides, {"cache.views": views})
-    from dlkdd.outputs import check_writable_dir, check_writable_file
+    from dlkdd.commands.common import data_inputs
+    from dlkdd.outputs import check_outputs, check_writable_dir, check_writable_file
 
+    check_outputs({"--path-file": path_file, "--out": out}, [teacher_path, *data_inputs(cfg, config_path)])
+    check_views_memory(cfg.clip, cfg.cache.views, f"cache-logits with cache.views={cfg.cache.views}")
     if path_file:  # every output location is checked before the teacher runs
         check_writable_file(path_file, "--path-file")
     if out and Path(out).is_dir():  # an existing Zarr store: its lock file goes beside it

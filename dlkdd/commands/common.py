@@ -98,12 +98,17 @@ def interrupted_message(kwargs: dict[str, Any]) -> str:
 
 
 def _worker_message(text: str) -> str | None:
-    """The dlkdd error inside a DataLoader worker's re-raised exception, or None.
+    """The dlkdd error inside a DataLoader worker's re-raised exception (or the one line for a worker that
+    died), or None.
 
     A worker's exception reaches the main process as ``Caught VideoError in DataLoader worker
     process 0. Original Traceback (...)`` (a RuntimeError when the class cannot be rebuilt from one
     string): the user needs only its last line, ``dlkdd.errors.VideoError: <file>: <reason>``.
     """
+    if "DataLoader worker" in text and "exited unexpectedly" in text:  # killed: SIGBUS on a full /dev/shm, OOM
+        from dlkdd.data.workers import SHARE_FIX
+
+        return f"{text.strip().splitlines()[0]} (killed by the system; a full /dev/shm or memory): {SHARE_FIX}"
     if "in DataLoader worker process" not in text:
         return None
     for line in reversed(text.strip().splitlines()):
@@ -111,6 +116,61 @@ def _worker_message(text: str) -> str | None:
         if line.startswith("dlkdd.errors.") and ": " in line:
             return line.split(": ", 1)[1]
     return None
+
+
+def data_inputs(cfg: Any, config_path: str | None = None) -> list[str]:
+    """The files a config makes a command read (the config, the lists, the class table): what no
+    output may overwrite (:func:`dlkdd.outputs.check_outputs`)."""
+    d = cfg.data
+    return [p for p in (config_path, d.train_list, d.test_list, d.mapping, getattr(cfg.enhancer, "weights", None)) if p]
+
+
+#: the files a training run writes in its ``--out`` (besides its final ``<kind>.pt``)
+RUN_FILES = ("last.pt", "best.pt", "log.json", "log.csv", "metrics.json", "predictions.jsonl", "curves.png", "run.lock")
+
+
+def check_run_outputs(out: str, final: str, inputs: list) -> None:
+    """The output rule for a training run: ``--out`` is no input, and no file it writes there is one."""
+    from pathlib import Path
+
+    from dlkdd.outputs import check_outputs
+
+    check_outputs({"--out": out}, inputs)
+    for name in (final, *RUN_FILES):  # best.pt may be a hard link of last.pt: not checked against each other
+        check_outputs({f"--out {name}": Path(out) / name}, inputs)
+
+
+def check_views_memory(clip_cfg: Any, views: int, what: str) -> None:
+    """Refuse (ResourceError) clip settings whose ``views`` decoded clips of one video cannot fit in this
+    machine's free memory: ``views * 3 * frames * size^2`` float32, twice (decoded frames and the clip)."""
+    from dlkdd.errors import ResourceError
+    from dlkdd.train.rundir import mem_available_bytes
+
+    need = 2 * int(views) * 3 * int(clip_cfg.frames) * max(int(clip_cfg.size), int(getattr(clip_cfg, "resize", 0))) ** 2 * 4
+    have = mem_available_bytes()
+    if have is not None and need > have:
+        raise ResourceError(f"{what}: clip.frames={clip_cfg.frames}, clip.size={clip_cfg.size} needs about "
+                            f"{need / 2**30:.1f} GiB of memory per video (estimate), this machine has "
+                            f"{have / 2**30:.1f} GiB available; lower clip.frames or clip.size")
+
+
+def warn_test_clips_in_train(cfg: Any) -> None:
+    """Say so (stderr) when training clips are also test clips: the run would be scored on clips it trained on."""
+    from dlkdd.data.check import overlapping_clips
+    from dlkdd.data.manifest import manifest_from_config
+    from dlkdd.errors import DataError
+
+    if not cfg.data.test_list or not is_rank0():
+        return
+    try:
+        shared = overlapping_clips(manifest_from_config(cfg.data, "train", check_files=False),
+                                   manifest_from_config(cfg.data, "test", check_files=False))
+    except DataError:  # the run itself reports a bad list, with its own message
+        return
+    if shared:
+        click.secho(f"warning: {len(shared)} training clip(s) are also in the test list {cfg.data.test_list} "
+                    f"(first: {shared[0]}): the test accuracy will measure memorisation; run `dlkdd data check`",
+                    fg="yellow", err=True)
 
 
 def is_rank0() -> bool:

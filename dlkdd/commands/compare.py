@@ -50,7 +50,7 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
     McNemar per seed and pooled, clips won/lost, a verdict, and the clips a difference this size
     needs. Refuses runs scored on different clips, classes or test views.
     """
-    from dlkdd.compare import compare_groups, format_report, plot_report
+    from dlkdd.compare import bootstrap_warning, compare_groups, format_report, plot_report
     from dlkdd.predictions import load_predictions
 
     named = [_expand(g) for g in groups]
@@ -60,7 +60,12 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
     unknown = [a for a in against if a not in names]
     if unknown:
         raise click.BadParameter(f"{unknown[0]!r} is not one of the groups ({', '.join(names)})", param_hint="--against")
+    _check_outputs(named, json_out, plot)
     preds = {n: [load_predictions(p) for p in paths] for n, paths in named}
+    _note_repeated_runs(named)
+    warn = bootstrap_warning(reps, alpha)
+    if warn:
+        click.secho(f"warning: {warn}", fg="yellow", err=True)
     report = compare_groups(preds, reps=reps, seed=seed, alpha=alpha, seeds=seed_mode, against=against or None)
     report["inputs"] = {n: paths for n, paths in named}
     click.echo(format_report(report))
@@ -71,3 +76,31 @@ def compare(groups, json_out, plot, reps, seed, seed_mode, alpha, against):
         click.echo(f"json: {json_out}")
     if plot:
         click.echo(f"plot: {plot_report(report, plot)}")
+
+
+def _check_outputs(named: list[tuple[str, list[str]]], json_out: str | None, plot: str | None) -> None:
+    """The output rule (no output is an input - a run's predictions.jsonl included - or the other output) and
+    a write probe, before any file is read."""
+    from dlkdd.outputs import check_outputs, check_writable_file
+
+    inputs = [p for _, paths in named for p in paths]
+    inputs += [str(Path(p) / "predictions.jsonl") for p in inputs if Path(p).is_dir()]
+    check_outputs({"--json": json_out, "--plot": plot}, inputs)
+    if json_out:
+        check_writable_file(json_out, "--json")
+    if plot:
+        check_writable_file(plot, "--plot")
+
+
+def _note_repeated_runs(named: list[tuple[str, list[str]]]) -> None:
+    """Warn when one run (file) is in two groups, or twice in one: the comparison is then of a run with itself."""
+    from dlkdd.outputs import same_file
+
+    seen: list[tuple[str, str]] = []
+    for name, paths in named:
+        for p in paths:
+            for other, q in seen:
+                if same_file(p, q):
+                    click.secho(f"warning: {p} is in group {name} and, as {q}, in group {other}: those runs are "
+                                f"one run compared with itself", fg="yellow", err=True)
+            seen.append((name, p))

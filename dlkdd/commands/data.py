@@ -26,8 +26,10 @@ def check(config_path: str, overrides: tuple[str, ...], split: str, write_stats:
 
     cfg = load_cli_config(config_path, overrides)
     if write_stats:  # before decoding every clip
-        from dlkdd.outputs import check_writable_file
+        from dlkdd.commands.common import data_inputs
+        from dlkdd.outputs import check_outputs, check_writable_file
 
+        check_outputs({"--write-stats": write_stats}, data_inputs(cfg, config_path))
         if split == "test":
             raise click.BadParameter("the statistics are the training clips': use --split train or all",
                                      param_hint="--write-stats")
@@ -41,7 +43,7 @@ def check(config_path: str, overrides: tuple[str, ...], split: str, write_stats:
     if write_stats:
         atomic_write_text(write_stats, report.stats_yaml())
         click.echo(f"wrote {write_stats}")
-    if not report.ok:
+    if not report.usable:
         raise SystemExit(1)
 
 
@@ -62,6 +64,7 @@ def split(list_path, by_group, test_fraction, out_train, out_test, fmt, group_re
     """Write a stratified group-disjoint train/test split of LIST (no recording on both sides)."""
     from dlkdd.data.groups import (compile_group_regex, default_group_regex, find_shared_groups, group_split,
                                    read_list, write_list)
+    from dlkdd.errors import DataError
 
     if not by_group:
         raise click.UsageError("give --by-group: a split of clips at random puts cuts of one recording on both "
@@ -73,12 +76,23 @@ def split(list_path, by_group, test_fraction, out_train, out_test, fmt, group_re
         pattern = compile_group_regex(regex)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--group-regex") from None
+    from dlkdd.outputs import check_outputs, check_writable_file
+
+    check_outputs({"--out-train": out_train, "--out-test": out_test}, [list_path])
+    check_writable_file(out_train, "--out-train")
+    check_writable_file(out_test, "--out-test")
     rows, header = read_list(list_path, fmt)
     res = group_split([r.key for r in rows], [r.label for r in rows], test_fraction, pattern, seed=seed)
     train = [rows[i] for i in res.train]
     test = [rows[i] for i in res.test]
     leak = find_shared_groups([r.key for r in train], [r.key for r in test], pattern)
-    assert leak.ok, leak.shared  # by construction
+    if not leak.ok:  # cannot happen (whole groups go to one side); never write a leaking split if it does
+        raise DataError(f"{list_path}: the split put recording group(s) {', '.join(sorted(map(str, leak.shared))[:5])} "
+                        f"on both sides; nothing written (please report this)")
+    if not test or not train:
+        raise DataError(f"{list_path}: the split leaves {'no test' if not test else 'no training'} clips "
+                        f"of {len(rows)}; nothing written: "
+                        f"change --test-fraction, or the list has too few recording groups to split")
     write_list(out_train, train, fmt, header)
     write_list(out_test, test, fmt, header)
     click.echo(f"{len(rows)} clips -> {len(train)} train ({out_train}), {len(test)} test ({out_test}); seed {seed}")

@@ -27,13 +27,12 @@ def enhance(video: str, out: str, kind: str, weights: str | None, gamma: float |
     from dlkdd.config import ConfigError, EnhancerConfig
     from dlkdd.pipeline.enhancer import enhance_video
     from dlkdd.models.enhancers import build_enhancer
-    from dlkdd.outputs import check_not_input, check_writable_file
+    from dlkdd.outputs import check_outputs, check_writable_file
     from dlkdd.utils import resolve_device
 
-    check_not_input(out, [video], "OUT")  # `enhance v.mp4 v.mp4` would replace its own source
+    check_outputs({"OUT": out, "--preview": preview}, [video, weights])  # `enhance v.mp4 v.mp4` would replace its source
     check_writable_file(out, "OUT")
     if preview:
-        check_not_input(preview, [video], "--preview")
         check_writable_file(preview, "--preview")
     from dlkdd.config import load_config
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, friendly_errors, get_device,
+                                   load_cli_config)
 
 
 @click.command("enhancer")
@@ -22,6 +23,7 @@ def enhancer(config_path: str, overrides: tuple[str, ...], out_dir: str) -> None
     from dlkdd.utils import resolve_device
 
     cfg = load_cli_config(config_path, overrides)
+    check_run_outputs(out_dir, "enhancer.pt", data_inputs(cfg, config_path))
     device = resolve_device(get_device())
     metrics = train_enhancer(cfg, out_dir, device=str(device))
     last = metrics["epochs"][-1]

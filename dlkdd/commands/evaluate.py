@@ -1,11 +1,12 @@
 """``dlkdd evaluate``: any checkpoint on a test list; calls :func:`dlkdd.pipeline.evaluate.evaluate_checkpoint`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import check_views_memory, friendly_errors, get_device, load_cli_config
 
 
 @click.command()
@@ -34,64 +35,137 @@ from dlkdd.commands.common import friendly_errors, get_device, load_cli_config
 def evaluate(checkpoint, config_path, overrides, root, list_path, mapping, fmt, clips, crops, json_out, plot, workers,
              amp, no_progress, pred_out):
     """Top-1, top-5, per-class accuracy and confusion matrix of any dlkdd checkpoint (or exported model)."""
-    from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.pipeline.evaluate import evaluate_checkpoint, plot_confusion
+    from dlkdd.pipeline.evaluate import EvalOptions, evaluate_checkpoint
 
     if clips < 1:
         raise click.BadParameter(f"must be >= 1, got {clips}", param_hint="--clips")
-    from dlkdd.outputs import check_writable_file
+    src = TestSource(config_path, tuple(overrides), root, list_path, mapping, fmt)
+    outs = EvalOutputs(json_out, plot or (str(Path(json_out).with_suffix(".png")) if json_out else None), pred_out)
+    data_cfg, inputs = _data_config(src)
+    outs.check([checkpoint, *inputs])
+    manifest, clip_cfg = _test_manifest(checkpoint, src, data_cfg, clips * int(crops), progress=not no_progress)
+    opts = EvalOptions(clips=clips, crops=int(crops), workers=workers, clip_cfg=clip_cfg, progress=not no_progress,
+                       amp=amp)
+    m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), opts=opts)
+    _print_metrics(checkpoint, m, clips, crops)
+    outs.write(checkpoint, m)
 
-    for opt, out_path in (("--json", json_out), ("--plot", plot), ("--predictions", pred_out)):
-        if out_path:  # before scoring, not after
-            check_writable_file(out_path, opt)
-    if config_path:
-        cfg = load_cli_config(config_path, overrides)
-        data_cfg = cfg.data
-    elif list_path and (mapping or fmt == "csv"):  # a CSV list names its classes itself
+
+@dataclass(frozen=True)
+class TestSource:
+    """Where the test list comes from: ``--config`` (+ ``--set``), or ``--root/--list/--mapping/--format``."""
+
+    config_path: str | None
+    overrides: tuple[str, ...]
+    root: str | None
+    list_path: str | None
+    mapping: str | None
+    fmt: str
+
+    @property
+    def csv_classes(self) -> bool:
+        """A CSV list without a class table: the checkpoint's classes, in its order."""
+        return not self.config_path and self.fmt == "csv" and not self.mapping
+
+    @property
+    def clip_items(self) -> list[str]:
+        """The ``clip.*`` keys of ``--set`` (the checkpoint's clip settings are used, except these)."""
+        return [o for o in self.overrides if o.split("=", 1)[0].strip().startswith("clip.")]
+
+
+@dataclass(frozen=True)
+class EvalOutputs:
+    """The files ``evaluate`` writes: ``--json``, the confusion-matrix PNG, ``--predictions``."""
+
+    json: str | None
+    plot: str | None
+    predictions: str | None
+
+    def check(self, inputs: list) -> None:
+        """The output rule (none is an input or another output) and a write probe, before any scoring."""
+        from dlkdd.outputs import check_outputs, check_writable_file
+
+        named = {"--json": self.json, "--plot": self.plot, "--predictions": self.predictions}
+        check_outputs(named, inputs)
+        for opt, path in named.items():
+            if path:
+                check_writable_file(path, opt)
+
+    def write(self, checkpoint: str, m: dict) -> None:
+        from dlkdd.pipeline.evaluate import plot_confusion
+
+        if self.predictions:
+            from dlkdd.predictions import Predictions, write_predictions
+
+            rows = m["predictions"]
+            p = Predictions([r["key"] for r in rows], [r["label"] for r in rows], [r["probs"] for r in rows],
+                            m["classes"], {"views": m["test_views"], "checkpoint": str(checkpoint), "kind": m["kind"],
+                                           "seed": m["seed"], "top1": m["top1"]})
+            click.echo(f"predictions: {write_predictions(self.predictions, p)}")
+        if self.json:
+            _write_json(self.json, m)
+            click.echo(f"metrics: {self.json}")
+        if self.plot:
+            click.echo(f"confusion matrix: {plot_confusion(m, self.plot)}")
+
+
+def _write_json(path: str, m: dict) -> None:
+    """Strict JSON (never NaN/Infinity, which other JSON readers refuse)."""
+    import json
+
+    from dlkdd.errors import DataError
+    from dlkdd.utils import atomic_write_text
+
+    try:
+        text = json.dumps(m, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise DataError(f"--json {path}: the metrics hold NaN/inf; not written (the model's outputs are "
+                        f"degenerate: retrain or use another checkpoint)") from None
+    atomic_write_text(path, text)
+
+
+def _data_config(src: TestSource):
+    """``(DataConfig, the files it reads)`` of the test list."""
+    from dlkdd.commands.common import data_inputs
+
+    if src.config_path:
+        cfg = load_cli_config(src.config_path, src.overrides)
+        return cfg.data, data_inputs(cfg, src.config_path)
+    if src.list_path and (src.mapping or src.fmt == "csv"):  # a CSV list names its classes itself
         from dlkdd.config import DataConfig
 
-        data_cfg = DataConfig(format=fmt, root=root or "", test_list=list_path, mapping=mapping or "")
-    else:
-        raise click.UsageError("give --config C, or --root R --list L --mapping M (--mapping is optional with "
-                               "--format csv)")
-    # the checkpoint's clip settings are used, except the clip.* keys given with --set
-    clip_items = [o for o in overrides if o.split("=", 1)[0].strip().startswith("clip.")]
-    csv_classes = not config_path and fmt == "csv" and not mapping  # the checkpoint's classes, in its order
-    ckpt = _checkpoint_dict(checkpoint) if clip_items or csv_classes else {}  # read here only when needed
-    clip_cfg = _clip_overrides(ckpt, clip_items)
-    # every clip is checked first (a corrupt clip may decode far enough to be scored silently):
-    # data.on_bad_clip=error (default) lists the bad ones and stops, skip evaluates without them
+        d = DataConfig(format=src.fmt, root=src.root or "", test_list=src.list_path, mapping=src.mapping or "")
+        return d, [p for p in (src.list_path, src.mapping) if p]
+    raise click.UsageError("give --config C, or --root R --list L --mapping M (--mapping is optional with "
+                           "--format csv)")
+
+
+def _test_manifest(checkpoint: str, src: TestSource, data_cfg, views: int, progress: bool):
+    """``(manifest of the test clips, clip settings or None)``; every clip is checked first (a corrupt
+    clip may decode far enough to be scored silently): data.on_bad_clip=error (default) lists the bad
+    ones and stops, skip evaluates without them."""
+    from dlkdd.data.manifest import manifest_from_config
     from dlkdd.data.prepare import apply_bad_clip_policy
 
-    if csv_classes:
+    items = src.clip_items
+    ckpt = _checkpoint_dict(checkpoint) if items or src.csv_classes else {}  # read here only when needed
+    clip_cfg = _clip_overrides(ckpt, items)
+    if clip_cfg is not None:  # --set clip.* may ask for more than this machine holds
+        check_views_memory(clip_cfg, views, "evaluate")
+    if src.csv_classes:
         from dlkdd.data.manifest import read_csv
 
-        manifest = read_csv(list_path, root or "", ckpt.get("classes") or None, check_files=False)
+        manifest = read_csv(src.list_path, src.root or "", ckpt.get("classes") or None, check_files=False)
     else:
         manifest = manifest_from_config(data_cfg, "test", check_files=False)
-    manifest = apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=not no_progress, decode=True)
-    m = evaluate_checkpoint(checkpoint, manifest, device=get_device(), clips=clips, crops=int(crops), workers=workers,
-                            clip_cfg=clip_cfg, progress=not no_progress, amp=amp)
+    return apply_bad_clip_policy(manifest, data_cfg.on_bad_clip, progress=progress, decode=True), clip_cfg
+
+
+def _print_metrics(checkpoint: str, m: dict, clips: int, crops: str) -> None:
     click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):
         click.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}%'}")
-    if pred_out:
-        from dlkdd.predictions import Predictions, write_predictions
-
-        rows = m["predictions"]
-        p = Predictions([r["key"] for r in rows], [r["label"] for r in rows], [r["probs"] for r in rows],
-                        m["classes"], {"views": m["test_views"], "checkpoint": str(checkpoint), "kind": m["kind"], "seed": m["seed"],
-                                       "top1": m["top1"]})
-        click.echo(f"predictions: {write_predictions(pred_out, p)}")
-    if json_out:
-        from dlkdd.utils import atomic_write_json
-
-        atomic_write_json(json_out, m)
-        click.echo(f"metrics: {json_out}")
-        plot = plot or str(Path(json_out).with_suffix(".png"))
-    if plot:
-        click.echo(f"confusion matrix: {plot_confusion(m, plot)}")
 
 
 def _checkpoint_dict(path: str) -> dict:

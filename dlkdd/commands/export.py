@@ -15,7 +15,8 @@ from dlkdd.commands.common import friendly_errors
 @click.option("--int8", is_flag=True,
               help="ONNX only: ONNX Runtime dynamic int8 quantisation - a 4x smaller file, but slower than fp32 on the "
                    "CPUs measured (BENCHMARKS.md, 'Deployed formats').")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(18, 23), default=18, show_default=True,
+              help="ONNX opset (18-23: torch's exporter writes 18 and up).")
 @click.option("--no-check", is_flag=True, help="Skip running the written file against the checkpoint.")
 @click.option("--tol", type=float, default=1e-4, show_default=True,
               help="Largest logit difference accepted by the check (fp32).")
@@ -27,13 +28,20 @@ def export(checkpoint, fmt, out, int8, opset, no_check, tol):
     returns logits (B,C); class names and the clip spec travel with it. Batch and frames are
     dynamic (BERT head: at most 8 x its position embeddings); run it with `dlkdd predict FILE VIDEO`.
     """
+    import math
+
     from dlkdd.deploy.export import export_checkpoint
     from dlkdd.deploy.spec import sidecar_path
+    from dlkdd.outputs import check_outputs, check_writable_file
 
     if int8 and fmt != "onnx":
         raise click.BadParameter("int8 quantisation is for --format onnx", param_hint="--int8")
-    if tol <= 0:
-        raise click.BadParameter(f"must be > 0, got {tol}", param_hint="--tol")
+    if not (math.isfinite(tol) and tol > 0):
+        raise click.BadParameter(f"must be a number > 0, got {tol}", param_hint="--tol")
+    spec_file = sidecar_path(out)
+    check_outputs({"--out": out, "--out's spec": spec_file}, [checkpoint])
+    check_writable_file(out, "--out")  # before the export and its check, not after
+    check_writable_file(spec_file, "--out's spec")
     r = export_checkpoint(checkpoint, out, fmt, opset=opset, int8=int8, check=not no_check, tol=tol)
     frames = r["dynamic"]["frames"]
     click.echo(f"{r['path']}: {fmt}{' int8' if int8 else ''}, {r['bytes'] / 2**20:.1f} MiB, {r['num_classes']} classes, "

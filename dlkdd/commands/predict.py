@@ -23,19 +23,24 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
 
     CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
-    from dlkdd.pipeline.evaluate import format_predictions, load_model, predict_video
+    from dlkdd.pipeline.evaluate import PredictOptions, format_predictions, load_model, predict_video
     from dlkdd.utils import resolve_device
 
     if topk < 1:
         raise click.BadParameter(f"must be >= 1, got {topk}", param_hint="--topk")
+    urls = [v for v in videos if "://" in v]
+    if urls:
+        raise click.BadParameter(f"{urls[0]}: a URL; dlkdd reads local video files only (nothing is downloaded at "
+                                 f"run time): download it first", param_hint="VIDEOS")
     dev = resolve_device(get_device())
     model, ckpt = load_model(checkpoint, dev)
     from dlkdd.errors import DlkddError
 
+    opts = PredictOptions(topk=topk, window_stride=window_stride, amp=amp)
     results, failed = [], []
     for v in videos:  # a bad video is reported; the others are still scored
         try:
-            results.append(predict_video(model, ckpt, v, dev, topk=topk, window_stride=window_stride, amp=amp))
+            results.append(predict_video(model, ckpt, v, dev, opts))
         except DlkddError as e:
             if len(videos) == 1:
                 raise

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, friendly_errors, get_device,
+                                   load_cli_config)
 
 
 @click.command()
@@ -27,6 +28,7 @@ def pretrain(config_path, overrides, out, resume, no_progress):
     from dlkdd.pipeline.pretrain import pretrain_student
 
     cfg = load_cli_config(config_path, overrides)
+    check_run_outputs(out, "pretrain.pt", data_inputs(cfg, config_path))
     res = pretrain_student(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
     tr = res.get("train") or {}
     ckpt = Path(out) / "pretrain.pt"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, fmt_pct, friendly_errors, get_device, is_rank0, load_cli_config
+from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, fmt_pct, friendly_errors, get_device,
+                                   is_rank0, load_cli_config, warn_test_clips_in_train)
 
 
 @click.command()
@@ -38,17 +39,35 @@ def student(config_path, overrides, cache_path, cache_weights, cache_path_file, 
             raise click.BadParameter(f"{p} does not exist; run `make cache-logits` (or `dlkdd cache-logits "
                                      f"--path-file {p}`) first", param_hint="--cache-path-file")
         cache_path = (p.read_text().strip(),)
-    if cache_weights and len(cache_weights) != len(cache_path):
-        raise click.BadParameter(f"{len(cache_weights)} weights for {len(cache_path)} caches: give one per --cache",
-                                 param_hint="--cache-weight")
+    _check_cache_weights(cache_weights, cache_path)
     if no_kd and cache_path:
         raise click.BadParameter("--no-kd trains without the cache; drop --cache", param_hint="--no-kd")
     if not no_kd and not cache_path:
         raise click.BadParameter("give --cache PATH (from `dlkdd cache-logits`) or --no-kd", param_hint="--cache")
     cfg = load_cli_config(config_path, overrides,
                           {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
+    warn_test_clips_in_train(cfg)
+    check_run_outputs(out, "student.pt", [*data_inputs(cfg, config_path), *cache_path, cache_path_file])
     res = train_student(cfg, out, cache=list(cache_path), no_kd=no_kd, device=get_device(), resume=resume,
                         progress=not no_progress, config_path=config_path, cache_weights=list(cache_weights) or None)
     if is_rank0():
         click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  "
                    f"val top-1 {fmt_pct(res.get('top1'))}  top-5 {fmt_pct(res.get('top5'))}")
+
+
+def _check_cache_weights(weights: tuple[float, ...], caches: tuple[str, ...]) -> None:
+    """One finite, non-negative weight per cache, not all zero (before ``--out`` is created)."""
+    import math
+
+    if not weights:
+        return
+    if len(weights) != len(caches):
+        raise click.BadParameter(f"{len(weights)} weights for {len(caches)} caches: give one per --cache",
+                                 param_hint="--cache-weight")
+    bad = [w for w in weights if not (math.isfinite(w) and w >= 0)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]}: each weight must be a finite number >= 0 (a teacher's share of the "
+                                 f"ensemble)", param_hint="--cache-weight")
+    if sum(weights) <= 0:
+        raise click.BadParameter("the weights are all 0: give at least one teacher a weight > 0",
+                                 param_hint="--cache-weight")

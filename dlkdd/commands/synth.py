@@ -22,19 +22,9 @@ def synth(out_dir: str, classes: int, clips_per_class: int, frames: int, height:
     OUT_DIR/clips/<Class>/*.mp4, mapping_table.txt, train.txt, test.txt and config.yaml
     (use it with --config, or copy its data: section into a preset).
     """
-    import shutil
-    from pathlib import Path
-
     from dlkdd.data.synth import make_synthetic
 
-    clips = Path(out_dir) / "clips"
-    if clips.exists():  # a previous synth set is replaced whole (no stale class folders); anything else is kept
-        cfg = Path(out_dir) / "config.yaml"
-        if not (cfg.is_file() and "written by dlkdd synth" in cfg.read_text(errors="replace")):
-            raise click.BadParameter(f"{Path(out_dir).absolute()} already holds clips/ that dlkdd synth did not "
-                                     f"write; choose an empty or new folder", param_hint="OUT_DIR")
-        shutil.rmtree(clips)
-    try:
+    try:  # replaces only the files of a set it wrote there itself (its .dlkdd-synth.json); refuses anything else
         paths = make_synthetic(out_dir, classes=classes, clips_per_class=clips_per_class, frames=frames,
                                size=(height, width), seed=seed)
     except ValueError as e:

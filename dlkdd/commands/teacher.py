@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import config_options, fmt_pct, friendly_errors, get_device, is_rank0, load_cli_config
+from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, fmt_pct, friendly_errors, get_device,
+                                   is_rank0, load_cli_config, warn_test_clips_in_train)
 
 
 @click.command()
@@ -20,6 +21,8 @@ def teacher(config_path, overrides, out, resume, no_progress):
     from dlkdd.pipeline.teacher import train_teacher
 
     cfg = load_cli_config(config_path, overrides)
+    warn_test_clips_in_train(cfg)
+    check_run_outputs(out, "teacher.pt", data_inputs(cfg, config_path))
     res = train_teacher(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
     if is_rank0():
         click.echo(f"teacher: {Path(out) / 'teacher.pt'}  val top-1 {fmt_pct(res.get('top1'))}  top-5 {fmt_pct(res.get('top5'))}")

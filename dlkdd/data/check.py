@@ -24,7 +24,7 @@ from dlkdd.errors import DataError, VideoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BadClip", "SplitReport", "CheckReport", "check_dataset", "scan_clips"]
+__all__ = ["BadClip", "SplitReport", "CheckReport", "check_dataset", "scan_clips", "overlapping_clips"]
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 
@@ -86,8 +86,7 @@ class CheckReport:
             out.append(f"mean luma (train): {self.mean_luma:.1f}/255")
             out.append("pixel mean (train, RGB): [" + ", ".join(f"{v:.4f}" for v in self.mean) + "]")
             out.append("pixel std  (train, RGB): [" + ", ".join(f"{v:.4f}" for v in self.std) + "]")
-        if self.overlap:
-            out.append(f"warning: {len(self.overlap)} clips are in both train and test (first: {self.overlap[0]})")
+        out.extend(f"warning: {w}" for w in self.warnings())
         if self.leakage is not None:
             out.extend(self.leakage.lines())
         if self.bad:
@@ -96,6 +95,29 @@ class CheckReport:
         else:
             out.append("all clips decode")
         return out
+
+    def warnings(self) -> list[str]:
+        """What would make training or testing meaningless: an empty train list, a class without training
+        clips, clips in both lists."""
+        out = []
+        train = self.splits.get("train")
+        if train is not None and train.clips == 0:
+            out.append("the train list is empty: nothing to train on")
+        elif train is not None:
+            empty = [c for c, n in zip(self.classes, train.class_counts) if n == 0]
+            if empty:
+                out.append(f"{len(empty)} class(es) have no training clip ({', '.join(empty[:5])}): the model can "
+                           f"never learn them")
+        if self.overlap:
+            out.append(f"{len(self.overlap)} clip(s) are in both the train and the test list (first: "
+                       f"{self.overlap[0]}): test accuracy on them measures memorisation")
+        return out
+
+    @property
+    def usable(self) -> bool:
+        """No bad clip, a non-empty train list (where checked) and no clip in both lists."""
+        train = self.splits.get("train")
+        return self.ok and not self.overlap and (train is None or train.clips > 0)
 
     def stats_yaml(self) -> str:
         """A config snippet selecting the dataset's own normalisation."""
@@ -158,8 +180,7 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
         splits[s] = rep
     report = CheckReport(classes, splits, bad)
     if "train" in manifests and "test" in manifests:
-        test_keys = set(manifests["test"].keys())
-        report.overlap = [k for k in manifests["train"].keys() if k in test_keys]
+        report.overlap = overlapping_clips(manifests["train"], manifests["test"])
         from dlkdd.data.groups import leakage_for_config
 
         # recordings shared between the lists (dlkdd/data/groups.py)
@@ -171,6 +192,13 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
         report.std = tuple(float(v) for v in std)
         report.mean_luma = float(mean @ _LUMA * 255.0)
     return report
+
+
+def overlapping_clips(train: Manifest, test: Manifest) -> list[str]:
+    """Keys of the training clips that are also test clips: the same key, or the same file (real path)."""
+    test_keys = set(test.keys())
+    test_files = {os.path.realpath(e.path) for e in test.entries}
+    return [e.key for e in train.entries if e.key in test_keys or os.path.realpath(e.path) in test_files]
 
 
 #: files this process has already opened (and fully decoded) without error, keyed by

@@ -182,6 +182,8 @@ def make_synthetic(out_dir: str | os.PathLike, classes: int = 4, clips_per_class
         raise ValueError(f"size must be even and >= 16 (h264 yuv420p), got {H}x{W}")
     out = Path(out_dir)
     names = list(SYNTH_CLASSES[:classes])
+    planned = _planned_files(names, clips_per_class)
+    previous = _claim(out, planned)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label, cls in enumerate(names):
@@ -191,7 +193,7 @@ def make_synthetic(out_dir: str | os.PathLike, classes: int = 4, clips_per_class
             test_ids = {clips_per_class - 1}
         for j in range(clips_per_class):
             crng = np.random.default_rng(rng.integers(0, 2**63))
-            name = f"{cls}_{j // 2 + 1}_{j + 1}"
+            name = _clip_name(cls, j)
             clip = darken(render_clip(cls, frames, (H, W), crng), crng)
             _encode(out / "clips" / cls / f"{name}.mp4", clip)
             (test if j in test_ids else train).append((label, f"{cls}/{name}.avi"))
@@ -211,6 +213,80 @@ def make_synthetic(out_dir: str | os.PathLike, classes: int = 4, clips_per_class
     (out / "config.yaml").write_text(
         "# written by dlkdd synth: a synthetic dark action dataset in ARID format\n" + yaml.safe_dump(cfg, sort_keys=False))
     paths["config"] = str((out / "config.yaml").resolve())
+    _remove_stale(out, previous, set(planned))
+    _write_record(out, planned)
     log.info("synthetic dataset: %d classes x %d clips (%d train / %d test) in %s",
              classes, clips_per_class, len(train), len(test), out)
     return paths
+
+
+# ---------------------------------------------------------------- what synth wrote, and may replace
+#: The record of a set's files, ``{"dlkdd_synth": 1, "files": {relative path: sha256}}``: the only
+#: files a later ``make_synthetic`` into the same folder may replace or remove.
+RECORD = ".dlkdd-synth.json"
+_TOP = ("mapping_table.txt", "train.txt", "test.txt", "config.yaml")
+
+
+def _clip_name(cls: str, j: int) -> str:
+    return f"{cls}_{j // 2 + 1}_{j + 1}"
+
+
+def _planned_files(names: list[str], clips_per_class: int) -> list[str]:
+    """Paths (relative to the set's folder) this set writes."""
+    return [*_TOP, *(f"clips/{c}/{_clip_name(c, j)}.mp4" for c in names for j in range(clips_per_class))]
+
+
+def _read_record(out: Path) -> dict[str, str]:
+    import json
+
+    from dlkdd.errors import OutputError
+
+    f = out / RECORD
+    if not f.is_file():
+        return {}
+    try:
+        files = json.loads(f.read_text())["files"]
+        return {str(k): str(v) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise OutputError(f"{f}: damaged record of a synthetic set; delete the folder {out.absolute()} yourself "
+                          f"or choose a new one") from None
+
+
+def _claim(out: Path, planned: list[str]) -> dict[str, str]:
+    """Refuse (OutputError) to write where a file exists that the folder's record does not list with its
+    current contents: a user's file, or one changed since. Returns the previous record."""
+    from dlkdd.errors import OutputError
+    from dlkdd.utils import sha256_file
+
+    for part in ("clips", *(str(Path(p).parent) for p in planned if p.startswith("clips/"))):
+        if (out / part).is_symlink():
+            raise OutputError(f"{(out / part).absolute()} is a symbolic link; dlkdd synth writes only into a "
+                              f"folder of its own: choose an empty or new folder")
+    previous = _read_record(out)
+    for rel in sorted(set(planned) | set(previous)):
+        f = out / rel
+        if f.is_symlink() or (f.exists() and (rel not in previous or not f.is_file()
+                                               or sha256_file(f) != previous[rel])):
+            raise OutputError(f"{f.absolute()}: not a file dlkdd synth wrote there (or changed since); it is never "
+                              f"replaced: choose an empty or new folder, or move it away")
+    return previous
+
+
+def _remove_stale(out: Path, previous: dict[str, str], keep: set[str]) -> None:
+    """Delete the previous set's files this one did not rewrite (checked by :func:`_claim`), then the
+    class folders left empty; nothing else."""
+    for rel in sorted(set(previous) - keep):
+        (out / rel).unlink(missing_ok=True)
+        d = (out / rel).parent
+        while d != out and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+            d = d.parent
+
+
+def _write_record(out: Path, planned: list[str]) -> None:
+    import json
+
+    from dlkdd.utils import atomic_write_text, sha256_file
+
+    files = {rel: sha256_file(out / rel) for rel in planned}
+    atomic_write_text(out / RECORD, json.dumps({"dlkdd_synth": 1, "files": files}, indent=1) + "\n")

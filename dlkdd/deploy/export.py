@@ -25,6 +25,8 @@ by more than ``tol`` is refused (the file is not kept).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import logging
 import os
 import warnings
@@ -38,7 +40,7 @@ from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "export_checkpoint", "export_model", "LogitsOnly"]
+__all__ = ["FORMATS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly"]
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
@@ -117,16 +119,34 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[st
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
         except Exception as e:  # tracing surfaces whatever the forward raises on traced sizes
             raise ExportError(f"torch.jit.trace failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
-        torch.jit.save(traced, str(tmp), _extra_files={"dlkdd.json": spec_to_json(spec)})
+        # into memory, then one Python write: torch.jit.save to a path that runs out of room (full disk,
+        # ulimit -f) ends the process from a C++ destructor (std::terminate), which nothing can catch
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"dlkdd.json": spec_to_json(spec)})
+    tmp.write_bytes(buf.getbuffer())
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """``opset`` (ONNX), ``int8`` (ONNX Runtime dynamic quantisation), ``check`` the written file against
+    the model, accepting a largest logit difference of ``tol`` (fp32)."""
+
+    opset: int = OPSET
+    int8: bool = False
+    check: bool = True
+    tol: float = 1e-4
 
 
 def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
-                 source: str | os.PathLike = "checkpoint", source_sha256: str | None = None, opset: int = OPSET,
-                 int8: bool = False, check: bool = True, tol: float = 1e-4) -> dict[str, Any]:
+                 source: str | os.PathLike = "checkpoint", source_sha256: str | None = None,
+                 opts: ExportOptions | None = None, **options: Any) -> dict[str, Any]:
     """Export ``model`` (rebuilt from ``ckpt``) to ``out``; returns the spec plus ``path``,
-    ``bytes`` and ``check`` (``{"max_abs_diff", "input_shape"}``, or None with ``check=False``)."""
+    ``bytes`` and ``check`` (``{"max_abs_diff", "input_shape"}``, or None with ``check=False``).
+    ``opts``: an :class:`ExportOptions`, or its fields as keywords."""
     from dlkdd.utils import atomic_path, atomic_write_text
 
+    o = opts if opts is not None else ExportOptions(**options)
+    opset, int8, check, tol = o.opset, o.int8, o.check, o.tol
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
     if int8 and fmt != "onnx":
@@ -139,7 +159,8 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
     out = Path(out)
     log.info("exporting %s (%s, %s head, %d classes) to %s at input (B,3,T,%d,%d)", source, spec["arch"]["backbone"],
              spec["arch"]["head"], spec["num_classes"], fmt, example.shape[-2], example.shape[-1])
-    with atomic_path(out) as tmp:
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())  # about the file's size
+    with atomic_path(out, needed=needed) as tmp:
         if fmt == "onnx":
             _export_onnx(wrapper, example, spec, tmp, opset)
             if int8:

@@ -41,6 +41,7 @@ class ExportedModel:
 
         self.path = Path(path)
         self.spec = spec
+        _compare_sidecar(self.path, spec)
         self.classes: list[str] = list(spec["classes"])
         self.clip = ClipConfig(**{k: v for k, v in spec["clip"].items() if k in ClipConfig.__dataclass_fields__})
         self.device = torch.device("cpu")
@@ -81,6 +82,23 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, {len(self.classes)} classes)"
+
+
+def _compare_sidecar(path: Path, spec: dict[str, Any]) -> None:
+    """Warn when ``FILE.json`` beside an export says something else than the spec embedded in it (an edited
+    or stale copy): the embedded spec is the one used."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return
+    try:
+        other = spec_from_json(side.read_text(), str(side))
+    except (OSError, ExportError, ValueError):
+        log.warning("%s: unreadable spec beside %s; the spec embedded in the model is used", side, path.name)
+        return
+    diff = sorted(k for k in set(spec) | set(other) if spec.get(k) != other.get(k))
+    if diff:
+        log.warning("%s differs from the spec embedded in %s (%s); the embedded one is used: re-export, or delete "
+                    "the stale %s", side, path.name, ", ".join(diff[:5]), side.name)
 
 
 class OnnxModel(ExportedModel):
@@ -153,9 +171,7 @@ def detect_format(path: str | os.PathLike) -> str | None:
     p = Path(path)
     if not p.is_file():
         return None
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    if zipfile.is_zipfile(p):
+    if zipfile.is_zipfile(p):  # by contents first: a TorchScript archive named .onnx is TorchScript
         try:
             with zipfile.ZipFile(p) as z:
                 names = z.namelist()
@@ -164,6 +180,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
         if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
             return "torchscript"
         return None
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
     with open(p, "rb") as f:
         head = f.read(1)
     return "onnx" if head == b"\x08" else None  # ModelProto field 1 (ir_version), varint

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dlkdd.errors import ClipTooLongError
+
 __all__ = ["BertLayer", "BertHead", "AvgHead"]
 
 
@@ -78,8 +80,8 @@ class BertHead(nn.Module):
             raise ValueError(f"BertHead expects a map (B,{self.dim},T',H',W'), got {tuple(feat.shape)}")
         b, _, t = feat.shape[:3]
         if t > self.max_tokens:
-            raise ValueError(f"BertHead: {t} temporal tokens exceed its {self.max_tokens} position "
-                             "embeddings; use fewer frames or build it with a larger max_tokens")
+            raise ClipTooLongError(f"BertHead: {t} temporal tokens exceed its {self.max_tokens} position "
+                                   "embeddings; use fewer frames (clip.frames) or build it with a larger max_tokens")
         tokens = feat.mean(dim=(3, 4)).transpose(1, 2)  # (B,T',D)
         x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1) + self.pos_embed[:, : t + 1]
         x = self.embed_drop(x)

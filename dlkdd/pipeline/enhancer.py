@@ -36,6 +36,7 @@ from tqdm import tqdm
 from dlkdd.data.dataset import FrameDataset, collate
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.video import decode, probe
+from dlkdd.data.workers import worker_context
 from dlkdd.data.writer import write_video
 from dlkdd.errors import DataError, TrainingError, VideoError
 from dlkdd.models.enhancers import enhancer_spec
@@ -90,6 +91,7 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
     loader = torch.utils.data.DataLoader(
         ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=int(cfg.train.workers), collate_fn=collate,
         generator=gen, pin_memory=dev.type == "cuda", drop_last=False,
+        multiprocessing_context=worker_context() if int(cfg.train.workers) else None,  # never hangs on a full /dev/shm
     )
     max_steps = int(cfg.train.max_steps_per_epoch or 0)
     history: list[dict[str, Any]] = []

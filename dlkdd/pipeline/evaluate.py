@@ -21,6 +21,7 @@ from dlkdd.config import config_from_dict
 from dlkdd.data.dataset import ClipDataset, collate
 from dlkdd.data.video import probe
 from dlkdd.data.views import EvalGrid, center_view, load_clips
+from dlkdd.data.workers import worker_context
 from dlkdd.deploy.runtime import detect_format, load_for_predict
 from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
@@ -32,8 +33,8 @@ from dlkdd.utils import resolve_device, save_figure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
-           "check_finite_outputs"]
+__all__ = ["EvalOptions", "PredictOptions", "load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
+           "check_finite_outputs", "check_clip_fits", "LOGIT_LIMIT"]
 
 
 def load_model(ckpt_path: str | Path, device: Any = "cpu"):
@@ -54,14 +55,35 @@ def _amp_of(ckpt: dict, amp: str | None) -> str:
     return str(((ckpt.get("config") or {}).get("train") or {}).get("amp") or "auto")
 
 
+#: Largest |logit| accepted. A trained classifier's logits are tens at most (softmax saturates past a
+#: gap of ~100: exp(-100) ~ 4e-44, below float32's smallest normal); 1e4 is far beyond that, and
+#: float32 logits near its 3.4e38 maximum overflow to inf when views are summed or averaged.
+LOGIT_LIMIT = 1e4
+
+
 def check_finite_outputs(logits: Any, ckpt_path: Any, keys: Sequence[str]) -> None:
-    """Refuse NaN/inf model outputs (``DataError`` naming the checkpoint and the first inputs) instead of
-    reporting "nan%" or scoring every clip as class 0."""
-    ok = torch.isfinite(torch.as_tensor(logits)).reshape(len(keys), -1).all(1) if len(keys) else torch.ones(0)
+    """Refuse NaN/inf or overflowing (``|z| > LOGIT_LIMIT``) model outputs (``DataError`` naming the
+    checkpoint and the first inputs) instead of reporting "nan%", a loss of 4e37 or class 0 for every clip."""
+    z = torch.as_tensor(logits).detach().float().reshape(len(keys), -1) if len(keys) else torch.zeros(0, 1)
+    ok = (torch.isfinite(z) & (z.abs() <= LOGIT_LIMIT)).all(1)
     if not bool(ok.all()):
         bad = [k for k, g in zip(keys, ok.tolist()) if not g]
-        raise DataError(f"{ckpt_path}: the model output NaN/inf for {len(bad)} input(s) ({', '.join(bad[:3])}); "
+        what = "NaN/inf" if not bool(torch.isfinite(z).all()) else f"logits beyond +-{LOGIT_LIMIT:g} (overflow)"
+        raise DataError(f"{ckpt_path}: the model output {what} for {len(bad)} input(s) ({', '.join(bad[:3])}); "
                         f"the checkpoint's weights or normalisation are degenerate: retrain or use another checkpoint")
+
+
+def check_clip_fits(model: Any, clip_cfg: Any, ckpt_path: Any) -> None:
+    """Refuse, before decoding, clips longer than the model's BERT head takes (its position embeddings)."""
+    if not isinstance(model, torch.nn.Module):  # an exported model checks its inputs against its spec
+        return
+    from dlkdd.deploy.spec import frame_range
+
+    hi = frame_range(model)[1]
+    if hi is not None and int(clip_cfg.frames) > hi:
+        raise DataError(f"{ckpt_path}: its BERT head takes clips of at most {hi} frames, clip.frames is "
+                        f"{clip_cfg.frames}; use --set clip.frames={hi} or fewer (longer videos are scored in "
+                        f"windows by `dlkdd predict`)")
 
 
 def _clip_cfg(ckpt: dict, overrides: Any = None):
@@ -69,14 +91,28 @@ def _clip_cfg(ckpt: dict, overrides: Any = None):
     return overrides if overrides is not None else cfg.clip
 
 
-def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", clips: int = 1, crops: int = 1,
-                        workers: int = 2, clip_cfg: Any = None, progress: bool = True,
-                        amp: str | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_checkpoint` scores: ``clips`` x ``crops`` views per video, loader ``workers``,
+    ``clip_cfg`` (None: the checkpoint's clip settings), ``amp`` (None: the checkpoint's ``train.amp``)."""
+
+    clips: int = 1
+    crops: int = 1
+    workers: int = 2
+    clip_cfg: Any = None
+    progress: bool = True
+    amp: str | None = None
+
+
+def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "auto", opts: EvalOptions | None = None,
+                        **options: Any) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy, confusion and per-clip predictions of a checkpoint on
     ``manifest``, each video scored by the mean logits of its ``clips`` x ``crops`` test views
-    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`. ``amp``:
-    ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one
-    used is returned as ``amp``."""
+    (:class:`~dlkdd.data.views.EvalGrid`) through :func:`dlkdd.train.engine.evaluate`. ``opts``: an
+    :class:`EvalOptions`, or its fields as keywords (``options``). ``amp``: ``auto|bf16|fp32`` (default:
+    the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one used is returned as ``amp``."""
+    o = opts if opts is not None else EvalOptions(**options)
+    clips, crops, workers, clip_cfg, progress, amp = o.clips, o.crops, o.workers, o.clip_cfg, o.progress, o.amp
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
@@ -84,9 +120,10 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
                         f"{list(manifest.classes)}")
     cc = _clip_cfg(ckpt, clip_cfg)
+    check_clip_fits(model, cc, ckpt_path)
     ds = ClipDataset(manifest, cc, EvalGrid(cc, clips, crops))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
-                        collate_fn=collate)
+                        collate_fn=collate, multiprocessing_context=worker_context() if workers else None)
     amp_used = resolve_amp(_amp_of(ckpt, amp), dev, "evaluation")
     m = evaluate(model, loader, dev, len(classes), amp=amp_used, progress=progress, predictions=True)
     rows = m.pop("predictions")
@@ -127,12 +164,28 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: int = 5, window_stride: int = 0,
-                  max_windows: int = 64, clip_cfg: Any = None, amp: str | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_video` scores: the ``topk`` labels, sliding windows ``window_stride`` frames apart
+    (0: half a clip span), at most ``max_windows``; ``clip_cfg`` and ``amp`` as in :class:`EvalOptions`."""
+
+    topk: int = 5
+    window_stride: int = 0
+    max_windows: int = 64
+    clip_cfg: Any = None
+    amp: str | None = None
+
+
+def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: PredictOptions | None = None,
+                  **options: Any) -> dict[str, Any]:
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
-    and the video's label from the windows' averaged logits. ``amp`` as in :func:`evaluate_checkpoint`."""
+    and the video's label from the windows' averaged logits. ``opts``: a :class:`PredictOptions`,
+    or its fields as keywords."""
+    o = opts if opts is not None else PredictOptions(**options)
+    topk, window_stride, max_windows, clip_cfg, amp = o.topk, o.window_stride, o.max_windows, o.clip_cfg, o.amp
     cc = _clip_cfg(ckpt, clip_cfg)
+    check_clip_fits(model, cc, ckpt.get("_path", "the checkpoint"))
     classes = list(ckpt.get("classes") or [])
     info = probe(path)
     span = (cc.frames - 1) * cc.stride + 1
@@ -159,7 +212,12 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
         for s, p in zip(starts, probs):
             windows.append({"start_s": round(s / fps, 3), "end_s": round((s + span) / fps, 3),
                             "top": top(p)[:min(k, 3)]})
-    return {"video": str(path), "frames": info.num_frames, "fps": fps,
+    note = None
+    if info.num_frames < span:  # the clip repeats the video's frames (data.views), which the model never saw
+        note = (f"the video has {info.num_frames} frame(s), the model's clips span {span} "
+                f"({cc.frames} frames every {cc.stride}): its frames are looped to fill one clip")
+        log.warning("%s: %s", path, note)
+    return {"video": str(path), "frames": info.num_frames, "fps": fps, "note": note,
             "top": top(logits.mean(0).softmax(-1)), "windows": windows,
             "scored": {"windows": len(starts), "start_s": round(starts[0] / fps, 3),
                        "end_s": round(min(info.num_frames, starts[-1] + span) / fps, 3),
@@ -185,6 +243,8 @@ def format_predictions(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r['video']}  ({r['frames']} frames, {r['fps']:.1f} fps)")
+        if r.get("note"):
+            lines.append(f"  note: {r['note']}")
         sc = r.get("scored")
         if sc and sc["windows"] > 1:
             lines.append(f"  scored {sc['windows']} windows spread over {sc['start_s']:.2f}-{sc['end_s']:.2f} s "

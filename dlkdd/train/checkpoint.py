@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -128,10 +129,36 @@ def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
     ckpt = {"schema_version": SCHEMA_VERSION, "dlkdd_version": __version__}
     ckpt.update({k: to_plain(v) for k, v in fields.items() if k not in ("schema_version", "dlkdd_version")})
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=tensor_bytes(ckpt)) as tmp:
         torch.save(ckpt, tmp)
     log.debug("saved checkpoint %s", path)
     return path
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts/lists): about the size of its checkpoint file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _refuse_other_file_kinds(path: Path) -> None:
+    """A JSON file or an exported model given as a checkpoint: say what it is (not "corrupt")."""
+    from dlkdd.deploy.runtime import detect_format
+
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head[:1] in (b"{", b"["):
+        raise CheckpointError(f"{path}: is a JSON file (e.g. metrics.json or an export's spec), not a checkpoint; "
+                              f"give the run's .pt file (e.g. student.pt)")
+    fmt = detect_format(path)
+    if fmt is not None:
+        raise CheckpointError(f"{path}: is a model exported to {fmt} by `dlkdd export`, not a checkpoint; this step "
+                              f"needs the checkpoint it was exported from (evaluate and predict take both)")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -151,8 +178,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (e.g. {path / 'last.pt'})")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found; check the path or train one first")
+    _refuse_other_file_kinds(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on legacy (non-zip) pickles; the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(path):
             raise CheckpointError(

@@ -208,6 +208,10 @@ def build_loader(dataset: Dataset, info: DistInfo, batch_size: int, shuffle: boo
     sampler = build_sampler(dataset, info, shuffle, seed, even=even)
     gen = torch.Generator().manual_seed(loader_seed(seed, 0))
     kwargs.setdefault("pin_memory", info.device.type == "cuda")
+    if workers:  # a worker that cannot hand over a batch raises, instead of hanging the run (dlkdd.data.workers)
+        from dlkdd.data.workers import worker_context
+
+        kwargs.setdefault("multiprocessing_context", worker_context())
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       generator=gen, **kwargs)
 

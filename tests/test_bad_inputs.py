@@ -34,22 +34,6 @@ BAD = {  # file in ../shared/data/bad -> what the error must say
 }
 
 
-@pytest.fixture(scope="module")
-def work(module_dir) -> Path:
-    return module_dir
-
-
-@pytest.fixture(scope="module")
-def tiny(work) -> Path:
-    return faults.make_tiny_set(work / "tiny", classes=2, clips_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def ckpt(work, tiny) -> Path:
-    """A self-contained 2-class student checkpoint (untrained weights are enough to predict)."""
-    return faults.make_checkpoint(work / "student.pt", tiny / "config.yaml")
-
-
 def _invoke(args) -> object:
     return CliRunner().invoke(main, [str(a) for a in args])
 

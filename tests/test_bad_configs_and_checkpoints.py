@@ -9,6 +9,8 @@
   ``enhancer.weights``, ``enhance --weights``) and its code never runs; every ``torch.load`` in
   dlkdd uses ``weights_only=True`` (the official Zero-DCE ``Epoch99.pth`` included); a logit
   store's metadata is JSON only: code-looking strings stay strings, a pickled blob is refused.
+- Set-up: duplicate class names, config paths relative to the config file (presets still found from
+  the repository root), a degenerate normalisation named.
 """
 from __future__ import annotations
 
@@ -28,16 +30,6 @@ from dlkdd.cli import main
 from faults import assert_clean_error, count, sets
 
 report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
-
-
-@pytest.fixture(scope="module")
-def work(module_dir) -> Path:
-    return module_dir
-
-
-@pytest.fixture(scope="module")
-def tiny(work) -> Path:
-    return faults.make_tiny_set(work / "tiny", classes=2, clips_per_class=3)
 
 
 def _invoke(args) -> object:
@@ -277,3 +269,56 @@ def test_store_metadata_is_never_executed(work, tiny):
     assert_clean_error(_invoke(["student", "--config", tiny / "config.yaml", *sets(), "--cache", h,
                                 "--out", work / "m", "--no-progress"]), str(h))
     assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def test_duplicate_class_names_refused(tmp_path):
+    from dlkdd.data.manifest import read_class_table
+    from dlkdd.errors import DataError
+
+    m = tmp_path / "mapping_table.txt"
+    m.write_text("0\tJump\n1\tRun\n2\tJump\n")
+    count("bad input")
+    with pytest.raises(DataError, match="'Jump' listed twice"):
+        read_class_table(m)
+
+
+def test_relative_config_paths(tmp_path, monkeypatch):
+    from dlkdd.config import load_config
+
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "train.txt").write_text("")
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "only_here.txt").write_text("")
+    (d / "c.yaml").write_text("data:\n  train_list: train.txt\n  test_list: only_here.txt\n  mapping: nowhere.txt\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    c = load_config(d / "c.yaml", ["data.root=clips"])
+    assert c.data.train_list == str(d / "train.txt")  # beside the config file
+    assert c.data.test_list == str(tmp_path / "cwd" / "only_here.txt")  # only under the working directory
+    assert c.data.mapping == str(d / "nowhere.txt")  # neither: the config-relative path, shown in errors
+    assert c.data.root == str(tmp_path / "cwd" / "clips")  # --set: the working directory
+    assert Path(c.enhancer.weights).is_absolute()
+
+
+def test_presets_still_resolve_from_the_repo_root(monkeypatch):
+    from conftest import shared_path
+
+    from dlkdd.config import load_config
+
+    shared_path("arid6")
+    monkeypatch.chdir(faults.REPO)
+    c = load_config("configs/arid6-mini.yaml")
+    assert Path(c.data.train_list).is_file() and Path(c.enhancer.weights).is_file()
+
+
+def test_degenerate_normalisation_named(tmp_path):
+    from dlkdd.config import ConfigError, load_config
+    from dlkdd.train.engine import _nan_hint
+
+    count("bad config")
+    with pytest.raises(ConfigError, match="model.std.*overflow"):
+        load_config(None, ["model.std=[1e-40,0.1,0.1]"])
+    assert "not the cause" in _nan_hint(0, 0) and "model.std" in _nan_hint(0, 0)
+    assert "Lower train.lr" in _nan_hint(2, 5)

@@ -52,11 +52,6 @@ report = pytest.fixture(scope="module", autouse=True)(faults.report_faults)
 
 
 @pytest.fixture(scope="module")
-def work(module_dir) -> Path:
-    return module_dir
-
-
-@pytest.fixture(scope="module")
 def tiny(work) -> Path:
     """6 training + 2 test clips, 2 classes."""
     return faults.make_tiny_set(work / "tiny", classes=2, clips_per_class=4)
