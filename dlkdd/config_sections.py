@@ -99,7 +99,8 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The classifier: R(2+1)D trunk + temporal head.
+    """The classifier: video trunk (``backbone``: a name of :data:`dlkdd.models.backbones.BACKBONES`) +
+    temporal head.
 
     ``normalize``: kinetics | imagenet | dataset. With ``dataset``, ``mean``/``std`` hold the
     training set's own per-channel statistics (``dlkdd data check --write-stats``).
@@ -127,7 +128,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         _choice(self.input, "model.input", ("rgb", "diff"))
-        _choice(self.backbone, "model.backbone", ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m", "r2plus1d_tiny"))
+        from dlkdd.models.backbones import BACKBONES  # the one table of trunks
+
+        _choice(self.backbone, "model.backbone", tuple(BACKBONES))
         _choice(self.head, "model.head", ("bert", "avg"))
         _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))

@@ -6,10 +6,10 @@ Recognition via Knowledge Distillation and Contrastive Learning" (ActLumos). For
     x (B,3,T,H,W) dark, in [0,1]
       dark stream    : (x - mean) / std                                   (dark statistics)
       Retinex stream : (MSR(x) - retinex_mean) / retinex_std               (frozen, no gradient)
-    one weight-shared R(2+1)D trunk on both -> 2 maps (B,512,T',H',W')
-    fusion (dynamic | static, :mod:`dlkdd.models.fusion`) -> (B,512,T',H',W'), weights (B,T',2)
-    temporal head (BERT | avg) -> logits (B,C), clip embedding (B,512)
-    projection MLP 512 -> 512 -> proj_dim on the clip embedding -> z (B,proj_dim)
+    one weight-shared trunk (model.backbone) on both -> 2 maps (B,D,T',H',W') (D = 512 for R(2+1)D)
+    fusion (dynamic | static, :mod:`dlkdd.models.fusion`) -> (B,D,T',H',W'), weights (B,T',2)
+    temporal head (BERT | avg) -> logits (B,C), clip embedding (B,D)
+    projection MLP D -> D -> proj_dim on the clip embedding -> z (B,proj_dim)
 
 ``forward(x, return_features=False)`` returns logits, or ``(logits, z)`` with
 ``return_features=True``: ``z`` is what :class:`dlkdd.train.objectives.SupConObjective`
@@ -45,7 +45,7 @@ from dlkdd.models.fusion import build_fusion
 from dlkdd.models.bert_head import AvgHead, BertHead
 from dlkdd.models.classifier import arch_dict
 from dlkdd.models.enhancers import MultiScaleRetinex
-from dlkdd.models.r2plus1d import build_r2plus1d, load_pretrained
+from dlkdd.models.backbones import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class ActLumosTeacher(nn.Module):
         self.register_buffer("retinex_mean", _stat(retinex_mean))
         self.register_buffer("retinex_std", _stat(retinex_std))
         self.enhancer = MultiScaleRetinex(retinex_sigmas).eval()  # no parameters, no buffers
-        self.backbone = build_r2plus1d(backbone_name, num_classes)
-        self.backbone.fc = nn.Identity()
-        dim = self.backbone.feature_dim
+        spec = backbone_spec(backbone_name)
+        self.backbone = spec.build(num_classes)
+        dim = spec.feature_dim
         self.fusion = build_fusion(fusion, dim, streams=2)
         if head == "bert":
             self.head: nn.Module = BertHead(dim, num_classes, dropout=bert_dropout, head_dropout=head_dropout,
@@ -103,7 +103,7 @@ class ActLumosTeacher(nn.Module):
             return self.enhancer(x.float()).to(x.dtype)
 
     def stream_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B,3,T,H,W) in [0,1] -> (dark map, Retinex map), each (B,512,T',H',W')."""
+        """x (B,3,T,H,W) in [0,1] -> (dark map, Retinex map), each (B,D,T',H',W')."""
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"ActLumosTeacher expects clips (B,3,T,H,W), got {tuple(x.shape)}")
         dark = (x - self.mean) / self.std
@@ -113,7 +113,7 @@ class ActLumosTeacher(nn.Module):
         return feats[:b], feats[b:]
 
     def fuse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (fused map (B,512,T',H',W'), fusion weights (B,T',2): [:, :, 0] dark, [:, :, 1] Retinex)."""
+        """-> (fused map (B,D,T',H',W'), fusion weights (B,T',2): [:, :, 0] dark, [:, :, 1] Retinex)."""
         return self.fusion(self.stream_maps(x))
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -153,7 +153,7 @@ def build_actlumos_teacher(cfg: Any, num_classes: int) -> ActLumosTeacher:
     """The ActLumos teacher of ``cfg``; ``model.pretrained`` initialises the shared trunk."""
     model = actlumos_from_arch(actlumos_arch(cfg, num_classes))
     if cfg.model.pretrained:
-        load_pretrained(model.backbone, cfg.model.pretrained)
+        backbone_spec(cfg.model.backbone).load_pretrained(model.backbone, cfg.model.pretrained)
     log.info("ActLumos teacher: %s, %s fusion, Retinex sigmas %s, proj %d", cfg.model.backbone, cfg.actlumos.fusion,
              tuple(cfg.enhancer.retinex_sigmas), cfg.actlumos.proj_dim)
     return model

@@ -1,11 +1,12 @@
-"""The action classifier (normalise -> R(2+1)D trunk -> temporal head) and the teacher.
+"""The action classifier (normalise -> video trunk -> temporal head) and the teacher.
 
 Classifier: x (B,3,T,H,W) float in [0,1] -> (x - mean) / std [-> with ``input="diff"``, the T-1
 differences of consecutive frames, (B,3,T-1,H,W)] -> ``backbone.features``
-(B,512,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
-the head's feature vector (B,512). The backbone is a :class:`VideoResNet` whose ``fc`` is an
-``nn.Identity`` (no parameters), so the state dict holds ``mean``, ``std``, ``backbone.*``
-(torchvision/IG65M names) and ``head.*``.
+(B,D,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
+the head's feature vector (B,D). The trunk and ``D`` come from the backbone table
+(:mod:`dlkdd.models.backbones`; D = 512 for the published R(2+1)D, whose ``fc`` is an
+``nn.Identity``), so the state dict holds ``mean``, ``std``, ``backbone.*`` (torchvision/IG65M
+names for R(2+1)D) and ``head.*``.
 
 Teacher (DL-KDD, Chang, Chen & Tseng): x (B,3,T,H,W) in [0,1] -> frozen enhancer (eval mode,
 no gradient; ZeroDCE or another ``dlkdd.models.enhancers`` module) -> Classifier.
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from .bert_head import AvgHead, BertHead
-from .r2plus1d import build_r2plus1d, load_pretrained
+from .backbones import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ INPUTS = ("rgb", "diff")
 
 
 class Classifier(nn.Module):
-    """normalise -> R(2+1)D trunk -> temporal head. Input sizes are free (T,H,W >= 1)."""
+    """normalise -> trunk -> temporal head. Input sizes are free (T >= the trunk's ``min_frames``,
+    one more with ``input="diff"``; H,W >= 1)."""
 
     def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
@@ -50,9 +52,9 @@ class Classifier(nn.Module):
         self.num_classes = int(num_classes)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1, 1))
-        self.backbone = build_r2plus1d(backbone_name, num_classes)
-        self.backbone.fc = nn.Identity()
-        dim = self.backbone.feature_dim
+        spec = backbone_spec(backbone_name)
+        self.backbone = spec.build(num_classes)
+        dim = spec.feature_dim
         if head == "bert":
             self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=bert_dropout,
                                             head_dropout=head_dropout, token_keep=token_keep)
@@ -60,7 +62,7 @@ class Classifier(nn.Module):
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x (B,3,T,H,W) in [0,1] -> logits (B,C) or (logits, feature (B,512))."""
+        """x (B,3,T,H,W) in [0,1] -> logits (B,C) or (logits, feature (B,D))."""
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"Classifier expects clips (B,3,T,H,W), got {tuple(x.shape)}")
         x = (x - self.mean) / self.std
@@ -133,9 +135,9 @@ def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
 
 
 def build_classifier(model_cfg: Any, num_classes: int) -> Classifier:
-    """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (a
-    published R(2+1)D checkpoint or a dlkdd checkpoint) into the trunk when set."""
+    """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (published
+    weights of the trunk or a dlkdd checkpoint, through the backbone's ``load_pretrained``) when set."""
     model = classifier_from_arch(arch_dict(model_cfg, num_classes))
     if model_cfg.pretrained:
-        load_pretrained(model.backbone, model_cfg.pretrained)
+        backbone_spec(model_cfg.backbone).load_pretrained(model.backbone, model_cfg.pretrained)
     return model

@@ -205,14 +205,14 @@ def _warn_clip_mismatch(ckpt: dict, cfg: Any, teacher_path: Path) -> None:
 
 def _feature_dim(ckpt: dict) -> int:
     """Width of the teacher's ``return_features`` output: the trunk's width (the head's clip feature;
-    512 for every published R(2+1)D), or the SupCon projection size ``proj_dim`` for an ActLumos
-    teacher (see dlkdd.models.actlumos)."""
-    from dlkdd.models.r2plus1d import feature_dim_of
+    512 for every published R(2+1)D, :mod:`dlkdd.models.backbones`), or the SupCon projection size
+    ``proj_dim`` for an ActLumos teacher (see dlkdd.models.actlumos)."""
+    from dlkdd.models.backbones import backbone_spec
 
     arch = ckpt.get("arch") or {}
     if arch.get("family") == "actlumos":
         return int(arch.get("proj_dim", 128))
-    return feature_dim_of(arch.get("backbone", "r2plus1d_18"))
+    return backbone_spec(arch.get("backbone", "r2plus1d_18")).feature_dim
 
 
 def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,

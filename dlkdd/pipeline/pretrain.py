@@ -36,7 +36,7 @@ from dlkdd.data.views import TwoViews
 from dlkdd.errors import DataError
 from dlkdd.models.pretrain_net import PretrainNet
 from dlkdd.models.build import build_student, student_arch
-from dlkdd.models.r2plus1d import load_pretrained
+from dlkdd.models.backbones import backbone_spec
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import CrossEntropyObjective, InfoNCEObjective
@@ -83,7 +83,7 @@ def _pretrain(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, resume: st
     data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
     model = PretrainNet(cfg.model.backbone, *cfg.model.norm_stats(), proj_dim=cfg.pretrain.proj_dim)
     if cfg.model.pretrained:
-        load_pretrained(model.backbone, cfg.model.pretrained)
+        backbone_spec(cfg.model.backbone).load_pretrained(model.backbone, cfg.model.pretrained)
     train_ds = ClipDataset(data.train, cfg.clip, TwoViews(cfg.clip, seed=cfg.seed))
     if len(train_ds) < 2:
         raise DataError(f"{cfg.data.train_list}: InfoNCE pre-training needs at least 2 training clips "
