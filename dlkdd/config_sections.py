@@ -108,7 +108,8 @@ class ModelConfig:
     averages about 0.3, close to normal-light video): kinetics | imagenet | dataset.
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
     (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
-    ``teacher``: which teacher family ``dlkdd teacher`` trains (dlkdd | actlumos).
+    ``teacher``: the model family of the run (a name of :data:`dlkdd.models.families.FAMILIES`): which
+    teacher ``dlkdd teacher`` trains, and which student the student stage trains.
     ``input``: rgb (the normalised frames) | diff (differences of consecutive normalised frames, T-1 of
     them: motion over appearance, as the RGB-difference stream of TSN, Wang et al., ECCV 2016).
     """
@@ -132,7 +133,9 @@ class ModelConfig:
 
         _choice(self.backbone, "model.backbone", tuple(BACKBONES))
         _choice(self.head, "model.head", ("bert", "avg"))
-        _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
+        from dlkdd.models.families import FAMILIES  # the one table of model families
+
+        _choice(self.teacher, "model.teacher", tuple(FAMILIES))
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
         _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")

@@ -32,6 +32,9 @@ Design choices (documented, not from the paper):
 The checkpoint ``arch`` is :func:`actlumos_arch`: the classifier arch of
 :func:`dlkdd.models.classifier.arch_dict` plus ``family: "actlumos"``, the Retinex sigmas and
 statistics, the fusion kind and ``proj_dim``; :func:`actlumos_from_arch` rebuilds the model.
+:data:`ACTLUMOS` is the family object (:mod:`dlkdd.models.family`) that the table
+:data:`dlkdd.models.families.FAMILIES` holds: its teacher is this model trained with CE + SupCon,
+its student the DL-KDD classifier distilled from the cached logits.
 """
 from __future__ import annotations
 
@@ -45,12 +48,13 @@ from dlkdd.models.fusion import build_fusion
 from dlkdd.models.bert_head import AvgHead, BertHead
 from dlkdd.models.classifier import arch_dict
 from dlkdd.models.enhancers import MultiScaleRetinex
+from dlkdd.models.family import DlkddFamily
 from dlkdd.models.backbones import backbone_spec
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RETINEX_MEAN", "RETINEX_STD", "ActLumosTeacher", "actlumos_arch", "build_actlumos_teacher",
-           "actlumos_from_arch"]
+           "actlumos_from_arch", "ActLumosFamily", "ACTLUMOS"]
 
 # per-channel (RGB) statistics of MultiScaleRetinex((2, 8, 24)) on arid6 training clips
 RETINEX_MEAN = (0.535, 0.531, 0.544)
@@ -157,3 +161,36 @@ def build_actlumos_teacher(cfg: Any, num_classes: int) -> ActLumosTeacher:
     log.info("ActLumos teacher: %s, %s fusion, Retinex sigmas %s, proj %d", cfg.model.backbone, cfg.actlumos.fusion,
              tuple(cfg.enhancer.retinex_sigmas), cfg.actlumos.proj_dim)
     return model
+
+
+class ActLumosFamily(DlkddFamily):
+    """The ActLumos family: the dual-stream teacher above (CE + SupCon), the DL-KDD student."""
+
+    name = "actlumos"
+
+    def teacher_arch(self, cfg: Any, num_classes: int) -> dict[str, Any]:
+        return actlumos_arch(cfg, num_classes)
+
+    def build_teacher(self, cfg: Any, num_classes: int) -> nn.Module:
+        return build_actlumos_teacher(cfg, num_classes)
+
+    def from_arch(self, arch: Mapping[str, Any], state: Mapping[str, Any]) -> nn.Module:
+        return actlumos_from_arch(arch)
+
+    def objective(self, cfg: Any, kind: str) -> Any:
+        """Teacher: ``CE + actlumos.supcon_weight * SupCon`` (:class:`dlkdd.train.objectives.SupConObjective`)."""
+        if kind != "teacher":
+            return super().objective(cfg, kind)
+        from dlkdd.train.objectives import SupConObjective
+
+        return SupConObjective(cfg.actlumos.supcon_weight, cfg.actlumos.supcon_temperature)
+
+    def feature_dim(self, arch: Mapping[str, Any]) -> int:
+        """The cached feature is the SupCon projection ``z``: ``proj_dim`` wide."""
+        return int(arch.get("proj_dim", 128))
+
+    def enhancer_label(self, arch: Mapping[str, Any]) -> str | None:
+        return "retinex"  # the second stream's multi-scale Retinex
+
+
+ACTLUMOS = ActLumosFamily()
