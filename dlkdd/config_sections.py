@@ -41,7 +41,9 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the videos and the lists are. ``format``: arid | dark48 | csv."""
+    """Where the videos and the lists are. ``format``: a name of :data:`dlkdd.data.formats.FORMATS`
+    (arid | dark48 | csv: lists; folders: ``root/<class>/<video>``, split by recording into
+    ``test_fraction`` of each class for test, seeded by ``split_seed``; lists and mapping ignored)."""
 
     format: str = "arid"
     root: str = ""
@@ -52,9 +54,14 @@ class DataConfig:
     # recording group of a clip key (leakage check, group-disjoint splits; dlkdd/data/groups.py):
     # a regex whose named group 'group' (or first group) is the recording; "" = the format's default
     group_regex: str = ""
+    test_fraction: float = 0.3  # folders: share of each class's clips (whole recordings) in test
+    split_seed: int = 0  # folders: the seed of the recording-disjoint split (not the training seed)
 
     def validate(self) -> None:
-        _choice(self.format, "data.format", ("arid", "dark48", "csv"))
+        from dlkdd.data.formats import FORMATS  # the one table of data formats
+
+        _choice(self.format, "data.format", tuple(FORMATS))
+        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _choice(self.on_bad_clip, "data.on_bad_clip", ("error", "skip"))
         if self.group_regex:
             from dlkdd.data.groups import compile_group_regex

@@ -37,6 +37,7 @@ from dlkdd.cache.lock import WriterLock
 from dlkdd.cache.match import store_differences
 from dlkdd.cache.parts import merge_parts, parts_dir, shard_rows
 from dlkdd.cache.store import LogitStore
+from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CacheViews
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
@@ -68,7 +69,7 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "teacher_enhancer": family_of_arch(arch).enhancer_label(arch),  # the family's own label
         "teacher_backbone": arch.get("backbone"),
         "manifest_sha256": manifest.sha256(),
-        "dataset": cfg.data.train_list,
+        "dataset": data_format(cfg.data.format).source(cfg.data, "train"),
         "classes": list(manifest.classes),
         "clip": clip_spec(cfg.clip),
         "view_seed": int(cfg.cache.seed),
