@@ -248,7 +248,8 @@ def _pick_test_groups(sizes: Sequence[int], target: float, rng: np.random.Genera
 
 
 def read_list(path: str | Path, fmt: str = "arid") -> tuple[list[ListRow], str]:
-    """Rows of a list file of format ``fmt`` (:data:`dlkdd.data.formats.FORMATS`) and its header line (CSV) or ``""``."""
+    """Rows of a list file of format ``fmt`` (:data:`dlkdd.data.formats.FORMATS`) and its header line
+    (CSV) or ``""``."""
     f = data_format(fmt)
     if f.rows is None:
         raise DataError(f"data.format {fmt} has no list files (list formats: {', '.join(list_formats())})")

@@ -70,31 +70,33 @@ class ActLumosTeacher(nn.Module):
     ``retinex_mean``, ``retinex_std``, ``backbone.*`` (torchvision names, ``fc`` Identity),
     ``fusion.*`` (dynamic only), ``head.*``, ``proj.*``."""
 
-    def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
-                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 retinex_mean: Sequence[float] = RETINEX_MEAN, retinex_std: Sequence[float] = RETINEX_STD,
-                 retinex_sigmas: Sequence[float] = (2.0, 8.0, 24.0), fusion: str = "dynamic", proj_dim: int = 128,
-                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8):
+    def __init__(self, arch: Mapping[str, Any]):
+        """``arch``: :func:`actlumos_arch`'s dict (backbone, head, ``num_classes``, mean/std, dropouts,
+        ``token_keep``, Retinex sigmas and statistics, ``fusion``, ``proj_dim``); absent keys take the defaults."""
         super().__init__()
+        head = arch.get("head", "bert")
         if head not in ("bert", "avg"):
             raise ValueError(f"unknown head {head!r}; choose bert or avg")
-        self.num_classes = int(num_classes)
-        self.fusion_kind = fusion
-        self.register_buffer("mean", _stat(mean))
-        self.register_buffer("std", _stat(std))
-        self.register_buffer("retinex_mean", _stat(retinex_mean))
-        self.register_buffer("retinex_std", _stat(retinex_std))
-        self.enhancer = MultiScaleRetinex(retinex_sigmas).eval()  # no parameters, no buffers
-        spec = backbone_spec(backbone_name)
+        drops = arch.get("dropouts", {}) or {}
+        self.num_classes = num_classes = int(arch["num_classes"])
+        self.fusion_kind = arch.get("fusion", "dynamic")
+        self.register_buffer("mean", _stat(arch.get("mean", (0.0, 0.0, 0.0))))
+        self.register_buffer("std", _stat(arch.get("std", (1.0, 1.0, 1.0))))
+        self.register_buffer("retinex_mean", _stat(arch.get("retinex_mean", RETINEX_MEAN)))
+        self.register_buffer("retinex_std", _stat(arch.get("retinex_std", RETINEX_STD)))
+        self.enhancer = MultiScaleRetinex(arch.get("retinex_sigmas", (2.0, 8.0, 24.0))).eval()  # no parameters
+        spec = backbone_spec(arch.get("backbone", "r2plus1d_18"))
         self.backbone = spec.build(num_classes)
         dim = spec.feature_dim
-        self.fusion = build_fusion(fusion, dim, streams=2)
+        self.fusion = build_fusion(self.fusion_kind, dim, streams=2)
+        head_dropout = float(drops.get("head", 0.8))
         if head == "bert":
-            self.head: nn.Module = BertHead(dim, num_classes, dropout=bert_dropout, head_dropout=head_dropout,
-                                            token_keep=token_keep)
+            self.head: nn.Module = BertHead(dim, num_classes, dropout=float(drops.get("bert", 0.1)),
+                                            head_dropout=head_dropout, token_keep=float(arch.get("token_keep", 0.8)))
         else:
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
-        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, int(proj_dim)))
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True),
+                                  nn.Linear(dim, int(arch.get("proj_dim", 128))))
 
     def train(self, mode: bool = True) -> "ActLumosTeacher":
         super().train(mode)
@@ -142,15 +144,7 @@ def actlumos_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
 
 def actlumos_from_arch(arch: Mapping[str, Any]) -> ActLumosTeacher:
     """An untrained :class:`ActLumosTeacher` of ``arch`` (the caller loads the state dict)."""
-    drops = arch.get("dropouts", {}) or {}
-    return ActLumosTeacher(
-        backbone_name=arch["backbone"], num_classes=int(arch["num_classes"]), head=arch.get("head", "bert"),
-        mean=arch["mean"], std=arch["std"], retinex_mean=arch.get("retinex_mean", RETINEX_MEAN),
-        retinex_std=arch.get("retinex_std", RETINEX_STD), retinex_sigmas=arch.get("retinex_sigmas", (2.0, 8.0, 24.0)),
-        fusion=arch.get("fusion", "dynamic"), proj_dim=int(arch.get("proj_dim", 128)),
-        head_dropout=float(drops.get("head", 0.8)), bert_dropout=float(drops.get("bert", 0.1)),
-        token_keep=float(arch.get("token_keep", 0.8)),
-    )
+    return ActLumosTeacher(arch)
 
 
 def build_actlumos_teacher(cfg: Any, num_classes: int) -> ActLumosTeacher:

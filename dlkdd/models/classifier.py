@@ -37,27 +37,31 @@ class Classifier(nn.Module):
     """normalise -> trunk -> temporal head. Input sizes are free (T >= the trunk's ``min_frames``,
     one more with ``input="diff"``; H,W >= 1)."""
 
-    def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
-                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8,
-                 input: str = "rgb"):
+    def __init__(self, arch: Mapping[str, Any]):
+        """``arch``: :func:`arch_dict`'s dict (``backbone``, ``num_classes``, ``head``, ``mean``/``std``,
+        ``dropouts`` {head, bert}, ``token_keep``, ``input``); absent keys take the defaults (R(2+1)D-18,
+        BERT head, no normalisation, dropouts 0.8/0.1, token_keep 0.8, rgb)."""
         super().__init__()
+        head, input = arch.get("head", "bert"), str(arch.get("input", "rgb"))
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
         if input not in INPUTS:
             raise ValueError(f"unknown input {input!r}; choose one of {', '.join(INPUTS)}")
+        drops = arch.get("dropouts", {}) or {}
         self.input = input
-        self.backbone_name = backbone_name
+        self.backbone_name = arch.get("backbone", "r2plus1d_18")
         self.head_name = head
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes = int(arch["num_classes"])
+        mean, std = arch.get("mean", (0.0, 0.0, 0.0)), arch.get("std", (1.0, 1.0, 1.0))
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1, 1))
-        spec = backbone_spec(backbone_name)
+        spec = backbone_spec(self.backbone_name)
         self.backbone = spec.build(num_classes)
         dim = spec.feature_dim
+        head_dropout = float(drops.get("head", 0.8))
         if head == "bert":
-            self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=bert_dropout,
-                                            head_dropout=head_dropout, token_keep=token_keep)
+            self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=float(drops.get("bert", 0.1)),
+                                            head_dropout=head_dropout, token_keep=float(arch.get("token_keep", 0.8)))
         else:
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
 
@@ -120,18 +124,7 @@ def arch_dict(model_cfg: Any, num_classes: int) -> dict[str, Any]:
 
 def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
     """Rebuild an (untrained) Classifier from :func:`arch_dict`'s output."""
-    drops = arch.get("dropouts", {}) or {}
-    return Classifier(
-        backbone_name=arch["backbone"],
-        num_classes=int(arch["num_classes"]),
-        head=arch.get("head", "bert"),
-        mean=arch["mean"],
-        std=arch["std"],
-        head_dropout=float(drops.get("head", 0.8)),
-        bert_dropout=float(drops.get("bert", 0.1)),
-        token_keep=float(arch.get("token_keep", 0.8)),
-        input=str(arch.get("input", "rgb")),
-    )
+    return Classifier(arch)
 
 
 def build_classifier(model_cfg: Any, num_classes: int) -> Classifier:

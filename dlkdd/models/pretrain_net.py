@@ -4,7 +4,8 @@
       -> mean over T',H',W' (B,D) -> Linear D -> ReLU -> Linear proj_dim -> z (B,proj_dim)
 
 State dict ``mean``, ``std``, ``backbone.*`` (torchvision names), ``proj.*``: the ``backbone.``
-prefix is what the backbone's ``load_pretrained`` (R(2+1)D: :func:`dlkdd.models.r2plus1d.load_pretrained`) takes from a dlkdd checkpoint, so
+prefix is what the backbone's ``load_pretrained`` (R(2+1)D: :func:`dlkdd.models.r2plus1d.load_pretrained`)
+takes from a dlkdd checkpoint, so
 ``--set model.pretrained=OUT/pretrain.pt`` initialises the student's trunk (the temporal head and
 classifier start fresh, the projection head is dropped). Trained by :mod:`dlkdd.pipeline.pretrain`.
 """

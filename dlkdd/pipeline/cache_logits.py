@@ -15,7 +15,8 @@ rank 0 merges (:mod:`dlkdd.cache.parts`). The result equals a single-process run
 depend only on ``(cache.seed, key)``, never on the rank.
 
 - data: the teacher family's dataset (:meth:`dlkdd.models.family.Family.dataset`; DL-KDD:
-  :class:`~dlkdd.data.dataset.ClipDataset`) with the :class:`~dlkdd.data.views.CacheViews` policy (K views per clip, decoded once), prefetched by a DataLoader while the teacher runs.
+  :class:`~dlkdd.data.dataset.ClipDataset`) with the :class:`~dlkdd.data.views.CacheViews` policy
+  (K views per clip, decoded once), prefetched by a DataLoader while the teacher runs.
 - model: the teacher, rebuilt from its checkpoint (:func:`dlkdd.models.build.model_from_checkpoint`).
 - output: :class:`dlkdd.cache.store.LogitStore`.
 """

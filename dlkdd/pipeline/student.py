@@ -39,7 +39,7 @@ from dlkdd.data.views import CenterView, RandomView, StoredView
 from dlkdd.errors import CacheError
 from dlkdd.models.families import family
 from dlkdd.train import distributed as ddp
-from dlkdd.train.fit import fit
+from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
@@ -131,9 +131,8 @@ def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: _Targets, 
     val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
     log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
              "" if targets.no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
-    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind=kind, arch=fam.student_arch(cfg, n),
-               classes=data.classes, info=info, resume=resume, extra=extra, progress=progress,
-               filename="student.pt")
+    stage = Stage(kind, fam.student_arch(cfg, n), data.classes, extra=extra, filename="student.pt")
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))
 
 
 def _student_data(cfg: Any, targets: _Targets, info: Any, progress: bool) -> tuple[Any, Any, dict[str, Any]]:

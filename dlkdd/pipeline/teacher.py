@@ -22,7 +22,7 @@ from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CenterView, RandomView
 from dlkdd.models.families import family
 from dlkdd.train import distributed as ddp
-from dlkdd.train.fit import fit
+from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
@@ -54,6 +54,6 @@ def _train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: str | Path 
     val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
     log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
              cfg.enhancer.kind, len(train_ds), n, out_dir)
-    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind="teacher", arch=fam.teacher_arch(cfg, n),
-               classes=data.classes, info=info, resume=resume, progress=progress,
-               extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    stage = Stage("teacher", fam.teacher_arch(cfg, n), data.classes,
+                  extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))
