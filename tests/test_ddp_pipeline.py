@@ -175,7 +175,7 @@ def _reference_training(run, cfg, epochs):
     from dlkdd.data.prepare import prepare_data
     from dlkdd.config import TrainConfig
     from dlkdd.train.engine import EpochRun, steps_per_epoch, train_one_epoch
-    from dlkdd.train.objectives import DistillationObjective
+    from dlkdd.train.objectives import build_objective
     from dlkdd.train.optim import build_optimizer, build_scheduler
     from dlkdd.utils import seed_everything
 
@@ -193,7 +193,7 @@ def _reference_training(run, cfg, epochs):
         opt = build_optimizer(model, tc)
         per_rank = len(DistributedSampler(ds, num_replicas=2, rank=0)) // tc.batch_size  # drop_last batches
         sched = build_scheduler(opt, tc, steps_per_epoch(per_rank, 1, 0))
-        obj = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+        obj = build_objective(cfg.kd)
         metrics, snaps = [], []
         for epoch in range(epochs):
             shares = []
