@@ -42,6 +42,19 @@ def test_every_family_rebuilds_its_teacher_from_the_arch(name):
         torch.testing.assert_close(again(x), student(x))
 
 
+def test_actlumos_head_follows_the_trunk_width_and_old_archs_still_rebuild():
+    """The BERT FFN is 4 x the trunk's feature_dim (recorded as arch["ffn"]); an arch without it (an ActLumos
+    checkpoint written before) rebuilds with the 2048 it was trained with."""
+    from dlkdd.models.actlumos import actlumos_arch, actlumos_from_arch
+
+    cfg = config_from_dict(dict(TINY, model=dict(TINY["model"], teacher="actlumos", head="bert")))
+    arch = actlumos_arch(cfg, 3)
+    assert arch["ffn"] == 4 * 128
+    assert actlumos_from_arch(arch).head.layers[0].ffn[0].out_features == 512
+    old = {k: v for k, v in arch.items() if k != "ffn"}
+    assert actlumos_from_arch(old).head.layers[0].ffn[0].out_features == 2048
+
+
 def test_unknown_family_is_a_config_error_listing_the_table():
     with pytest.raises(ConfigError, match="dlkdd, actlumos"):
         families.family("pose2")

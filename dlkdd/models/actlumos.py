@@ -72,7 +72,9 @@ class ActLumosTeacher(nn.Module):
 
     def __init__(self, arch: Mapping[str, Any]):
         """``arch``: :func:`actlumos_arch`'s dict (backbone, head, ``num_classes``, mean/std, dropouts,
-        ``token_keep``, Retinex sigmas and statistics, ``fusion``, ``proj_dim``); absent keys take the defaults."""
+        ``token_keep``, Retinex sigmas and statistics, ``fusion``, ``proj_dim``, the BERT head's ``ffn``: 4 x the
+        trunk's ``feature_dim``, 2048 when absent as in checkpoints written before it was recorded); absent keys
+        take the defaults."""
         super().__init__()
         head = arch.get("head", "bert")
         if head not in ("bert", "avg"):
@@ -91,8 +93,10 @@ class ActLumosTeacher(nn.Module):
         self.fusion = build_fusion(self.fusion_kind, dim, streams=2)
         head_dropout = float(drops.get("head", 0.8))
         if head == "bert":
-            self.head: nn.Module = BertHead(dim, num_classes, dropout=float(drops.get("bert", 0.1)),
-                                            head_dropout=head_dropout, token_keep=float(arch.get("token_keep", 0.8)))
+            # BERT's FFN is 4 x the trunk width; an arch without "ffn" (written before it was recorded) had 2048
+            self.head: nn.Module = BertHead(dim, num_classes, ffn=int(arch.get("ffn", 2048)),
+                                            dropout=float(drops.get("bert", 0.1)), head_dropout=head_dropout,
+                                            token_keep=float(arch.get("token_keep", 0.8)))
         else:
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
         self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True),
@@ -137,6 +141,7 @@ def actlumos_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
                 retinex_sigmas=[float(s) for s in cfg.enhancer.retinex_sigmas],
                 retinex_mean=[float(v) for v in RETINEX_MEAN], retinex_std=[float(v) for v in RETINEX_STD],
                 fusion=cfg.actlumos.fusion, proj_dim=int(cfg.actlumos.proj_dim),
+                ffn=4 * backbone_spec(cfg.model.backbone).feature_dim,
                 actlumos={"fusion": cfg.actlumos.fusion, "proj_dim": int(cfg.actlumos.proj_dim),
                           "supcon_weight": float(cfg.actlumos.supcon_weight),
                           "supcon_temperature": float(cfg.actlumos.supcon_temperature)})
