@@ -17,7 +17,7 @@ no gradient; ZeroDCE or another ``dlkdd.models.enhancers`` module) -> Classifier
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn

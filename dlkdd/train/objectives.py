@@ -147,11 +147,20 @@ def supcon_term(weight: float, temperature: float) -> LossTerm:
                     partial(_constant, float(weight)), needs_features=True)
 
 
+def _task_of(kd: Any) -> LossTerm:
+    return task_term()
+
+
+def _kd_of(kd: Any) -> LossTerm:
+    return kd_term(kd.alpha, kd.gamma, kd.tau, kd.tau2_scale)
+
+
 # The distillation terms built from ``cfg.kd``: name -> builder (KDConfig -> LossTerm, or None when off).
-# A new term: a pure function in dlkdd/losses.py, an adapter above, one entry here (and its kd.* keys).
+# A new term: a pure function in dlkdd/losses.py, an adapter and a builder above, one entry here (and its
+# kd.* keys in dlkdd/config_sections.KDConfig).
 KD_TERMS: dict[str, Callable[[Any], LossTerm | None]] = {
-    "task": lambda kd: task_term(),
-    "kd": lambda kd: kd_term(kd.alpha, kd.gamma, kd.tau, kd.tau2_scale),
+    "task": _task_of,
+    "kd": _kd_of,
 }
 
 
