@@ -41,7 +41,9 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the videos and the lists are. ``format``: arid | dark48 | csv."""
+    """Where the videos and the lists are. ``format``: a name of :data:`dlkdd.data.formats.FORMATS`
+    (arid | dark48 | csv: lists; folders: ``root/<class>/<video>``, split by recording into
+    ``test_fraction`` of each class for test, seeded by ``split_seed``; lists and mapping ignored)."""
 
     format: str = "arid"
     root: str = ""
@@ -52,9 +54,14 @@ class DataConfig:
     # recording group of a clip key (leakage check, group-disjoint splits; dlkdd/data/groups.py):
     # a regex whose named group 'group' (or first group) is the recording; "" = the format's default
     group_regex: str = ""
+    test_fraction: float = 0.3  # folders: share of each class's clips (whole recordings) in test
+    split_seed: int = 0  # folders: the seed of the recording-disjoint split (not the training seed)
 
     def validate(self) -> None:
-        _choice(self.format, "data.format", ("arid", "dark48", "csv"))
+        from dlkdd.data.formats import FORMATS  # the one table of data formats
+
+        _choice(self.format, "data.format", tuple(FORMATS))
+        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _choice(self.on_bad_clip, "data.on_bad_clip", ("error", "skip"))
         if self.group_regex:
             from dlkdd.data.groups import compile_group_regex
@@ -99,7 +106,8 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The classifier: R(2+1)D trunk + temporal head.
+    """The classifier: video trunk (``backbone``: a name of :data:`dlkdd.models.backbones.BACKBONES`) +
+    temporal head.
 
     ``normalize``: kinetics | imagenet | dataset. With ``dataset``, ``mean``/``std`` hold the
     training set's own per-channel statistics (``dlkdd data check --write-stats``).
@@ -107,7 +115,8 @@ class ModelConfig:
     averages about 0.3, close to normal-light video): kinetics | imagenet | dataset.
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
     (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
-    ``teacher``: which teacher family ``dlkdd teacher`` trains (dlkdd | actlumos).
+    ``teacher``: the model family of the run (a name of :data:`dlkdd.models.families.FAMILIES`): which
+    teacher ``dlkdd teacher`` trains, and which student the student stage trains.
     ``input``: rgb (the normalised frames) | diff (differences of consecutive normalised frames, T-1 of
     them: motion over appearance, as the RGB-difference stream of TSN, Wang et al., ECCV 2016).
     """
@@ -127,9 +136,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         _choice(self.input, "model.input", ("rgb", "diff"))
-        _choice(self.backbone, "model.backbone", ("r2plus1d_18", "r2plus1d_34", "r2plus1d_34_ig65m", "r2plus1d_tiny"))
+        from dlkdd.models.backbones import BACKBONES  # the one table of trunks
+
+        _choice(self.backbone, "model.backbone", tuple(BACKBONES))
         _choice(self.head, "model.head", ("bert", "avg"))
-        _choice(self.teacher, "model.teacher", ("dlkdd", "actlumos"))
+        from dlkdd.models.families import FAMILIES  # the one table of model families
+
+        _choice(self.teacher, "model.teacher", tuple(FAMILIES))
         _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
         _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")

@@ -4,6 +4,7 @@ Shapes: logits ``(B, C)`` float, labels ``(B,)`` int64, embeddings ``(B, D)`` fl
 Every function returns a 0-d tensor (or a dict of named 0-d tensors) that carries a
 ``grad_fn`` whenever an input requires grad.
 
+- :func:`cross_entropy` - the task term ``CE(y, z) = -(1/B) sum_b log softmax(z_b)[y_b]``.
 - :func:`kd_loss` - Hinton et al. 2015, "Distilling the Knowledge in a Neural Network":
   ``KL(p_t^tau || p_s^tau)`` with ``p^tau = softmax(z / tau)``, optionally x ``tau**2``;
   :func:`kd_loss_from_probs` takes ``p_t^tau`` itself (e.g. a mean over several teachers).
@@ -20,7 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce", "feature_loss"]
+__all__ = ["cross_entropy", "kd_loss", "kd_loss_from_probs", "kd_alpha", "distillation_loss", "supcon_loss", "info_nce",
+           "feature_loss"]
 
 
 def _check_kd(name: str, student: torch.Tensor, teacher: torch.Tensor, what: str, tau: float) -> None:
@@ -29,6 +31,14 @@ def _check_kd(name: str, student: torch.Tensor, teacher: torch.Tensor, what: str
                          f"differ in shape")
     if tau <= 0:
         raise ValueError(f"{name}: tau must be > 0, got {tau}")
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Task term ``CE(y, z) = -(1/B) * sum_b log softmax(z_b)[y_b]`` (computed in float32).
+
+    Args: logits ``(B, C)``, labels ``(B,)`` int64. Returns: a 0-d tensor.
+    """
+    return F.cross_entropy(logits.float(), labels)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,

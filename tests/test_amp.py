@@ -90,7 +90,8 @@ def _batches(n=3, b=2):
 def test_fp32_forced_is_todays_computation_on_a_bf16_cpu(monkeypatch):
     """amp=fp32 on a CPU detected as bf16-capable: autocast is never entered and the loss and the
     weights equal those of a plain fp32 loop (the engine before amp.py), bit for bit."""
-    from dlkdd.train.engine import train_one_epoch
+    from dlkdd.config import TrainConfig
+    from dlkdd.train.engine import EpochRun, train_one_epoch
     from dlkdd.train.objectives import CrossEntropyObjective
 
     monkeypatch.setenv(amp_mod.ENV_OVERRIDE, "1")
@@ -113,7 +114,8 @@ def test_fp32_forced_is_todays_computation_on_a_bf16_cpu(monkeypatch):
 
     monkeypatch.setattr(torch, "autocast", no_autocast)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    m = train_one_epoch(model, batches, opt, None, CrossEntropyObjective(), "cpu", 0, amp="fp32", progress=False)
+    m = train_one_epoch(model, batches, CrossEntropyObjective(), opt, None, 0, TrainConfig(amp="fp32"),
+                        EpochRun("cpu", progress=False))
     assert m["loss"] == pytest.approx(float(np.mean(losses)), rel=0, abs=1e-12)
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.equal(p, q)
@@ -122,7 +124,7 @@ def test_fp32_forced_is_todays_computation_on_a_bf16_cpu(monkeypatch):
 def test_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(monkeypatch, tmp_path):
     from dlkdd.train.checkpoint import load_checkpoint
     from dlkdd.config import Config
-    from dlkdd.train.fit import fit
+    from dlkdd.train.fit import FitRun, Stage, fit
     from dlkdd.train.objectives import CrossEntropyObjective
 
     seen = []
@@ -144,8 +146,8 @@ def test_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(monkeypatch, tmp_path)
                    for b in _batches() for j in range(len(b["key"]))]
         cfg = Config().replace(**{"train.epochs": 1, "train.batch_size": 2, "train.workers": 0, "train.lr": 1e-2,
                                   "train.amp": "auto"})
-        final = fit(cfg, model, samples, None, loss_fn, out, kind="student", arch={"num_classes": 3},
-                    classes=["a", "b", "c"], progress=False)
+        final = fit(cfg, model, samples, None, loss_fn, out, Stage("student", {"num_classes": 3}, ["a", "b", "c"]),
+                    FitRun(progress=False))
         assert final["amp"] == want
         assert json.loads((out / "metrics.json").read_text())["amp"] == want
         assert load_checkpoint(out / "last.pt")["extra"]["amp"] == want

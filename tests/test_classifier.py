@@ -19,13 +19,14 @@ SIZES = [(8, 56, 56), (16, 64, 48), (4, 32, 32)]
 @pytest.fixture(scope="module")
 def bert_clf():
     torch.manual_seed(0)
-    return Classifier("r2plus1d_18", 5, head="bert", mean=(0.1, 0.1, 0.1), std=(0.2, 0.2, 0.2))
+    return Classifier({"backbone": "r2plus1d_18", "num_classes": 5, "head": "bert", "mean": (0.1, 0.1, 0.1),
+                       "std": (0.2, 0.2, 0.2)})
 
 
 @pytest.fixture(scope="module")
 def avg_clf():
     torch.manual_seed(0)
-    return Classifier("r2plus1d_18", 5, head="avg")
+    return Classifier({"backbone": "r2plus1d_18", "num_classes": 5, "head": "avg"})
 
 
 @pytest.mark.parametrize("thw", SIZES)
@@ -51,7 +52,8 @@ def test_state_dict_is_clean(bert_clf):
 
 def test_normalisation_is_applied(avg_clf):
     """Classifier(x) == head(backbone.features((x - mean) / std))."""
-    model = Classifier("r2plus1d_18", 3, head="avg", mean=(0.2, 0.3, 0.4), std=(0.5, 0.6, 0.7)).eval()
+    model = Classifier({"backbone": "r2plus1d_18", "num_classes": 3, "head": "avg", "mean": (0.2, 0.3, 0.4),
+                        "std": (0.5, 0.6, 0.7)}).eval()
     x = torch.rand(1, 3, 4, 32, 32)
     mean = torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1, 1)
     std = torch.tensor([0.5, 0.6, 0.7]).view(1, 3, 1, 1, 1)
@@ -72,7 +74,8 @@ def test_gradients_reach_every_trainable_parameter(bert_clf):
 
 def test_train_mode_token_masking_changes_outputs():
     torch.manual_seed(0)
-    model = Classifier("r2plus1d_18", 4, head="bert", head_dropout=0.0, bert_dropout=0.0, token_keep=0.5)
+    model = Classifier({"backbone": "r2plus1d_18", "num_classes": 4, "head": "bert", "token_keep": 0.5,
+                        "dropouts": {"head": 0.0, "bert": 0.0}})
     x = torch.rand(2, 3, 24, 16, 16)  # T' = 3 tokens
     # no dropout anywhere, and BatchNorm in train mode is deterministic: any change between two
     # train-mode forwards of the same input comes from the random token masking
@@ -99,7 +102,7 @@ def test_teacher_freezes_enhancer(enhancer_cls):
     torch.manual_seed(0)
     enh = enhancer_cls()
     before = {k: v.clone() for k, v in enh.state_dict().items()}
-    clf = Classifier("r2plus1d_18", 3, head="bert")
+    clf = Classifier({"backbone": "r2plus1d_18", "num_classes": 3, "head": "bert"})
     teacher = Teacher(enh, clf)
     teacher.train()
     assert teacher.training and clf.training and not enh.training

@@ -173,8 +173,9 @@ def _reference_training(run, cfg, epochs):
     from dlkdd.data.views import StoredView
     from dlkdd.models.build import build_student
     from dlkdd.data.prepare import prepare_data
-    from dlkdd.train.engine import steps_per_epoch, train_one_epoch
-    from dlkdd.train.objectives import DistillationObjective
+    from dlkdd.config import TrainConfig
+    from dlkdd.train.engine import EpochRun, steps_per_epoch, train_one_epoch
+    from dlkdd.train.objectives import build_objective
     from dlkdd.train.optim import build_optimizer, build_scheduler
     from dlkdd.utils import seed_everything
 
@@ -192,7 +193,7 @@ def _reference_training(run, cfg, epochs):
         opt = build_optimizer(model, tc)
         per_rank = len(DistributedSampler(ds, num_replicas=2, rank=0)) // tc.batch_size  # drop_last batches
         sched = build_scheduler(opt, tc, steps_per_epoch(per_rank, 1, 0))
-        obj = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+        obj = build_objective(cfg.kd)
         metrics, snaps = [], []
         for epoch in range(epochs):
             shares = []
@@ -204,8 +205,8 @@ def _reference_training(run, cfg, epochs):
             bs = tc.batch_size
             batches = [collate([ds[i] for i in shares[r][b * bs:(b + 1) * bs]])
                        for b in range(per_rank) for r in range(2)]
-            metrics.append(train_one_epoch(model, batches, opt, sched, obj, "cpu", epoch, accum_steps=2, amp="fp32",
-                                           progress=False))
+            metrics.append(train_one_epoch(model, batches, obj, opt, sched, epoch,
+                                           TrainConfig(accum_steps=2, amp="fp32"), EpochRun("cpu", progress=False)))
             snaps.append({k: v.detach().clone() for k, v in model.named_parameters()})
     finally:
         torch.set_num_threads(threads)

@@ -16,7 +16,8 @@ from torch import nn
 from dlkdd.train.distributed import (DistInfo, SeededRandomSampler, ShardSampler, broadcast_object, build_sampler,
                                      init_distributed, seed_rank_rng, unwrap, wrap_ddp)
 from dlkdd.cache.parts import shard_rows
-from dlkdd.train.engine import evaluate, train_one_epoch
+from dlkdd.config import TrainConfig
+from dlkdd.train.engine import EpochRun, evaluate, train_one_epoch
 from dlkdd.train.objectives import CrossEntropyObjective
 
 C = 3
@@ -40,8 +41,8 @@ def _half(batch, rank):
 
 def _step(model, batches):
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    train_m = train_one_epoch(model, batches, opt, None, CrossEntropyObjective(), "cpu", 0, amp="fp32",
-                              progress=False)
+    train_m = train_one_epoch(model, batches, CrossEntropyObjective(), opt, None, 0, TrainConfig(amp="fp32"),
+                              EpochRun("cpu", progress=False))
     eval_m = evaluate(model, batches, "cpu", C, amp="fp32", progress=False)
     return train_m, eval_m
 

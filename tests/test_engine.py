@@ -15,13 +15,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlkdd.errors import TrainingError
 from dlkdd.train.checkpoint import load_checkpoint
-from dlkdd.train.engine import evaluate, steps_per_epoch, train_one_epoch
+from dlkdd.config import TrainConfig
+from dlkdd.train.engine import EpochRun, evaluate, steps_per_epoch, train_one_epoch
+from dlkdd.train.fit import FitRun, Stage
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
 from dlkdd.train.optim import LRSchedule, build_optimizer, build_scheduler
 
 C = 3
 SHAPE = (3, 4, 8, 8)
+
+QUIET = EpochRun("cpu", progress=False)
 
 
 class TinyNet(nn.Module):
@@ -86,8 +90,7 @@ def test_train_one_epoch_metrics_and_learning():
     opt = build_optimizer(model, Cfg)
     ds = SynthClips(12)
     loss_fn = DistillationObjective(alpha=1.5, gamma=0.5, tau=2.0)
-    first = train_one_epoch(model, _loader(SynthClips(12, teacher=True)), opt, None, loss_fn, "cpu", epoch=1,
-                            progress=False)
+    first = train_one_epoch(model, _loader(SynthClips(12, teacher=True)), loss_fn, opt, None, 1, TrainConfig(), QUIET)
     assert set(first) >= {"loss", "task_loss", "kd_loss", "alpha", "tau", "top1", "top5", "clips", "clips_per_s",
                           "lr", "seconds"}
     assert first["clips"] == 12 and first["alpha"] == pytest.approx(0.75) and first["tau"] == 2.0
@@ -95,12 +98,12 @@ def test_train_one_epoch_metrics_and_learning():
     assert first["loss"] == pytest.approx(first["task_loss"] + 0.75 * first["kd_loss"], rel=1e-5)
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     for e in range(10):
-        m = train_one_epoch(model, _loader(ds, shuffle=True), opt, None, CrossEntropyObjective(), "cpu", e,
-                            progress=False)
+        m = train_one_epoch(model, _loader(ds, shuffle=True), CrossEntropyObjective(), opt, None, e, TrainConfig(),
+                            QUIET)
     assert m["loss"] < first["task_loss"] and m["top1"] > 80.0
     # max_steps caps optimizer steps
-    m = train_one_epoch(model, _loader(ds, bs=2), opt, None, CrossEntropyObjective(), "cpu", 0, accum_steps=2,
-                        max_steps=2, progress=True)
+    m = train_one_epoch(model, _loader(ds, bs=2), CrossEntropyObjective(), opt, None, 0,
+                        TrainConfig(accum_steps=2, max_steps_per_epoch=2), EpochRun("cpu", progress=True))
     assert m["clips"] == 8 and m["steps"] == 2
 
 
@@ -112,17 +115,16 @@ def test_grad_accumulation_equals_full_batch():
     lin2.load_state_dict(lin.state_dict())
     o1 = torch.optim.SGD(lin.parameters(), lr=0.5)
     o2 = torch.optim.SGD(lin2.parameters(), lr=0.5)
-    m1 = train_one_epoch(lin, _loader(ds, 8), o1, None, CrossEntropyObjective(), "cpu", 0, progress=False)
-    m2 = train_one_epoch(lin2, _loader(ds, 4), o2, None, CrossEntropyObjective(), "cpu", 0, accum_steps=2,
-                         progress=False)
+    m1 = train_one_epoch(lin, _loader(ds, 8), CrossEntropyObjective(), o1, None, 0, TrainConfig(), QUIET)
+    m2 = train_one_epoch(lin2, _loader(ds, 4), CrossEntropyObjective(), o2, None, 0, TrainConfig(accum_steps=2), QUIET)
     assert m1["steps"] == 1 and m2["steps"] == 1
     assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-6)
     # the per-step loss: one per optimizer step, the mean over its accumulation group
     assert len(m1["loss_steps"]) == len(m2["loss_steps"]) == 1
     assert m2["loss_steps"][0] == pytest.approx(m1["loss_steps"][0], rel=1e-6)
     lin3 = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(SHAPE)), C))
-    m3 = train_one_epoch(lin3, _loader(ds, 2), torch.optim.SGD(lin3.parameters(), lr=0.5), None,
-                         CrossEntropyObjective(), "cpu", 1, progress=False)
+    m3 = train_one_epoch(lin3, _loader(ds, 2), CrossEntropyObjective(), torch.optim.SGD(lin3.parameters(), lr=0.5),
+                         None, 1, TrainConfig(), QUIET)
     assert m3["steps"] == len(m3["loss_steps"]) == 4
     assert sum(m3["loss_steps"]) / 4 == pytest.approx(m3["loss"], rel=1e-6)  # equal batches: mean of steps
     changed = False
@@ -149,8 +151,8 @@ def test_non_finite_loss_raises_before_step(tmp_path):
 
     # accum 2: the poisoned batch (index 1) arrives before the group's first optimizer step
     with pytest.raises(TrainingError) as e:
-        train_one_epoch(model, _loader(SynthClips(12), 4), opt, sched, poisoned, "cpu", epoch=4, accum_steps=2,
-                        progress=False, last_good=tmp_path / "last.pt")
+        train_one_epoch(model, _loader(SynthClips(12), 4), poisoned, opt, sched, 4, TrainConfig(accum_steps=2),
+                        EpochRun("cpu", progress=False, last_good=tmp_path / "last.pt"))
     msg = str(e.value)
     assert "non-finite loss at epoch 4, step 1" in msg and "c2/clip_5" in msg and str(tmp_path / "last.pt") in msg
     for k, v in model.state_dict().items():
@@ -280,11 +282,11 @@ def _run(out_dir, epochs, workers, resume=None, killed_at=None):
     if killed_at is not None:
         with pytest.raises(KeyboardInterrupt):
             fit(_fit_cfg(epochs, workers), model, SynthClips(10, teacher=True), SynthClips(6, train=False), obj,
-                out_dir, kind="student", arch={"num_classes": C}, classes=["a", "b", "c"], progress=False)
+                out_dir, Stage("student", {"num_classes": C}, ["a", "b", "c"]), FitRun(progress=False))
         return model, None
     return model, fit(_fit_cfg(epochs, workers), model, SynthClips(10, teacher=True), SynthClips(6, train=False), obj,
-                      out_dir, kind="student", arch={"num_classes": C}, classes=["a", "b", "c"], resume=resume,
-                      progress=False)
+                      out_dir, Stage("student", {"num_classes": C}, ["a", "b", "c"]),
+                      FitRun(resume=resume, progress=False))
 
 
 def _strip(rows):
@@ -353,16 +355,16 @@ def test_fit_resume_refuses_other_kind(tmp_path):
     from dlkdd.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="kind is 'student', expected 'teacher'"):
-        fit(_fit_cfg(2), model, SynthClips(4), None, CrossEntropyObjective(), tmp_path / "a", kind="teacher",
-            arch={}, classes=["a", "b", "c"], resume=tmp_path / "a", progress=False)
+        fit(_fit_cfg(2), model, SynthClips(4), None, CrossEntropyObjective(), tmp_path / "a",
+            Stage("teacher", {}, ["a", "b", "c"]), FitRun(resume=tmp_path / "a", progress=False))
 
 
 def test_bf16_autocast_on_cpu_when_asked():
     torch.manual_seed(0)
     model = TinyNet()
     opt = build_optimizer(model, Cfg)
-    m = train_one_epoch(model, _loader(SynthClips(8)), opt, None, CrossEntropyObjective(), "cpu", 0, amp="bf16",
-                        grad_clip=1.0, progress=False)
+    m = train_one_epoch(model, _loader(SynthClips(8)), CrossEntropyObjective(), opt, None, 0,
+                        TrainConfig(amp="bf16", grad_clip=1.0), QUIET)
     assert math.isfinite(m["loss"]) and m["grad_norm"] > 0 and m["clips"] == 8
     assert all(p.dtype == torch.float32 for p in model.parameters())
     r = evaluate(model, _loader(SynthClips(8, train=False)), "cpu", C, amp="bf16", progress=False)

@@ -391,3 +391,34 @@ def test_retinex_enhancer_is_refused_before_exporting(tmp_path):
         with pytest.raises(ExportError, match="Retinex enhancer.*export the student"):
             export_model(model, ckpt, tmp_path / f"t.{fmt}", fmt)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_diff_model_exports_and_runs(tmp_path):
+    """A ``model.input=diff`` model feeds T-1 frame differences to its trunk: the export must advertise
+    (and the ONNX graph accept) one frame more than the trunk needs, and run at the spec's bounds."""
+    from dlkdd.config import config_from_dict
+    from dlkdd.deploy.export import export_checkpoint
+    from dlkdd.deploy.runtime import load_exported
+    from dlkdd.models.build import build_student, student_arch
+    from dlkdd.train.checkpoint import save_checkpoint
+
+    cfg = config_from_dict({"clip": CLIP, "model": {"head": "bert", "pretrained": "", "normalize": "dataset",
+                                                    "backbone": "r2plus1d_tiny", "input": "diff"}})
+    torch.manual_seed(0)
+    model = build_student(cfg, len(CLASSES)).eval()
+    ckpt = save_checkpoint(tmp_path / "diff.pt", kind="student", arch=student_arch(cfg, len(CLASSES)),
+                           config=cfg.to_dict(), classes=CLASSES, model=model.state_dict(), epoch=0, history=[],
+                           extra={})
+    r = export_checkpoint(ckpt, tmp_path / "diff.onnx", "onnx")
+    assert r["check"]["max_abs_diff"] <= TOL
+    exported = load_exported(tmp_path / "diff.onnx")
+    frames = exported.spec["dynamic"]["frames"]
+    # the trunk needs >= 1 frame: a diff model >= 2; the BERT head's 64 tokens x stride 8, + 1 difference
+    assert frames == {"min": 2, "max": 8 * 64 + 1}
+    for t in (frames["min"], 9, 17):
+        x = torch.rand(1, 3, t, CLIP["size"], CLIP["size"])
+        with torch.no_grad():
+            ref = model(x).float()
+        assert torch.allclose(torch.as_tensor(exported(x)).float(), ref, atol=TOL)
+    with pytest.raises(ExportError):
+        exported(torch.rand(1, 3, 1, CLIP["size"], CLIP["size"]))

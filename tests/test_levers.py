@@ -24,7 +24,8 @@ from dlkdd.train.rundir import config_differences
 # ------------------------------------------------------------------ frame differences
 def test_diff_input_is_the_trunk_on_consecutive_differences():
     torch.manual_seed(0)
-    m = Classifier("r2plus1d_18", 4, head="avg", mean=(0.1, 0.2, 0.3), std=(0.5, 0.4, 0.3), input="diff").eval()
+    m = Classifier({"backbone": "r2plus1d_18", "num_classes": 4, "head": "avg", "mean": (0.1, 0.2, 0.3),
+                    "std": (0.5, 0.4, 0.3), "input": "diff"}).eval()
     x = torch.rand(2, 3, 5, 16, 16, requires_grad=True)
     out = m(x)
     z = (x - m.mean) / m.std

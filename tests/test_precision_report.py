@@ -1,4 +1,4 @@
-"""scripts/precision_report.py: per-step curves of fp32/bf16 runs, the gap between them, the plot."""
+"""experiments/precision_report.py: per-step curves of fp32/bf16 runs, the gap between them, the plot."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("precision_report", REPO / "scripts" / "precision_report.py")
+    spec = importlib.util.spec_from_file_location("precision_report", REPO / "experiments" / "precision_report.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["precision_report"] = mod
     spec.loader.exec_module(mod)

@@ -44,7 +44,7 @@ def test_tracker_counts_live_activations():
 
 def test_profile_classifier_and_teacher_sane():
     torch.manual_seed(0)
-    clf = Classifier("r2plus1d_18", 4, head="bert").train()
+    clf = Classifier({"backbone": "r2plus1d_18", "num_classes": 4, "head": "bert"}).train()
     shape = (1, 3, 4, 16, 16)
     p = profile_model(clf, shape, repeats=1)
     assert clf.training  # mode restored

@@ -217,3 +217,25 @@ def test_tiny_network_is_a_quarter_width_r2plus1d_10():
     assert tiny.features(x).shape == (2, 128, 1, 2, 2) and tiny(x).shape == (2, 5)
     with pytest.raises(ValueError, match="unknown R"):
         feature_dim_of("r2plus1d_50")
+
+
+def test_backbone_table_is_what_consumers_ask():
+    """Every entry's spec matches the trunk it builds: feature width, temporal stride, fewest frames;
+    an unknown name is a ConfigError listing the table (also from config validation)."""
+    import math
+
+    from dlkdd.config import config_from_dict
+    from dlkdd.config_sections import ConfigError
+    from dlkdd.models.backbones import BACKBONES, backbone_spec
+
+    spec = backbone_spec("r2plus1d_tiny")
+    trunk = spec.build(3)
+    for t in (spec.min_frames, 9, 17):
+        out = trunk.features(torch.randn(1, 3, t, 32, 32))
+        assert out.shape[:3] == (1, spec.feature_dim, math.ceil(t / spec.temporal_stride))
+    assert not [k for k in trunk.state_dict() if k.startswith("fc.")]  # no classifier reaches a state dict
+    assert backbone_spec("r2plus1d_18").feature_dim == 512 and set(BACKBONES) >= {"r2plus1d_34_ig65m"}
+    with pytest.raises(ConfigError, match="r2plus1d_18, r2plus1d_34"):
+        backbone_spec("x3d_m")
+    with pytest.raises(ConfigError, match="model.backbone.*r2plus1d_tiny"):
+        config_from_dict({"model": {"backbone": "x3d_m"}})

@@ -1,4 +1,4 @@
-"""scripts/study.py (the resumable evidence study): its plan, dependencies and run claims."""
+"""experiments/study.py (the resumable evidence study): its plan, dependencies and run claims."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("study", REPO / "scripts" / "study.py")
+    spec = importlib.util.spec_from_file_location("study", REPO / "experiments" / "study.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["study"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
@@ -59,3 +59,18 @@ def test_plan_adds_the_precision_teacher_once_whatever_the_seed_order(tmp_path):
     for seeds in ([0, 1], [1, 0], [1, 2]):
         names = [r.name for r in st.plan(["precision", "teacher"], seeds, tmp_path)]
         assert names.count("teacher-s0") == 1 and names.count("cache-s0") == 1, seeds
+
+
+def test_experiments_driver_lists_and_runs_by_name():
+    """`python -m experiments` lists the table; `python -m experiments NAME -h` reaches NAME's own options."""
+    from experiments import EXPERIMENTS
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-m", "experiments"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and all(name in out.stdout for name in EXPERIMENTS)
+    h = subprocess.run([sys.executable, "-m", "experiments", "study", "-h"], cwd=REPO, env=env, capture_output=True,
+                       text=True)
+    assert h.returncode == 0 and "python -m experiments study" in h.stdout and "--worker" in h.stdout
+    bad = subprocess.run([sys.executable, "-m", "experiments", "nope"], cwd=REPO, env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown experiment" in bad.stderr

@@ -5,7 +5,7 @@ Shapes: a batch is ``video`` (B,3,T,S,S) in [0,1], ``label`` (B,), teacher logit
 - **cached** (DL-KDD): the batch's soft targets are read from a real
   :class:`~dlkdd.cache.store.LogitStore` (one random stored view per clip, as
   :class:`~dlkdd.data.views.StoredView` does), then the student step:
-  forward, ``DistillationObjective`` (CE + alpha KL), backward, AdamW step.
+  forward, ``build_objective(cfg.kd)`` (CE + alpha KL), backward, AdamW step.
 - **online** (conventional KD): the teacher (frozen ZeroDCE + R(2+1)D-BERT) runs forward on the
   batch under ``no_grad``, then the same student step.
 - **student**: the same step with the soft targets already in memory (no cache read) and
@@ -56,13 +56,13 @@ class StudentStep:
     def __init__(self, cfg: Any, num_classes: int, device: torch.device):
         from dlkdd.models.build import build_student
         from dlkdd.train.engine import autocast_dtype, prepare_model
-        from dlkdd.train.objectives import DistillationObjective
+        from dlkdd.train.objectives import build_objective
         from dlkdd.train.optim import build_optimizer
 
         self.device = device
         self.model = prepare_model(build_student(cfg, num_classes), device).train()
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
+        self.objective = build_objective(cfg.kd)
         self.dtype = autocast_dtype(cfg.train.amp, device)
 
     def autocast(self):

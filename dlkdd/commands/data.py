@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from dlkdd.commands.common import config_options, friendly_errors, load_cli_config
+from dlkdd.data.formats import list_formats
 
 
 @click.group("data")
@@ -54,7 +55,7 @@ def check(config_path: str, overrides: tuple[str, ...], split: str, write_stats:
               help="Share of each class's clips to put in the test list (whole groups, so approximate).")
 @click.option("--out-train", required=True, type=click.Path(dir_okay=False), help="Training list to write.")
 @click.option("--out-test", required=True, type=click.Path(dir_okay=False), help="Test list to write.")
-@click.option("--format", "fmt", type=click.Choice(["arid", "dark48", "csv"]), default="arid", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list_formats()), default="arid", show_default=True)
 @click.option("--group-regex", default=None,
               help="Regex whose group 'group' (or first group) is a clip key's recording (default: ARID's "
                    "<Class>_<group>_<n>).")

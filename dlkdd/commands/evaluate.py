@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlkdd.commands.common import check_views_memory, friendly_errors, get_device, load_cli_config
+from dlkdd.data.formats import list_formats
 
 
 @click.command()
@@ -17,7 +18,7 @@ from dlkdd.commands.common import check_views_memory, friendly_errors, get_devic
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root (without --config).")
 @click.option("--list", "list_path", type=click.Path(dir_okay=False), default=None, help="Test list (without --config).")
 @click.option("--mapping", type=click.Path(dir_okay=False), default=None, help="Class table (without --config).")
-@click.option("--format", "fmt", type=click.Choice(["arid", "dark48", "csv"]), default="arid", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(list_formats()), default="arid", show_default=True,
               help="List format (without --config).")
 @click.option("--clips", type=int, default=1, show_default=True, help="Temporal clips per video (multi-view test).")
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops per clip.")

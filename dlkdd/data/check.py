@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dlkdd.data.formats import data_format
 from dlkdd.data.manifest import Manifest, manifest_from_config
 from dlkdd.data.video import VideoReader
 from dlkdd.errors import DataError, VideoError
@@ -146,7 +147,7 @@ def check_dataset(cfg, split: str = "all", stats_frames: int = 8, progress: bool
     names = ["train", "test"] if split == "all" else [split]
     manifests: dict[str, Manifest] = {}
     for s in names:
-        if split == "all" and s == "test" and not cfg.data.test_list:
+        if split == "all" and s == "test" and not data_format(cfg.data.format).has_split(cfg.data, "test"):
             continue
         manifests[s] = manifest_from_config(cfg.data, s, check_files=False)
     classes = next(iter(manifests.values())).classes

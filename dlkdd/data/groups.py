@@ -9,22 +9,21 @@ never share a group between train and test (``../shared/data/README.md``, "arid6
 * The group of a clip comes from its **key** (``Jump/Jump_8_3`` -> ``Jump_8``) through a regex:
   ``data.group_regex`` (:mod:`dlkdd.config`), whose named group ``group`` (else its first group,
   else the whole match) is the group; ``""`` means the format's default
-  (:data:`ARID_GROUP_REGEX` for ARID lists; none for Dark-48 and CSV, whose names carry no group).
+  (the format's ``group_regex`` in :data:`dlkdd.data.formats.FORMATS`: :data:`ARID_GROUP_REGEX` for
+  ARID lists, the ARID group or the file stem for folders; none for Dark-48 and CSV).
 * :func:`find_shared_groups` (``dlkdd data check``): the groups with clips in both lists.
 * :func:`group_split` (``dlkdd data split --by-group``): a stratified group-disjoint split - every
   group goes whole to one side; per class, whole groups are drawn (seeded) into the test side
   until its clip count is as close as possible to ``test_fraction`` of the class, keeping at
   least one group of the class on each side.
-* :func:`read_list` / :func:`write_list`: list files as rows ``(key, label, line)`` in the three
-  formats of :mod:`dlkdd.data.manifest`, written back unchanged except ARID's re-numbered index.
+* :func:`read_list` / :func:`write_list`: list files as rows ``(key, label, line)`` in the list
+  formats of :mod:`dlkdd.data.formats`, written back unchanged except ARID's re-numbered index.
 
 Inputs are keys (``str``) and labels (``int`` or class-name ``str``); outputs index lists. No
 video is read.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from dlkdd.data.formats import ARID_GROUP_REGEX, data_format, list_formats
+from dlkdd.data.manifest import ListRow
 from dlkdd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ __all__ = ["ARID_GROUP_REGEX", "compile_group_regex", "default_group_regex", "gr
            "groups_of", "Leakage", "find_shared_groups", "leakage_for_config", "SplitResult", "group_split", "ListRow", "read_list",
            "write_list"]
 
-# <Class>_<group>_<n> as the last path component: the group is everything before the last "_"
-ARID_GROUP_REGEX = r"(?:^|/)(?P<group>[^/]+)_[^/_]+$"
 
 
 def compile_group_regex(regex: str) -> re.Pattern:
@@ -54,8 +53,9 @@ def compile_group_regex(regex: str) -> re.Pattern:
 
 
 def default_group_regex(fmt: str) -> str | None:
-    """The group regex of a list format: ARID's ``<Class>_<group>_<n>``; None where names carry no group."""
-    return ARID_GROUP_REGEX if fmt == "arid" else None
+    """The default group regex of a data format (:data:`dlkdd.data.formats.FORMATS`): ARID's
+    ``<Class>_<group>_<n>``; None where names carry no group."""
+    return data_format(fmt).group_regex
 
 
 def group_pattern(data_cfg: Any) -> re.Pattern | None:
@@ -247,70 +247,21 @@ def _pick_test_groups(sizes: Sequence[int], target: float, rng: np.random.Genera
     return taken
 
 
-@dataclass(frozen=True)
-class ListRow:
-    """One clip of a list file: ``key`` (path without extension), ``label`` (as written), ``line``."""
-
-    key: str
-    label: str
-    line: str
-
-
-def _key(listed: str) -> str:
-    from dlkdd.data.manifest import _key_of
-
-    return _key_of(listed)
-
-
 def read_list(path: str | Path, fmt: str = "arid") -> tuple[list[ListRow], str]:
-    """Rows of a list file (``arid`` | ``dark48`` | ``csv``) and its header line (CSV) or ``""``."""
-    from dlkdd.data.manifest import _read_lines
-
-    lines = _read_lines(path, f"{fmt} list")
-    rows: list[ListRow] = []
-    header = ""
-    if fmt == "csv":
-        if not lines or [c.strip().lower() for c in next(csv.reader([lines[0]]))][:2] != ["path", "label"]:
-            raise DataError(f"{path}:1: the first line must be the header 'path,label'")
-        header = lines[0]
-        for n, line in enumerate(lines[1:], 2):
-            if not line.strip():
-                continue
-            row = next(csv.reader([line]))
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                raise DataError(f"{path}:{n}: expected 'path,label', got {line!r}")
-            rows.append(ListRow(_key(row[0]), row[1].strip(), line))
-        return rows, header
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if fmt == "arid":
-            parts = [p.strip() for p in (line.split("\t") if "\t" in line else line.split()) if p.strip()]
-            if len(parts) != 3 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
-                raise DataError(f"{path}:{n}: expected 'index<TAB>label<TAB>Class/Name.avi', got {line!r}")
-            rows.append(ListRow(_key(parts[2]), parts[1], line))
-        elif fmt == "dark48":
-            parts = line.rstrip().rsplit(None, 1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DataError(f"{path}:{n}: expected 'class/name.mp4 label', got {line!r}")
-            rows.append(ListRow(_key(parts[0]), parts[1], line))
-        else:
-            raise DataError(f"unknown list format {fmt!r} (arid, dark48 or csv)")
-    return rows, header
+    """Rows of a list file of format ``fmt`` (:data:`dlkdd.data.formats.FORMATS`) and its header line
+    (CSV) or ``""``."""
+    f = data_format(fmt)
+    if f.rows is None:
+        raise DataError(f"data.format {fmt} has no list files (list formats: {', '.join(list_formats())})")
+    return f.rows(path)
 
 
 def write_list(path: str | Path, rows: Sequence[ListRow], fmt: str = "arid", header: str = "") -> Path:
     """Write rows as a list file of ``fmt`` (atomically); ARID rows are re-numbered 0..N-1."""
     from dlkdd.utils import atomic_write_text
 
-    buf = io.StringIO()
-    if fmt == "csv":
-        buf.write((header or "path,label") + "\n")
-    for i, r in enumerate(rows):
-        if fmt == "arid":
-            parts = [p.strip() for p in (r.line.split("\t") if "\t" in r.line else r.line.split()) if p.strip()]
-            buf.write(f"{i}\t{parts[1]}\t{parts[2]}\n")
-        else:
-            buf.write(r.line.rstrip("\r\n") + "\n")
-    atomic_write_text(path, buf.getvalue())
+    f = data_format(fmt)
+    if f.write is None:
+        raise DataError(f"data.format {fmt} has no list files (list formats: {', '.join(list_formats())})")
+    atomic_write_text(path, f.write(rows, header))
     return Path(path)

@@ -1,6 +1,7 @@
 """Manifests: the ordered list of ``(key, path, label)`` of a dataset split, plus its class names.
 
-Readers for the three list formats dlkdd accepts (see README.md "Data preparation"):
+Readers for the three list formats dlkdd accepts (see README.md "Data preparation"; the table of
+formats, folders included, is :mod:`dlkdd.data.formats`):
 
 * ARID v1.0 (Xu et al., "ARID: A New Dataset for Recognizing Action in the Dark", 2021):
   lists ``index<TAB>label<TAB>Class/Name.avi`` and ``mapping_table.txt`` (``id<TAB>Class``).
@@ -20,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from dlkdd.data.video import unreadable_parent
 from dlkdd.errors import DataError
@@ -36,6 +37,12 @@ __all__ = [
     "read_csv",
     "read_class_table",
     "manifest_from_config",
+    "ListRow",
+    "arid_rows",
+    "dark48_rows",
+    "csv_rows",
+    "read_lines",
+    "key_of",
 ]
 
 # Extensions tried, in order after the listed one, when a listed file does not exist.
@@ -133,7 +140,8 @@ class Manifest:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The lines of a text list file; :class:`DataError` naming ``what`` and the path when it cannot be read."""
     p = Path(path)
     if not str(path):
         raise DataError(f"no {what} given (set it in the config's data section)")
@@ -156,7 +164,8 @@ def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
         raise DataError(f"{what} {p}: cannot be read ({e.strerror or e})") from None
 
 
-def _key_of(listed: str) -> str:
+def key_of(listed: str) -> str:
+    """The key of a listed path: without extension and leading ``./``, with ``/`` separators."""
     listed = listed.strip().replace("\\", "/")
     while listed.startswith("./"):
         listed = listed[2:]
@@ -190,7 +199,7 @@ def read_class_table(path: str | os.PathLike, what: str = "class mapping") -> li
     Ids must be 0..N-1 (any order); separators may be tabs or spaces.
     """
     by_id: dict[int, str] = {}
-    for n, line in enumerate(_read_lines(path, what), 1):
+    for n, line in enumerate(read_lines(path, what), 1):
         if not line.strip():
             continue
         parts = line.split(None, 1)
@@ -219,6 +228,78 @@ def _warn_dir_mismatch(entries: list[Entry], classes: list[str], list_path: str)
                     "is the mapping file the right one?", list_path, len(bad), e.source, e.label, classes[e.label])
 
 
+# ------------------------------------------------------------------------------------ list rows
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One clip of a list file: ``key`` (path without extension), ``label`` (as written), ``line`` (as
+    written), ``listed`` (the path as listed) and ``source`` (``list_file:line``)."""
+
+    key: str
+    label: str
+    line: str
+    listed: str = field(default="", compare=False)
+    source: str = field(default="", compare=False)
+
+
+def arid_rows(list_path: str | os.PathLike) -> list[ListRow]:
+    """Rows of an ARID list: ``index<TAB>label<TAB>Class/Name.avi`` (tabs or spaces)."""
+    rows = []
+    for n, line in enumerate(read_lines(list_path, "ARID list"), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        parts = [p.strip() for p in parts if p.strip()]
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{list_path}:{n}: expected 'index<TAB>label<TAB>Class/Name.avi', got {line!r}")
+        rows.append(ListRow(key_of(parts[2]), parts[1], line, parts[2], f"{list_path}:{n}"))
+    return rows
+
+
+def dark48_rows(list_path: str | os.PathLike) -> list[ListRow]:
+    """Rows of a Dark-48 list: ``class/name.mp4 label``."""
+    rows = []
+    for n, line in enumerate(read_lines(list_path, "Dark-48 list"), 1):
+        if not line.strip():
+            continue
+        parts = line.rstrip().rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{list_path}:{n}: expected 'class/name.mp4 label', got {line!r}")
+        rows.append(ListRow(key_of(parts[0]), parts[1], line, parts[0].strip(), f"{list_path}:{n}"))
+    return rows
+
+
+def csv_rows(csv_path: str | os.PathLike) -> tuple[list[ListRow], str]:
+    """Rows of a ``path,label`` CSV and its header line."""
+    lines = read_lines(csv_path, "CSV manifest")
+    if not lines or [c.strip().lower() for c in next(csv.reader([lines[0]]))][:2] != ["path", "label"]:
+        raise DataError(f"{csv_path}:1: the first line must be the header 'path,label'")
+    rows = []
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        row = next(csv.reader([line]))
+        if not "".join(row).strip():
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{csv_path}:{n}: expected 'path,label', got {line!r}")
+        rows.append(ListRow(key_of(row[0].strip()), row[1].strip(), line, row[0].strip(), f"{csv_path}:{n}"))
+    return rows, lines[0]
+
+
+def _labelled(rows: list[ListRow], classes: list[str], mapping_path: Any, root: str,
+              check_files: bool) -> list[Entry]:
+    """Entries of integer-labelled rows (ARID, Dark-48), labels checked against ``classes``."""
+    entries = []
+    for r in rows:
+        label = int(r.label)
+        if not 0 <= label < len(classes):
+            raise DataError(f"{r.source}: label {label} out of range 0..{len(classes) - 1} of {mapping_path}")
+        entries.append(Entry(r.key, _resolve(root, r.listed, r.source, check_files), label, r.source))
+    return entries
+
+
 # ------------------------------------------------------------------------------------ readers
 
 
@@ -232,19 +313,7 @@ def read_arid(list_path: str | os.PathLike, mapping_path: str | os.PathLike, roo
     """
     classes = read_class_table(mapping_path, "ARID mapping table")
     root = str(root)
-    entries = []
-    for n, line in enumerate(_read_lines(list_path, "ARID list"), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t") if "\t" in line else line.split()
-        parts = [p.strip() for p in parts if p.strip()]
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{list_path}:{n}: expected 'index<TAB>label<TAB>Class/Name.avi', got {line!r}")
-        label = int(parts[1])
-        src = f"{list_path}:{n}"
-        if not 0 <= label < len(classes):
-            raise DataError(f"{src}: label {label} out of range 0..{len(classes) - 1} of {mapping_path}")
-        entries.append(Entry(_key_of(parts[2]), _resolve(root, parts[2], src, check_files), label, src))
+    entries = _labelled(arid_rows(list_path), classes, mapping_path, root, check_files)
     _warn_dir_mismatch(entries, classes, str(list_path))
     return Manifest(entries, classes, root)
 
@@ -254,40 +323,14 @@ def read_dark48(list_path: str | os.PathLike, class_ind_path: str | os.PathLike,
     """Read a Dark-48 list (``class/name.mp4 label``) with its ``classInd.txt`` (``id<TAB>name``)."""
     classes = read_class_table(class_ind_path, "Dark-48 classInd")
     root = str(root)
-    entries = []
-    for n, line in enumerate(_read_lines(list_path, "Dark-48 list"), 1):
-        if not line.strip():
-            continue
-        parts = line.rstrip().rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{list_path}:{n}: expected 'class/name.mp4 label', got {line!r}")
-        label = int(parts[1])
-        src = f"{list_path}:{n}"
-        if not 0 <= label < len(classes):
-            raise DataError(f"{src}: label {label} out of range 0..{len(classes) - 1} of {class_ind_path}")
-        entries.append(Entry(_key_of(parts[0]), _resolve(root, parts[0].strip(), src, check_files), label, src))
+    entries = _labelled(dark48_rows(list_path), classes, class_ind_path, root, check_files)
     _warn_dir_mismatch(entries, classes, str(list_path))
     return Manifest(entries, classes, root)
 
 
-def _csv_rows(csv_path: str | os.PathLike) -> list[tuple[int, str, str]]:
-    lines = _read_lines(csv_path, "CSV manifest")
-    rows = list(csv.reader(lines))
-    if not rows or [c.strip().lower() for c in rows[0]][:2] != ["path", "label"]:
-        raise DataError(f"{csv_path}:1: the first line must be the header 'path,label'")
-    out = []
-    for n, row in enumerate(rows[1:], 2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise DataError(f"{csv_path}:{n}: expected 'path,label', got {lines[n - 1]!r}")
-        out.append((n, row[0].strip(), row[1].strip()))
-    return out
-
-
 def csv_class_names(csv_paths: Sequence[str | os.PathLike]) -> list[str]:
     """Classes of CSV manifests without a mapping: sorted label names (or 0..max for int labels)."""
-    labels = {lab for p in csv_paths if str(p) for _, _, lab in _csv_rows(p)}
+    labels = {r.label for p in csv_paths if str(p) for r in csv_rows(p)[0]}
     if labels and all(lab.lstrip("-").isdigit() for lab in labels):
         return [str(i) for i in range(max(int(x) for x in labels) + 1)]
     return sorted(labels)
@@ -301,13 +344,13 @@ def read_csv(csv_path: str | os.PathLike, root: str | os.PathLike = "", classes:
     default: the sorted label names of this file. Relative paths are relative to ``root``
     (default: the CSV's folder).
     """
-    rows = _csv_rows(csv_path)
+    rows = csv_rows(csv_path)[0]
     root = str(root) if str(root) else str(Path(csv_path).parent)
     classes = list(classes) if classes is not None else csv_class_names([csv_path])
     index = {c: i for i, c in enumerate(classes)}
     entries = []
-    for n, path, lab in rows:
-        src = f"{csv_path}:{n}"
+    for r in rows:
+        src, path, lab = r.source, r.listed, r.label
         if lab in index:
             label = index[lab]
         elif lab.lstrip("-").isdigit() and 0 <= int(lab) < len(classes):
@@ -315,14 +358,22 @@ def read_csv(csv_path: str | os.PathLike, root: str | os.PathLike = "", classes:
         else:
             raise DataError(f"{src}: unknown label {lab!r} (classes: {', '.join(classes[:10])}"
                             f"{', ...' if len(classes) > 10 else ''})")
-        entries.append(Entry(_key_of(path), _resolve(root, path, src, check_files), label, src))
+        entries.append(Entry(r.key, _resolve(root, path, src, check_files), label, src))
     return Manifest(entries, classes, root)
 
 
 def manifest_from_config(data_cfg, split: str, check_files: bool = True) -> Manifest:
-    """The manifest of ``split`` ("train" | "test") described by a :class:`dlkdd.config.DataConfig`."""
+    """The manifest of ``split`` ("train" | "test") described by a :class:`dlkdd.config.DataConfig`:
+    the reader of ``data.format`` in :data:`dlkdd.data.formats.FORMATS`."""
+    from dlkdd.data.formats import data_format
+
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return data_format(data_cfg.format).read(data_cfg, split, check_files)
+
+
+def read_list_config(data_cfg, split: str, check_files: bool = True) -> Manifest:
+    """The reader of the list formats (ARID, Dark-48, CSV): ``data.<split>_list`` with ``data.mapping``."""
     list_path = data_cfg.train_list if split == "train" else data_cfg.test_list
     if not list_path:
         raise DataError(f"no data.{split}_list in the config (set --set data.{split}_list=PATH)")
@@ -330,10 +381,8 @@ def manifest_from_config(data_cfg, split: str, check_files: bool = True) -> Mani
         return read_arid(list_path, data_cfg.mapping, data_cfg.root, check_files)
     if data_cfg.format == "dark48":
         return read_dark48(list_path, data_cfg.mapping, data_cfg.root, check_files)
-    if data_cfg.format == "csv":
-        if data_cfg.mapping:
-            classes = read_class_table(data_cfg.mapping)
-        else:  # both splits share the class list
-            classes = csv_class_names([p for p in (data_cfg.train_list, data_cfg.test_list) if p])
-        return read_csv(list_path, data_cfg.root, classes, check_files)
-    raise DataError(f"unknown data.format {data_cfg.format!r} (arid, dark48 or csv)")
+    if data_cfg.mapping:
+        classes = read_class_table(data_cfg.mapping)
+    else:  # both splits share the class list
+        classes = csv_class_names([p for p in (data_cfg.train_list, data_cfg.test_list) if p])
+    return read_csv(list_path, data_cfg.root, classes, check_files)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlkdd.data.check import scan_clips
+from dlkdd.data.formats import data_format
 from dlkdd.data.manifest import Manifest, manifest_from_config
 from dlkdd.errors import DataError
 
@@ -47,8 +48,11 @@ def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: 
     as listed (the caller drops what it knows to be bad, e.g. a logit store's ``skipped_keys``);
     the test split is always scanned, so a bad test clip never stops training after an epoch.
     """
+    fmt = data_format(cfg.data.format)
+    train_src, test_src = fmt.source(cfg.data, "train"), fmt.source(cfg.data, "test")
     train = manifest_from_config(cfg.data, "train", check_files=False)
-    test = manifest_from_config(cfg.data, "test", check_files=False) if need_test and cfg.data.test_list else None
+    test = (manifest_from_config(cfg.data, "test", check_files=False)
+            if need_test and fmt.has_split(cfg.data, "test") else None)
     skipped: list[str] = []
     skipped_test: list[str] = []
     bad = find_bad_clips(train, progress=progress) if scan else []
@@ -62,7 +66,7 @@ def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: 
         listing = "\n".join([f"  {path}: {reason}{at(k)}" for k, path, reason in bad]
                             + [f"  [test] {path}: {reason}{at(k)}" for k, path, reason in bad_test])
         if cfg.data.on_bad_clip == "error":
-            where = cfg.data.train_list + (f" and {cfg.data.test_list}" if bad_test else "")
+            where = train_src + (f" and {test_src}" if bad_test else "")
             raise DataError(f"{len(bad)} bad training clip(s)"
                             + (f" and {len(bad_test)} bad test clip(s)" if bad_test else "")
                             + f" in {where}:\n{listing}\n"
@@ -75,12 +79,12 @@ def prepare_data(cfg: Any, need_test: bool = True, progress: bool = True, scan: 
         if test is not None:
             test = test.without(skipped_test)
         if len(train) == 0:
-            raise DataError(f"no training clip of {cfg.data.train_list} decodes; nothing to train on")
+            raise DataError(f"no training clip of {train_src} decodes; nothing to train on")
     if test is not None and list(test.classes) != list(train.classes):
-        raise DataError(f"the test list {cfg.data.test_list} has other classes than the training list")
+        raise DataError(f"the test list {test_src} has other classes than the training list")
     # classes matter to the classifier stages (need_test: teacher, student); cache-logits, pretrain and
     # the enhancer only need clips
-    check_class_coverage(train, test, cfg.data.train_list, cfg.data.test_list, per_class=need_test)
+    check_class_coverage(train, test, train_src, test_src, per_class=need_test)
     return PreparedData(train, test, skipped, skipped_test)
 
 

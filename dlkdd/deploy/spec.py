@@ -20,10 +20,12 @@ It is stored in the ONNX model's ``metadata_props`` under the key ``dlkdd`` (wit
 extra file ``dlkdd.json`` (``torch.jit.load(..., _extra_files=...)``, C++ ``ExtraFilesMap``), and
 in both cases as a sidecar ``<file>.json`` for tools that read neither.
 
-Time: R(2+1)D gives ``T' = ceil(T/8)`` temporal tokens (dlkdd/models/r2plus1d.py). The average
-head takes any ``T >= 1``; the BERT head has ``max_tokens`` learned position embeddings
-(dlkdd/models/bert_head.py), so its exports accept ``T <= 8 * max_tokens`` (512 frames by
-default) and no more: a longer clip has no position embedding to add.
+Time: the trunk gives ``T' = ceil(T/s)`` temporal tokens, ``s`` its ``temporal_stride`` in the backbone
+table (:mod:`dlkdd.models.backbones`; 8 for R(2+1)D), and needs ``T >= min_frames``. The average
+head takes any such ``T``; the BERT head has ``max_tokens`` learned position embeddings
+(dlkdd/models/bert_head.py), so its exports accept ``T <= s * max_tokens`` (512 frames for R(2+1)D
+by default) and no more: a longer clip has no position embedding to add. A ``model.input=diff``
+model feeds the trunk the ``T-1`` differences of consecutive frames, so both bounds are one frame more.
 """
 from __future__ import annotations
 
@@ -35,11 +37,10 @@ from typing import Any, Mapping
 
 from dlkdd.errors import DlkddError
 
-__all__ = ["SPEC_VERSION", "TEMPORAL_STRIDE", "ExportError", "MissingExtraError", "require_export_extra",
+__all__ = ["SPEC_VERSION", "ExportError", "MissingExtraError", "require_export_extra",
            "build_spec", "spec_to_json", "spec_from_json", "sidecar_path", "frame_range"]
 
 SPEC_VERSION = 1
-TEMPORAL_STRIDE = 8  # T' = ceil(T/8): R(2+1)D layers 2-4 each halve time (dlkdd/models/r2plus1d.py)
 EXTRA = "pip install 'dlkdd[export]'"
 
 
@@ -66,15 +67,20 @@ def require_export_extra(*modules: str, what: str = "ONNX export") -> None:
                                 f"{EXTRA} (TorchScript export needs only torch: --format torchscript)")
 
 
-def frame_range(model: Any) -> tuple[int, int | None]:
-    """``(min, max)`` clip length ``T`` the model accepts; ``max`` None when unbounded.
+def frame_range(model: Any, arch: Mapping[str, Any]) -> tuple[int, int | None]:
+    """``(min, max)`` clip length ``T`` the model of checkpoint ``arch`` accepts; ``max`` None when unbounded.
 
-    Bounded by the smallest ``max_tokens`` of its BERT heads: ``T <= TEMPORAL_STRIDE * max_tokens``.
+    From the backbone table: ``T >= min_frames``, and with BERT heads ``T <= temporal_stride * max_tokens``
+    (the smallest ``max_tokens``); ``input="diff"`` adds one frame to both (the trunk sees ``T-1``).
     """
+    from dlkdd.models.backbones import backbone_spec
     from dlkdd.models.bert_head import BertHead
 
+    bb = backbone_spec(str(arch.get("backbone", "r2plus1d_18")))
+    extra = 1 if arch.get("input", "rgb") == "diff" else 0
     tokens = [m.max_tokens for m in model.modules() if isinstance(m, BertHead)]
-    return 1, (TEMPORAL_STRIDE * min(tokens) if tokens else None)
+    hi = bb.temporal_stride * min(tokens) + extra if tokens else None
+    return bb.min_frames + extra, hi
 
 
 def _clip_dict(ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,12 +97,14 @@ def build_spec(ckpt: Mapping[str, Any], model: Any, runtime: str, source: str | 
     arch = dict(ckpt.get("arch") or {})
     classes = [str(c) for c in (ckpt.get("classes") or [])]
     clip = _clip_dict(ckpt)
-    lo, hi = frame_range(model)
+    lo, hi = frame_range(model, arch)
+    note = f"batch and frames are dynamic; frames >= {lo}"
+    if arch.get("input", "rgb") == "diff":
+        note += " (model.input=diff: the trunk sees the T-1 frame differences)"
     if hi is None:
-        note = "batch and frames are dynamic (average head: any T >= 1)"
+        note += " (average head: no upper bound)"
     else:
-        note = (f"batch and frames are dynamic; frames <= {hi}: the BERT head has {hi // TEMPORAL_STRIDE} "
-                f"position embeddings and R(2+1)D gives ceil(T/{TEMPORAL_STRIDE}) temporal tokens")
+        note += f", frames <= {hi} (the BERT head's position embeddings x the trunk's temporal stride)"
     note += "; " + ("height/width are dynamic" if spatial_dynamic else
                     f"height and width are fixed at {clip['size']} (the clip spec's crop)")
     enh = arch.get("enhancer")

@@ -1,4 +1,7 @@
-"""Temporal heads on an R(2+1)D trunk map: BERT late temporal modelling, or plain averaging.
+"""Temporal heads on a trunk map (B,D,T',H',W'): BERT late temporal modelling, or plain averaging.
+
+``D`` is the trunk's ``feature_dim`` (:mod:`dlkdd.models.backbones`; 512 for R(2+1)D, whose numbers
+the diagram below uses); both heads are built with it (``dim``) and refuse a map of another width.
 
 BERT head (Kalfaoglu, Kalkan & Alatan, "Late Temporal Modeling in 3D CNN Architectures with
 BERT for Action Recognition", ECCV-W 2020; used by DarkLight, Chen et al. 2021, and DL-KDD):

@@ -1,63 +1,47 @@
 """Build models from configs and rebuild them from self-contained checkpoints.
 
 A checkpoint's ``arch`` is :func:`dlkdd.models.classifier.arch_dict` (backbone, head,
-``num_classes``, normalisation, dropouts) plus
-
-- ``family``: ``"dlkdd"`` (enhancer -> classifier) or ``"actlumos"`` (dual-stream fusion teacher);
-- ``enhancer``: :func:`dlkdd.models.enhancers.enhancer_spec` for a teacher, ``None`` for a
-  student (a student never has an enhancer);
-- ``actlumos``: the ActLumos settings (fusion, projection size) for that family.
+``num_classes``, normalisation, dropouts) plus ``family`` (a name of
+:data:`dlkdd.models.families.FAMILIES`) and what that family adds (the DL-KDD teacher's
+``enhancer``: :func:`dlkdd.models.enhancers.enhancer_spec`, ``None`` for a student). These
+functions ask the family table: ``model.teacher`` names the family of a run, ``arch["family"]`` the
+family that rebuilds a checkpoint.
 
 The weights (``ckpt["model"]``) are the whole model's state dict, enhancer included, so
 ``evaluate`` / ``predict`` / ``cache-logits`` need nothing but the checkpoint file.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 from torch import nn
 
 from dlkdd.errors import CheckpointError
-from dlkdd.models.actlumos import actlumos_arch, actlumos_from_arch, build_actlumos_teacher
-from dlkdd.models.classifier import Classifier, Teacher, arch_dict, build_classifier, classifier_from_arch
-from dlkdd.models.enhancers import build_enhancer, enhancer_from_spec, enhancer_spec
+from dlkdd.models.families import family, family_of_arch
 from dlkdd.models.weights import nonfinite_weights, weights_mismatch
 
 __all__ = ["teacher_arch", "student_arch", "build_teacher", "build_student", "model_from_checkpoint"]
 
 
-def _teacher_model_cfg(cfg: Any) -> Any:
-    """The teacher's classifier settings: the student's, with the teacher's own normalisation."""
-    return dataclasses.replace(cfg.model, normalize=cfg.model.teacher_normalize)
-
-
 def student_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
-    """``arch`` of a student / baseline classifier (no enhancer)."""
-    return dict(arch_dict(cfg.model, num_classes), family="dlkdd", enhancer=None)
+    """``arch`` of a student / baseline of ``cfg.model.teacher``'s family (DL-KDD: the classifier)."""
+    return family(cfg.model.teacher).student_arch(cfg, num_classes)
 
 
 def teacher_arch(cfg: Any, num_classes: int) -> dict[str, Any]:
-    """``arch`` of the teacher of ``cfg.model.teacher`` (dlkdd: enhancer + classifier; actlumos)."""
-    if cfg.model.teacher == "actlumos":
-        return actlumos_arch(cfg, num_classes)
-    return dict(arch_dict(_teacher_model_cfg(cfg), num_classes), family="dlkdd", enhancer=enhancer_spec(cfg.enhancer))
+    """``arch`` of the teacher of ``cfg.model.teacher``'s family."""
+    return family(cfg.model.teacher).teacher_arch(cfg, num_classes)
 
 
-def build_student(cfg: Any, num_classes: int) -> Classifier:
-    """The student: R(2+1)D-BERT on dark clips (``model.pretrained`` initialises the trunk)."""
-    return build_classifier(cfg.model, num_classes)
+def build_student(cfg: Any, num_classes: int) -> nn.Module:
+    """The student of ``cfg.model.teacher``'s family (DL-KDD: R(2+1)D-BERT on dark clips; ``model.pretrained``
+    initialises the trunk)."""
+    return family(cfg.model.teacher).build_student(cfg, num_classes)
 
 
 def build_teacher(cfg: Any, num_classes: int) -> nn.Module:
-    """The teacher of ``cfg.model.teacher``: frozen enhancer -> classifier, or ActLumos."""
-    if cfg.model.teacher == "actlumos":
-        return build_actlumos_teacher(cfg, num_classes)
-    return Teacher(build_enhancer(cfg.enhancer), build_classifier(_teacher_model_cfg(cfg), num_classes))
-
-
-def _sub_state(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    """The teacher of ``cfg.model.teacher``'s family (DL-KDD: frozen enhancer -> classifier)."""
+    return family(cfg.model.teacher).build_teacher(cfg, num_classes)
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> nn.Module:
@@ -67,15 +51,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
     if not isinstance(arch, Mapping) or not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: not a dlkdd model checkpoint (no 'arch'/'model'); "
                               "expected a teacher.pt / student.pt written by dlkdd")
-    family = arch.get("family", "dlkdd")
-    if family == "actlumos":
-        model = actlumos_from_arch(arch)
-    elif arch.get("enhancer"):
-        enh = enhancer_from_spec(arch["enhancer"], _sub_state(state, "enhancer.") or None
-                                 if arch["enhancer"].get("kind") == "zerodce" else None)
-        model = Teacher(enh, classifier_from_arch(arch))
-    else:
-        model = classifier_from_arch(arch)
+    model = family_of_arch(arch).from_arch(arch, state)
     report = weights_mismatch(model.state_dict(), state)
     if report:
         raise CheckpointError(f"{path}: weights do not fit the architecture it declares "

@@ -1,11 +1,12 @@
-"""The action classifier (normalise -> R(2+1)D trunk -> temporal head) and the teacher.
+"""The action classifier (normalise -> video trunk -> temporal head) and the teacher.
 
 Classifier: x (B,3,T,H,W) float in [0,1] -> (x - mean) / std [-> with ``input="diff"``, the T-1
 differences of consecutive frames, (B,3,T-1,H,W)] -> ``backbone.features``
-(B,512,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
-the head's feature vector (B,512). The backbone is a :class:`VideoResNet` whose ``fc`` is an
-``nn.Identity`` (no parameters), so the state dict holds ``mean``, ``std``, ``backbone.*``
-(torchvision/IG65M names) and ``head.*``.
+(B,D,T',H',W') -> head (BERT or average) -> logits (B,C); with ``return_features=True`` also
+the head's feature vector (B,D). The trunk and ``D`` come from the backbone table
+(:mod:`dlkdd.models.backbones`; D = 512 for the published R(2+1)D, whose ``fc`` is an
+``nn.Identity``), so the state dict holds ``mean``, ``std``, ``backbone.*`` (torchvision/IG65M
+names for R(2+1)D) and ``head.*``.
 
 Teacher (DL-KDD, Chang, Chen & Tseng): x (B,3,T,H,W) in [0,1] -> frozen enhancer (eval mode,
 no gradient; ZeroDCE or another ``dlkdd.models.enhancers`` module) -> Classifier.
@@ -16,13 +17,13 @@ no gradient; ZeroDCE or another ``dlkdd.models.enhancers`` module) -> Classifier
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from .bert_head import AvgHead, BertHead
-from .r2plus1d import build_r2plus1d, load_pretrained
+from .backbones import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +34,39 @@ INPUTS = ("rgb", "diff")
 
 
 class Classifier(nn.Module):
-    """normalise -> R(2+1)D trunk -> temporal head. Input sizes are free (T,H,W >= 1)."""
+    """normalise -> trunk -> temporal head. Input sizes are free (T >= the trunk's ``min_frames``,
+    one more with ``input="diff"``; H,W >= 1)."""
 
-    def __init__(self, backbone_name: str = "r2plus1d_18", num_classes: int = 400, head: str = "bert",
-                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 head_dropout: float = 0.8, bert_dropout: float = 0.1, token_keep: float = 0.8,
-                 input: str = "rgb"):
+    def __init__(self, arch: Mapping[str, Any]):
+        """``arch``: :func:`arch_dict`'s dict (``backbone``, ``num_classes``, ``head``, ``mean``/``std``,
+        ``dropouts`` {head, bert}, ``token_keep``, ``input``); absent keys take the defaults (R(2+1)D-18,
+        BERT head, no normalisation, dropouts 0.8/0.1, token_keep 0.8, rgb)."""
         super().__init__()
+        head, input = arch.get("head", "bert"), str(arch.get("input", "rgb"))
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
         if input not in INPUTS:
             raise ValueError(f"unknown input {input!r}; choose one of {', '.join(INPUTS)}")
+        drops = arch.get("dropouts", {}) or {}
         self.input = input
-        self.backbone_name = backbone_name
+        self.backbone_name = arch.get("backbone", "r2plus1d_18")
         self.head_name = head
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes = int(arch["num_classes"])
+        mean, std = arch.get("mean", (0.0, 0.0, 0.0)), arch.get("std", (1.0, 1.0, 1.0))
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1, 1))
-        self.backbone = build_r2plus1d(backbone_name, num_classes)
-        self.backbone.fc = nn.Identity()
-        dim = self.backbone.feature_dim
+        spec = backbone_spec(self.backbone_name)
+        self.backbone = spec.build(num_classes)
+        dim = spec.feature_dim
+        head_dropout = float(drops.get("head", 0.8))
         if head == "bert":
-            self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=bert_dropout,
-                                            head_dropout=head_dropout, token_keep=token_keep)
+            self.head: nn.Module = BertHead(dim, num_classes, ffn=4 * dim, dropout=float(drops.get("bert", 0.1)),
+                                            head_dropout=head_dropout, token_keep=float(arch.get("token_keep", 0.8)))
         else:
             self.head = AvgHead(dim, num_classes, head_dropout=head_dropout)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x (B,3,T,H,W) in [0,1] -> logits (B,C) or (logits, feature (B,512))."""
+        """x (B,3,T,H,W) in [0,1] -> logits (B,C) or (logits, feature (B,D))."""
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"Classifier expects clips (B,3,T,H,W), got {tuple(x.shape)}")
         x = (x - self.mean) / self.std
@@ -118,24 +124,13 @@ def arch_dict(model_cfg: Any, num_classes: int) -> dict[str, Any]:
 
 def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
     """Rebuild an (untrained) Classifier from :func:`arch_dict`'s output."""
-    drops = arch.get("dropouts", {}) or {}
-    return Classifier(
-        backbone_name=arch["backbone"],
-        num_classes=int(arch["num_classes"]),
-        head=arch.get("head", "bert"),
-        mean=arch["mean"],
-        std=arch["std"],
-        head_dropout=float(drops.get("head", 0.8)),
-        bert_dropout=float(drops.get("bert", 0.1)),
-        token_keep=float(arch.get("token_keep", 0.8)),
-        input=str(arch.get("input", "rgb")),
-    )
+    return Classifier(arch)
 
 
 def build_classifier(model_cfg: Any, num_classes: int) -> Classifier:
-    """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (a
-    published R(2+1)D checkpoint or a dlkdd checkpoint) into the trunk when set."""
+    """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (published
+    weights of the trunk or a dlkdd checkpoint, through the backbone's ``load_pretrained``) when set."""
     model = classifier_from_arch(arch_dict(model_cfg, num_classes))
     if model_cfg.pretrained:
-        load_pretrained(model.backbone, model_cfg.pretrained)
+        backbone_spec(model_cfg.backbone).load_pretrained(model.backbone, model_cfg.pretrained)
     return model

@@ -14,8 +14,9 @@ scores a disjoint, padding-free share of them; with HDF5 each rank writes a Zarr
 rank 0 merges (:mod:`dlkdd.cache.parts`). The result equals a single-process run's: the views
 depend only on ``(cache.seed, key)``, never on the rank.
 
-- data: :class:`~dlkdd.data.dataset.ClipDataset` with the :class:`~dlkdd.data.views.CacheViews`
-  policy (K views per clip, decoded once), prefetched by a DataLoader while the teacher runs.
+- data: the teacher family's dataset (:meth:`dlkdd.models.family.Family.dataset`; DL-KDD:
+  :class:`~dlkdd.data.dataset.ClipDataset`) with the :class:`~dlkdd.data.views.CacheViews` policy
+  (K views per clip, decoded once), prefetched by a DataLoader while the teacher runs.
 - model: the teacher, rebuilt from its checkpoint (:func:`dlkdd.models.build.model_from_checkpoint`).
 - output: :class:`dlkdd.cache.store.LogitStore`.
 """
@@ -37,12 +38,13 @@ from dlkdd.cache.lock import WriterLock
 from dlkdd.cache.match import store_differences
 from dlkdd.cache.parts import merge_parts, parts_dir, shard_rows
 from dlkdd.cache.store import LogitStore
-from dlkdd.data.dataset import ClipDataset
+from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CacheViews
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
 from dlkdd.models.build import model_from_checkpoint
+from dlkdd.models.families import family_of_arch
 from dlkdd.train import distributed as ddp
 from dlkdd.train.amp import amp_name, autocast_dtype, infer, resolve_amp
 from dlkdd.train.checkpoint import check_compatible, load_checkpoint
@@ -65,10 +67,10 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
         "teacher_sha256": teacher_sha,
         "teacher_path": str(teacher_path),
         "teacher_kind": arch.get("family", "dlkdd"),
-        "teacher_enhancer": (arch.get("enhancer") or {}).get("kind") if arch.get("family", "dlkdd") == "dlkdd" else "retinex",
+        "teacher_enhancer": family_of_arch(arch).enhancer_label(arch),  # the family's own label
         "teacher_backbone": arch.get("backbone"),
         "manifest_sha256": manifest.sha256(),
-        "dataset": cfg.data.train_list,
+        "dataset": data_format(cfg.data.format).source(cfg.data, "train"),
         "classes": list(manifest.classes),
         "clip": clip_spec(cfg.clip),
         "view_seed": int(cfg.cache.seed),
@@ -204,15 +206,10 @@ def _warn_clip_mismatch(ckpt: dict, cfg: Any, teacher_path: Path) -> None:
 
 
 def _feature_dim(ckpt: dict) -> int:
-    """Width of the teacher's ``return_features`` output: the trunk's width (the head's clip feature;
-    512 for every published R(2+1)D), or the SupCon projection size ``proj_dim`` for an ActLumos
-    teacher (see dlkdd.models.actlumos)."""
-    from dlkdd.models.r2plus1d import feature_dim_of
-
+    """Width of the teacher's ``return_features`` output, as its family says (:mod:`dlkdd.models.families`:
+    the trunk's ``feature_dim`` for DL-KDD, the SupCon projection size for ActLumos)."""
     arch = ckpt.get("arch") or {}
-    if arch.get("family") == "actlumos":
-        return int(arch.get("proj_dim", 128))
-    return feature_dim_of(arch.get("backbone", "r2plus1d_18"))
+    return family_of_arch(arch).feature_dim(arch)
 
 
 def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
@@ -253,7 +250,8 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
         bar = tqdm(total=len(mine), desc=f"teacher logits (K={k})", unit="clip",
                    disable=not (progress and info.is_main))
         # decode in background workers while the teacher runs; sample["index"] is the manifest row
-        ds = Subset(ClipDataset(manifest, cfg.clip, CacheViews(cfg.clip, k, seed=cfg.cache.seed)), mine)
+        fam = family_of_arch(ckpt.get("arch") or {})  # the teacher's input: decoded clips for DL-KDD
+        ds = Subset(fam.dataset(cfg, manifest, CacheViews(cfg.clip, k, seed=cfg.cache.seed)), mine)
         loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
                             prefetch_factor=4 if workers else None)
         for sample in loader:

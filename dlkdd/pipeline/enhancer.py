@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dlkdd.data.dataset import FrameDataset, collate
+from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.video import decode, probe
 from dlkdd.data.workers import worker_context
@@ -73,18 +74,10 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
     data = prepare_data(cfg, need_test=False, progress=progress)
     manifest = data.train
     if len(manifest) == 0:
-        raise DataError(f"{cfg.data.train_list}: the training list is empty")
-    model = ZeroDCE()
-    init = "random"
-    if ecfg.weights and Path(ecfg.weights).is_file():
-        model = ZeroDCE.from_official(ecfg.weights)
-        init = str(ecfg.weights)
-        log.info("fine-tuning ZeroDCE from %s", ecfg.weights)
-    else:
-        log.info("training ZeroDCE from scratch (enhancer.weights %r not found)", ecfg.weights)
+        raise DataError(f"{data_format(cfg.data.format).source(cfg.data, 'train')}: the training list is empty")
+    model, init = _initial_zerodce(ecfg)
     model.to(dev).train()
     spec = dict(enhancer_spec(ecfg), kind="zerodce", weights=str(ckpt_path))
-
     opt = torch.optim.Adam(model.parameters(), lr=ecfg.lr, weight_decay=WEIGHT_DECAY)
     ds = FrameDataset(manifest, ecfg.frames_per_clip, ecfg.crop, seed=cfg.seed)
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -93,49 +86,65 @@ def train_enhancer(cfg: Any, out_dir: str | Path, device: str | torch.device = "
         generator=gen, pin_memory=dev.type == "cuda", drop_last=False,
         multiprocessing_context=worker_context() if int(cfg.train.workers) else None,  # never hangs on a full /dev/shm
     )
-    max_steps = int(cfg.train.max_steps_per_epoch or 0)
     history: list[dict[str, Any]] = []
-    terms = ("loss", "tv", "spa", "col", "exp")
     for epoch in range(ecfg.epochs):
         ds.set_epoch(epoch)
-        sums = dict.fromkeys(terms, 0.0)
-        images = steps = 0
-        t0 = time.time()
-        total = len(loader) if not max_steps else min(max_steps, len(loader))
-        bar = tqdm(loader, total=total, desc=f"enhancer epoch {epoch}", disable=not progress,
-                   dynamic_ncols=True, leave=False)
-        for batch in bar:
-            x = batch["frames"].flatten(0, 1).to(dev, non_blocking=True)  # (B*F,3,crop,crop)
-            _, enhanced, r = model(x)
-            losses = zero_reference_loss(x, enhanced, r)
-            if not torch.isfinite(losses["loss"]):
-                raise TrainingError(f"non-finite ZeroDCE loss at epoch {epoch}, step {steps}: "
-                                    + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-                                    + " (lower enhancer.lr)")
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            opt.step()
-            n = x.shape[0]
-            vals = {k: float(losses[k].detach()) for k in terms}
-            for k in terms:
-                sums[k] += vals[k] * n
-            images += n
-            steps += 1
-            bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()})
-            if max_steps and steps >= max_steps:
-                break
-        bar.close()
-        row = {"epoch": epoch, **{k: sums[k] / images for k in terms}, "images": images, "steps": steps,
-               "time_s": round(time.time() - t0, 3)}
+        row = _enhancer_epoch(model, opt, loader, epoch, int(cfg.train.max_steps_per_epoch or 0), dev, progress)
         history.append(row)
-        log.info("enhancer epoch %d/%d: %s", epoch, ecfg.epochs - 1, " ".join(f"{k}={row[k]:.5f}" for k in terms))
+        log.info("enhancer epoch %d/%d: %s", epoch, ecfg.epochs - 1, " ".join(f"{k}={row[k]:.5f}" for k in _TERMS))
         save_checkpoint(ckpt_path, kind="enhancer", arch={"enhancer": spec}, config=cfg.to_dict(),
                         model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch=epoch,
                         metrics=row, history=history)
         metrics = {"epochs": history, "checkpoint": str(ckpt_path), "init": init, "bad_videos": list(data.skipped)}
         atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+_TERMS = ("loss", "tv", "spa", "col", "exp")
+
+
+def _initial_zerodce(ecfg: Any) -> tuple[ZeroDCE, str]:
+    """``(model, init)``: the official / dlkdd weights of ``enhancer.weights`` when the file exists, else random."""
+    if ecfg.weights and Path(ecfg.weights).is_file():
+        log.info("fine-tuning ZeroDCE from %s", ecfg.weights)
+        return ZeroDCE.from_official(ecfg.weights), str(ecfg.weights)
+    log.info("training ZeroDCE from scratch (enhancer.weights %r not found)", ecfg.weights)
+    return ZeroDCE(), "random"
+
+
+def _enhancer_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: Any, epoch: int, max_steps: int,
+                    dev: torch.device, progress: bool) -> dict[str, Any]:
+    """One epoch of zero-reference training; the epoch's row (image-weighted mean of each term)."""
+    sums = dict.fromkeys(_TERMS, 0.0)
+    images = steps = 0
+    t0 = time.time()
+    total = len(loader) if not max_steps else min(max_steps, len(loader))
+    bar = tqdm(loader, total=total, desc=f"enhancer epoch {epoch}", disable=not progress, dynamic_ncols=True,
+               leave=False)
+    for batch in bar:
+        x = batch["frames"].flatten(0, 1).to(dev, non_blocking=True)  # (B*F,3,crop,crop)
+        _, enhanced, r = model(x)
+        losses = zero_reference_loss(x, enhanced, r)
+        if not torch.isfinite(losses["loss"]):
+            raise TrainingError(f"non-finite ZeroDCE loss at epoch {epoch}, step {steps}: "
+                                + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                                + " (lower enhancer.lr)")
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        n = x.shape[0]
+        vals = {k: float(losses[k].detach()) for k in _TERMS}
+        for k in _TERMS:
+            sums[k] += vals[k] * n
+        images += n
+        steps += 1
+        bar.set_postfix({k: f"{v:.4f}" for k, v in vals.items()})
+        if max_steps and steps >= max_steps:
+            break
+    bar.close()
+    return {"epoch": epoch, **{k: sums[k] / images for k in _TERMS}, "images": images, "steps": steps,
+            "time_s": round(time.time() - t0, 3)}
 
 
 @torch.no_grad()

@@ -31,14 +31,15 @@ from typing import Any
 
 from dlkdd.data.dataset import ClipDataset
 from dlkdd.data.motion import MOTIONS, MotionClips
+from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import TwoViews
 from dlkdd.errors import DataError
 from dlkdd.models.pretrain_net import PretrainNet
 from dlkdd.models.build import build_student, student_arch
-from dlkdd.models.r2plus1d import load_pretrained
+from dlkdd.models.backbones import backbone_spec
 from dlkdd.train import distributed as ddp
-from dlkdd.train.fit import fit
+from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.objectives import CrossEntropyObjective, InfoNCEObjective
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
@@ -83,16 +84,18 @@ def _pretrain(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, resume: st
     data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
     model = PretrainNet(cfg.model.backbone, *cfg.model.norm_stats(), proj_dim=cfg.pretrain.proj_dim)
     if cfg.model.pretrained:
-        load_pretrained(model.backbone, cfg.model.pretrained)
+        backbone_spec(cfg.model.backbone).load_pretrained(model.backbone, cfg.model.pretrained)
     train_ds = ClipDataset(data.train, cfg.clip, TwoViews(cfg.clip, seed=cfg.seed))
     if len(train_ds) < 2:
-        raise DataError(f"{cfg.data.train_list}: InfoNCE pre-training needs at least 2 training clips "
+        where = data_format(cfg.data.format).source(cfg.data, "train")
+        raise DataError(f"{where}: InfoNCE pre-training needs at least 2 training clips "
                         f"(negatives), got {len(train_ds)}")
     log.info("pretrain (InfoNCE, T=%g): %d dark clips, %d epochs, lr %g -> %s", cfg.pretrain.temperature,
              len(train_ds), cfg.pretrain.epochs, cfg.pretrain.lr, out_dir)
-    final = fit(run_cfg, model, train_ds, None, InfoNCEObjective(cfg.pretrain.temperature), out_dir,
-                kind="pretrain", arch=pretrain_arch(cfg), classes=data.classes, info=info, resume=resume,
-                progress=progress, extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    stage = Stage("pretrain", pretrain_arch(cfg), data.classes,
+                  extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    final = fit(run_cfg, model, train_ds, None, InfoNCEObjective(cfg.pretrain.temperature), out_dir, stage,
+                FitRun(info, resume, progress))
     for row in final.get("history") or []:
         log.info("pretrain epoch %s: loss %.4f pos_sim %.3f pair_acc %.1f%%", row.get("epoch"),
                  row.get("train_loss", float("nan")), row.get("train_pos_sim", float("nan")),
@@ -110,8 +113,8 @@ def _pretrain_motion(cfg: Any, run_cfg: Any, out_dir: str | Path, info: Any, res
     log.info("pretrain (synthetic motion, %d classes): %d new clips per epoch, %d epochs, lr %g -> %s",
              len(MOTIONS), len(train_ds), cfg.pretrain.epochs, cfg.pretrain.lr, out_dir)
     arch = dict(student_arch(cfg, len(MOTIONS)), family="pretrain", task="motion")
-    final = fit(run_cfg, model, train_ds, val_ds, CrossEntropyObjective(), out_dir, kind="pretrain", arch=arch,
-                classes=list(MOTIONS), info=info, resume=resume, progress=progress)
+    final = fit(run_cfg, model, train_ds, val_ds, CrossEntropyObjective(), out_dir,
+                Stage("pretrain", arch, list(MOTIONS)), FitRun(info, resume, progress))
     log.info("motion pre-training: train top-1 %.1f%%, held-out synthetic top-1 %s%%",
              (final.get("train") or {}).get("top1", float("nan")), final.get("top1"))
     return final

@@ -10,9 +10,10 @@ logits come only from the cache: this module never builds or loads the teacher.
   joins the store to the manifest by key). Several caches (``--cache A --cache B``): the sample
   carries ``teacher_probs``, the (weighted) mean of the teachers' softmax(z/tau) on that view
   (:class:`dlkdd.cache.ensemble.EnsembleRows`).
-- model: :func:`dlkdd.models.build.build_student` (R(2+1)D-BERT, no enhancer).
-- loss: :class:`~dlkdd.train.objectives.DistillationObjective` ->
-  :func:`dlkdd.losses.distillation_loss`.
+- model: the ``build_student`` of ``model.teacher``'s family (:data:`dlkdd.models.families.FAMILIES`;
+  DL-KDD and ActLumos: R(2+1)D-BERT, no enhancer); input: the family's ``dataset``.
+- loss: the family's ``objective(cfg, "student")``: :func:`dlkdd.train.objectives.build_objective` from
+  ``cfg.kd`` (terms ``task_loss`` CE and ``kd_loss`` KL, pure functions of :mod:`dlkdd.losses`).
 
 ``no_kd=True`` trains the same network with CE alone (the paper's "backbone only" row) on fresh
 random views (:class:`~dlkdd.data.views.RandomView`).
@@ -22,6 +23,7 @@ Out: ``OUT/student.pt`` (kind ``student`` or ``baseline``), ``OUT/metrics.json``
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,12 @@ from dlkdd.cache.inspect import soft_targets_of
 from dlkdd.cache.match import check_store_matches
 from dlkdd.cache.reader import StoreRows
 from dlkdd.cache.store import LogitStore
-from dlkdd.data.dataset import ClipDataset
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CenterView, RandomView, StoredView
 from dlkdd.errors import CacheError
-from dlkdd.models.build import build_student, student_arch
+from dlkdd.models.families import family
 from dlkdd.train import distributed as ddp
-from dlkdd.train.fit import fit
-from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
+from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
@@ -86,72 +86,87 @@ def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k != "path"}
 
 
+@dataclass(frozen=True)
+class _Targets:
+    """Where the student's soft targets come from: ``caches`` (one store, or several for an ensemble with
+    ``weights``), or none (``no_kd``: the CE baseline); ``config_path`` names the config in mismatch errors."""
+
+    caches: tuple = ()
+    weights: list | None = None
+    no_kd: bool = False
+    config_path: str | None = None
+
+
 def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None = None, no_kd: bool = False,
                   device: str = "auto", resume: str | Path | None = None, progress: bool = True,
                   config_path: str | None = None, cache_weights: list | None = None) -> dict[str, Any]:
     """``cache``: one store path, or several (a list): then the soft target is the (``cache_weights``-)
     weighted mean of the teachers' softmax(z/tau) (:mod:`dlkdd.cache.ensemble`)."""
     caches = [cache] if isinstance(cache, (str, Path)) else list(cache or [])
-    cache = caches[0] if len(caches) == 1 else None
     if not no_kd and not caches:
         raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
                          "baseline without distillation")
+    targets = _Targets(tuple(caches), cache_weights, no_kd, config_path)
     info = ddp.init_distributed(resolve_device(device))
     try:
         # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
         with claim_run_dir(cfg, out_dir, kind="baseline" if no_kd else "student", resume=resume,
                            filename="student.pt", is_main=info.is_main, device=info.device):
-            return _train_student(cfg, out_dir, info, cache, caches, no_kd, resume, progress, config_path,
-                                  cache_weights)
+            return _train_student(cfg, out_dir, info, targets, resume, progress)
     finally:
         ddp.cleanup()
 
 
-def _train_student(cfg: Any, out_dir: str | Path, info: Any, cache: Any, caches: list, no_kd: bool,
-                   resume: str | Path | None, progress: bool, config_path: str | None,
-                   cache_weights: list | None) -> dict[str, Any]:
+def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: _Targets, resume: str | Path | None,
+                   progress: bool) -> dict[str, Any]:
     seed_everything(cfg.seed)
-    extra: dict[str, Any] = {}
-    if no_kd:
-        data = prepare_data(cfg, progress=progress and info.is_main)
-        train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
-        objective = CrossEntropyObjective()
-        kind = "baseline"
-    elif len(caches) > 1:  # several cached teachers: one ensemble soft target
-        data, rows, ens_extra = _ensemble_rows(cfg, caches, cache_weights, progress and info.is_main, info.is_main,
-                                               config_path)
-        extra.update(ens_extra)
-        train_ds = ClipDataset(data.train, cfg.clip, StoredView(rows, seed=cfg.seed))
-        objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
-        kind = "student"
-    else:
-        store = LogitStore.open(cache)
-        # the cache was built on the clips that decoded: the same skipped keys apply here
-        skipped = list(store.meta.get("skipped_keys") or [])
-        data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
-        if skipped:
-            data.train = data.train.without(skipped)
-            data.skipped = skipped
-        # the student replays the views the store holds: cache.views is for building a store
-        check_store_matches(store, data.train, cfg, views=store.views_per_clip, config_path=config_path)
-        teacher_sha = store.meta.get("teacher_sha256")
-        if info.is_main:
-            extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
-        store.close()
-        train_ds = ClipDataset(data.train, cfg.clip, StoredView(StoreRows(data.train, cache), seed=cfg.seed))
-        objective = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale)
-        kind = "student"
-        extra["cache"] = str(cache)
-        extra["teacher_sha256"] = teacher_sha
+    fam = family(cfg.model.teacher)
+    kind = "baseline" if targets.no_kd else "student"
+    data, policy, extra = _student_data(cfg, targets, info, progress)
+    train_ds = fam.dataset(cfg, data.train, policy)
+    objective = fam.objective(cfg, kind)
     extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
     n = len(data.classes)
-    model = build_student(cfg, n)
-    val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
+    model = fam.build_student(cfg, n)
+    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
     log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
-             "" if no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
-    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind=kind, arch=student_arch(cfg, n),
-               classes=data.classes, info=info, resume=resume, extra=extra, progress=progress,
-               filename="student.pt")
+             "" if targets.no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
+    stage = Stage(kind, fam.student_arch(cfg, n), data.classes, extra=extra, filename="student.pt")
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))
+
+
+def _student_data(cfg: Any, targets: _Targets, info: Any, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """``(prepared data, training view policy, extra for the run record)``: fresh random views for the
+    baseline, the stored views with their soft targets otherwise."""
+    if targets.no_kd:
+        data = prepare_data(cfg, progress=progress and info.is_main)
+        return data, RandomView(cfg.clip, seed=cfg.seed), {}
+    if len(targets.caches) > 1:  # several cached teachers: one ensemble soft target
+        data, rows, extra = _ensemble_rows(cfg, list(targets.caches), targets.weights, progress and info.is_main,
+                                           info.is_main, targets.config_path)
+        return data, StoredView(rows, seed=cfg.seed), extra
+    return _one_cache(cfg, targets.caches[0], info, progress, targets.config_path)
+
+
+def _one_cache(cfg: Any, cache: Any, info: Any, progress: bool, config_path: str | None
+               ) -> tuple[Any, Any, dict[str, Any]]:
+    """:func:`_student_data` for one cached teacher: the store must match the data; its skipped clips are dropped."""
+    store = LogitStore.open(cache)
+    # the cache was built on the clips that decoded: the same skipped keys apply here
+    skipped = list(store.meta.get("skipped_keys") or [])
+    data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
+    if skipped:
+        data.train = data.train.without(skipped)
+        data.skipped = skipped
+    # the student replays the views the store holds: cache.views is for building a store
+    check_store_matches(store, data.train, cfg, views=store.views_per_clip, config_path=config_path)
+    extra: dict[str, Any] = {}
+    if info.is_main:
+        extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
+    extra["cache"] = str(cache)
+    extra["teacher_sha256"] = store.meta.get("teacher_sha256")
+    store.close()
+    return data, StoredView(StoreRows(data.train, cache), seed=cfg.seed), extra
 
 
 def _ensemble_rows(cfg: Any, caches: list, weights: list | None, progress: bool, is_main: bool,

@@ -1,11 +1,12 @@
-"""``dlkdd teacher``: train the teacher (frozen enhancer -> R(2+1)D-BERT) with cross-entropy
-on enhanced clips (DL-KDD stage 1), or the ActLumos teacher with CE + SupCon.
+"""``dlkdd teacher``: train the teacher of the family ``model.teacher`` names
+(:data:`dlkdd.models.families.FAMILIES`): DL-KDD's frozen enhancer -> R(2+1)D-BERT with
+cross-entropy on enhanced clips (stage 1), or another family's teacher with its own objective.
 
-- data: :class:`~dlkdd.data.dataset.ClipDataset`, random training views
-  (:class:`~dlkdd.data.views.RandomView`), centred validation views (:class:`~dlkdd.data.views.CenterView`).
-- model: :func:`dlkdd.models.build.build_teacher` (``model.teacher``: ``dlkdd`` or ``actlumos``).
-- loss: :class:`~dlkdd.train.objectives.CrossEntropyObjective` or
-  :class:`~dlkdd.train.objectives.SupConObjective` (ActLumos).
+- data: the family's dataset (:meth:`~dlkdd.models.family.Family.dataset`; DL-KDD: decoded clips),
+  random training views (:class:`~dlkdd.data.views.RandomView`), centred validation views
+  (:class:`~dlkdd.data.views.CenterView`).
+- model: the family's ``build_teacher``; loss: its ``objective(cfg, "teacher")``
+  (DL-KDD: :class:`~dlkdd.train.objectives.CrossEntropyObjective`).
 
 In: a :class:`dlkdd.config.Config`. Out: ``OUT/teacher.pt`` (self-contained: the enhancer's
 weights are inside), ``OUT/metrics.json``, ``OUT/log.{csv,json}``, ``OUT/curves.png``,
@@ -17,13 +18,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dlkdd.data.dataset import ClipDataset
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CenterView, RandomView
-from dlkdd.models.build import build_teacher, teacher_arch
+from dlkdd.models.families import family
 from dlkdd.train import distributed as ddp
-from dlkdd.train.fit import fit
-from dlkdd.train.objectives import CrossEntropyObjective, SupConObjective
+from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.rundir import claim_run_dir
 from dlkdd.utils import resolve_device, seed_everything
 
@@ -48,15 +47,13 @@ def _train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: str | Path 
     seed_everything(cfg.seed)
     data = prepare_data(cfg, progress=progress and info.is_main)
     n = len(data.classes)
-    model = build_teacher(cfg, n)
-    if cfg.model.teacher == "actlumos":
-        objective = SupConObjective(cfg.actlumos.supcon_weight, cfg.actlumos.supcon_temperature)
-    else:
-        objective = CrossEntropyObjective()
-    train_ds = ClipDataset(data.train, cfg.clip, RandomView(cfg.clip, seed=cfg.seed))
-    val_ds = ClipDataset(data.test, cfg.clip, CenterView(cfg.clip)) if data.test is not None else None
+    fam = family(cfg.model.teacher)
+    model = fam.build_teacher(cfg, n)
+    objective = fam.objective(cfg, "teacher")
+    train_ds = fam.dataset(cfg, data.train, RandomView(cfg.clip, seed=cfg.seed))
+    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
     log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
              cfg.enhancer.kind, len(train_ds), n, out_dir)
-    return fit(cfg, model, train_ds, val_ds, objective, out_dir, kind="teacher", arch=teacher_arch(cfg, n),
-               classes=data.classes, info=info, resume=resume, progress=progress,
-               extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    stage = Stage("teacher", fam.teacher_arch(cfg, n), data.classes,
+                  extra={"skipped_keys": data.skipped, "num_skipped": len(data.skipped)})
+    return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))

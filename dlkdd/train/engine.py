@@ -6,7 +6,9 @@ multi-view evaluation ``"video"`` may be ``(B,V,3,T,H,W)``. An objective is
 ``objective(model, batch, epoch) -> (terms, logits)``: ``terms`` a dict of named scalars including
 ``"loss"`` (the one optimised), ``logits`` ``(B,C)`` or None (see :mod:`dlkdd.train.objectives`).
 
-- :func:`train_one_epoch` -> dict of averaged metrics: every term, ``top1``/``top5`` (%),
+- :func:`train_one_epoch` ``(model, loader, objective, optimizer, scheduler, epoch, tc, run)``, ``tc`` the
+  ``cfg.train`` section and ``run`` an :class:`EpochRun` (device, rank 0, progress, last good checkpoint)
+  -> dict of averaged metrics: every term, ``top1``/``top5`` (%),
   ``clips``, ``clips_per_s``, ``lr``, ``seconds``. Gradient accumulation, bf16 autocast and
   channels_last_3d on CUDA; ``amp="auto"`` is bf16 on CUDA and on CPUs with native bf16
   (:mod:`dlkdd.train.amp`), fp32 elsewhere. A non-finite loss raises
@@ -21,6 +23,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -35,7 +38,7 @@ from dlkdd.train.objectives import logits_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Objective", "autocast_dtype", "prepare_model", "to_device", "train_one_epoch", "evaluate", "set_epoch",
+__all__ = ["Objective", "EpochRun", "autocast_dtype", "prepare_model", "to_device", "train_one_epoch", "evaluate", "set_epoch",
            "steps_per_epoch", "topk_correct"]
 
 Objective = Callable[[nn.Module, dict, int], "tuple[dict[str, Any], torch.Tensor | None]"]
@@ -106,23 +109,100 @@ def steps_per_epoch(num_batches: int, accum_steps: int = 1, max_steps: int = 0) 
 
 
 # ----------------------------------------------------------------------------------- training
-def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer,
-                    scheduler: Any, objective: Objective, device: str | torch.device, epoch: int, accum_steps: int = 1,
-                    amp: str = "auto", max_steps: int = 0, grad_clip: float | None = None, progress: bool = True,
-                    is_main: bool = True, last_good: str | Path | None = None) -> dict[str, float]:
-    """Train ``model`` for one epoch; returns the epoch's metrics averaged over all clips (all ranks).
+@dataclass(frozen=True)
+class EpochRun:
+    """Where an epoch runs: ``device``; ``is_main`` (rank 0: the progress bar); ``progress``; ``last_good``:
+    the last good checkpoint, named in the error for a non-finite loss."""
 
-    ``accum_steps`` batches per optimizer step (each batch's loss scaled by 1/group size, so
-    accumulation of equal batches equals one big batch); ``max_steps`` > 0 caps optimizer steps;
-    ``scheduler`` (or None) is stepped after every optimizer step; ``grad_clip``: max grad norm.
-    ``last_good``: the last good checkpoint, named in the error for a non-finite loss.
-    """
-    from tqdm import tqdm
+    device: str | torch.device = "cpu"
+    is_main: bool = True
+    progress: bool = True
+    last_good: str | Path | None = None
 
-    device = torch.device(device)
-    dtype = autocast_dtype(amp, device)
-    accum_steps = max(1, int(accum_steps))
-    model.train()
+
+class _EpochStats:
+    """Clip-weighted sums of an epoch's terms, top-1/top-5 counts, optimizer steps; :meth:`result` sums them
+    over DDP ranks."""
+
+    def __init__(self, lr: float):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.correct1 = self.correct5 = self.n_clips = self.n_logit_clips = 0
+        self.lr, self.opt_steps, self.grad_norm_sum = lr, 0, 0.0
+        self.step_losses: list[float] = []
+        self.t0 = time.perf_counter()
+
+    def add(self, terms: Mapping[str, Any], logits: torch.Tensor | None, batch: Mapping[str, Any], bs: int) -> None:
+        for k, v in terms.items():
+            if isinstance(v, torch.Tensor):
+                v = float(v.detach().float().mean())
+            if isinstance(v, (int, float)):
+                self.sums[k] += float(v) * bs
+        if logits is not None and "label" in batch:
+            c1, c5 = topk_correct(logits.detach().float(), batch["label"])
+            self.correct1 += c1
+            self.correct5 += c5
+            self.n_logit_clips += bs
+        self.n_clips += bs
+
+    def postfix(self) -> dict[str, str]:
+        el = time.perf_counter() - self.t0
+        return {"loss": f"{self.sums['loss'] / max(1, self.n_clips):.4f}",
+                "clips_s": f"{self.n_clips / max(el, 1e-9):.1f}"}
+
+    def result(self, device: torch.device, grad_clip: float | None) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.t0
+        names = sorted(self.sums)
+        vec = torch.tensor([self.sums[k] for k in names] + [self.correct1, self.correct5, self.n_clips,
+                                                            self.n_logit_clips], dtype=torch.float64)
+        vec = _reduce_cpu(vec, device)
+        n_all = max(1.0, float(vec[-2]))
+        n_logit_all = float(vec[-1])
+        out: dict[str, Any] = {k: float(vec[j]) / n_all for j, k in enumerate(names)}
+        if n_logit_all > 0:
+            out["top1"] = 100.0 * float(vec[-4]) / n_logit_all
+            out["top5"] = 100.0 * float(vec[-3]) / n_logit_all
+        out.update(clips=int(vec[-2]), seconds=seconds, clips_per_s=float(vec[-2]) / max(seconds, 1e-9),
+                   lr=float(self.lr), steps=self.opt_steps, loss_steps=self.step_losses)
+        if grad_clip and self.opt_steps:
+            out["grad_norm"] = self.grad_norm_sum / self.opt_steps
+        return out
+
+
+def _check_finite(terms: Mapping[str, Any], epoch: int, step: int, batch: Mapping[str, Any],
+                  last_good: Any) -> None:
+    """Raise :class:`TrainingError` when the loss is not finite on this rank or on any other (every rank
+    must stop together, not hang in the gradient all-reduce)."""
+    finite = torch.isfinite(terms["loss"].detach()).all()
+    if ddp.is_distributed() and torch.distributed.get_world_size() > 1:
+        flag = (~finite).to(torch.float32).reshape(1)
+        finite = ddp.all_reduce_sum(flag)[0] == 0
+    if bool(finite):
+        return
+    vals = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in terms.items() if isinstance(v, (torch.Tensor, float, int))}
+    bad = [k for k, v in vals.items() if not math.isfinite(v)] or ["loss (on another rank)"]
+    raise TrainingError(
+        f"non-finite {', '.join(bad)} at epoch {epoch}, step {step} (batch keys: {_keys_of(batch)}); "
+        f"terms {vals}. The weights were not updated by this batch. Last good checkpoint: "
+        f"{last_good or 'none'}. " + _nan_hint(epoch, step))
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, grad_clip: float | None,
+                    stats: _EpochStats) -> None:
+    """Clip (optionally), step, zero the gradients, step the schedule; counted in ``stats``."""
+    if grad_clip:
+        gn = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], grad_clip)
+        stats.grad_norm_sum += float(gn)
+    stats.lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    stats.opt_steps += 1
+
+
+def _epoch_batches(loader: Iterable[dict], accum_steps: int, max_steps: int) -> int | None:
+    """Batches this epoch trains on (None when the loader has no length): ``max_steps`` caps optimizer steps."""
     try:
         n_batches = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -130,102 +210,59 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     if max_steps > 0:
         cap = max_steps * accum_steps
         n_batches = cap if n_batches is None else min(n_batches, cap)
+    return n_batches
 
-    sums: dict[str, float] = defaultdict(float)
-    correct1 = correct5 = 0
-    n_clips = n_logit_clips = 0
-    lr = optimizer.param_groups[0]["lr"]
-    opt_steps = 0
-    grad_norm_sum = 0.0
-    step_losses: list[float] = []
+
+def train_one_epoch(model: nn.Module, loader: Iterable[dict], objective: Objective,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, tc: Any,
+                    run: EpochRun = EpochRun()) -> dict[str, Any]:
+    """Train ``model`` for one epoch as ``tc`` (a :class:`dlkdd.config.TrainConfig`) says; returns the
+    epoch's metrics averaged over all clips (all ranks).
+
+    ``tc.accum_steps`` batches per optimizer step (each batch's loss scaled by 1/group size, so
+    accumulation of equal batches equals one big batch); ``tc.max_steps_per_epoch`` > 0 caps optimizer
+    steps; ``tc.grad_clip`` > 0: max grad norm; ``tc.amp``: autocast. ``scheduler`` (or None) is stepped
+    after every optimizer step.
+    """
+    from tqdm import tqdm
+
+    device = torch.device(run.device)
+    dtype = autocast_dtype(tc.amp, device)
+    accum = max(1, int(tc.accum_steps))
+    grad_clip = tc.grad_clip or None
+    model.train()
+    n_batches = _epoch_batches(loader, accum, int(tc.max_steps_per_epoch))
+    stats = _EpochStats(optimizer.param_groups[0]["lr"])
     group_loss = 0.0
-    world = torch.distributed.get_world_size() if ddp.is_distributed() else 1
-    t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not (progress and is_main), mininterval=2.0,
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not (run.progress and run.is_main), mininterval=2.0,
                dynamic_ncols=True, leave=False)
     try:
         for i, batch in enumerate(loader):
             if n_batches is not None and i >= n_batches:
                 break
             batch = to_device(batch, device)
-            bs = _batch_size(batch)
-            group_start = (i // accum_steps) * accum_steps
-            group = accum_steps if n_batches is None else min(accum_steps, n_batches - group_start)
+            group_start = (i // accum) * accum
+            group = accum if n_batches is None else min(accum, n_batches - group_start)
             last_in_group = (i - group_start + 1) == group
-            sync = contextlib.nullcontext()
-            if not last_in_group and hasattr(model, "no_sync"):
-                sync = model.no_sync()
+            sync = model.no_sync() if not last_in_group and hasattr(model, "no_sync") else contextlib.nullcontext()
             with sync:
                 with _autocast(dtype, device):
                     terms, logits = objective(model, batch, epoch)
-                loss = terms["loss"]
-                finite = torch.isfinite(loss.detach()).all()
-                if world > 1:  # every rank must stop together, not hang in the gradient all-reduce
-                    flag = (~finite).to(torch.float32).reshape(1)
-                    finite = ddp.all_reduce_sum(flag)[0] == 0
-                if not bool(finite):
-                    vals = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-                            for k, v in terms.items() if isinstance(v, (torch.Tensor, float, int))}
-                    bad = [k for k, v in vals.items() if not math.isfinite(v)] or ["loss (on another rank)"]
-                    raise TrainingError(
-                        f"non-finite {', '.join(bad)} at epoch {epoch}, step {i} (batch keys: {_keys_of(batch)}); "
-                        f"terms {vals}. The weights were not updated by this batch. Last good checkpoint: "
-                        f"{last_good or 'none'}. " + _nan_hint(epoch, i))
-                (loss / group).backward()
-                group_loss += float(loss.detach()) / group
+                _check_finite(terms, epoch, i, batch, run.last_good)
+                (terms["loss"] / group).backward()
+                group_loss += float(terms["loss"].detach()) / group
             if last_in_group:
-                step_losses.append(group_loss)
+                stats.step_losses.append(group_loss)
                 group_loss = 0.0
-                if grad_clip:
-                    gn = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                                        grad_clip)
-                    grad_norm_sum += float(gn)
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if scheduler is not None:
-                    scheduler.step()
-                opt_steps += 1
-            for k, v in terms.items():
-                if isinstance(v, torch.Tensor):
-                    v = float(v.detach().float().mean())
-                if isinstance(v, (int, float)):
-                    sums[k] += float(v) * bs
-            if logits is not None and "label" in batch:
-                c1, c5 = topk_correct(logits.detach().float(), batch["label"])
-                correct1 += c1
-                correct5 += c5
-                n_logit_clips += bs
-            n_clips += bs
+                _optimizer_step(model, optimizer, scheduler, grad_clip, stats)
+            stats.add(terms, logits, batch, _batch_size(batch))
             if not bar.disable:
-                el = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{sums['loss'] / max(1, n_clips):.4f}", clips_s=f"{n_clips / max(el, 1e-9):.1f}",
-                                refresh=False)
+                bar.set_postfix(**stats.postfix(), refresh=False)
             bar.update(1)
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
-
-    # sum over ranks: clip-weighted term sums, correct counts, clip counts
-    names = sorted(sums)
-    vec = torch.tensor([sums[k] for k in names] + [correct1, correct5, n_clips, n_logit_clips], dtype=torch.float64)
-    vec = _reduce_cpu(vec, device)
-    n_all = max(1.0, float(vec[-2]))
-    n_logit_all = float(vec[-1])
-    out: dict[str, float] = {k: float(vec[j]) / n_all for j, k in enumerate(names)}
-    if n_logit_all > 0:
-        out["top1"] = 100.0 * float(vec[-4]) / n_logit_all
-        out["top5"] = 100.0 * float(vec[-3]) / n_logit_all
-    out["clips"] = int(vec[-2])
-    out["seconds"] = seconds
-    out["clips_per_s"] = float(vec[-2]) / max(seconds, 1e-9)
-    out["lr"] = float(lr)
-    out["steps"] = opt_steps
-    out["loss_steps"] = step_losses
-    if grad_clip and opt_steps:
-        out["grad_norm"] = grad_norm_sum / opt_steps
-    return out
+    return stats.result(device, grad_clip)
 
 
 def _reduce_cpu(vec: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -260,54 +297,66 @@ def evaluate(model: nn.Module, loader: Iterable[dict], device: str | torch.devic
     was_training = net.training if module else False
     if module:
         net.eval()
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    loss_sum = 0.0
-    c5 = 0
-    rows: dict[str, list] = {"keys": [], "labels": [], "logits": []}
-
-    def score(logits: torch.Tensor, labels: torch.Tensor, keys: Any = None) -> None:
-        nonlocal loss_sum, c5
-        logits = logits.float().cpu()
-        labels = labels.cpu()
-        if predictions:
-            rows["keys"] += list(keys) if keys is not None else [f"#{len(rows['keys']) + i}" for i in range(len(labels))]
-            rows["labels"] += labels.tolist()
-            rows["logits"].append(logits)
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        c5 += topk_correct(logits, labels, (5,))[0]
-        pred = logits.argmax(1)
-        conf.index_put_((labels, pred), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
-
+    scores = _Scores(num_classes, predictions)
     try:
         for batch in tqdm(loader, desc="eval", disable=not (progress and is_main), mininterval=2.0, leave=False,
                           dynamic_ncols=True):
             batch = to_device(batch, device)
-            video, labels = batch["video"], batch["label"].long()
+            video = batch["video"]
             with _autocast(dtype, device):
                 if video.dim() == 6:
                     b, v = video.shape[:2]
                     logits = logits_of(net(video.flatten(0, 1))).float().reshape(b, v, -1).mean(1)
                 else:
                     logits = logits_of(net(video)).float()
-            score(logits, labels, batch.get("key"))
+            scores.add(logits, batch["label"].long(), batch.get("key"))
     finally:
         if module:
             net.train(was_training)
+    return scores.result(device)
 
-    vec = torch.cat([conf.flatten(), torch.tensor([loss_sum, float(c5)], dtype=torch.float64)])
-    vec = _reduce_cpu(vec, device)
-    conf = vec[: num_classes * num_classes].reshape(num_classes, num_classes).round().long()
-    loss_sum, c5 = float(vec[-2]), int(round(float(vec[-1])))
-    n = int(conf.sum())
-    support = conf.sum(1)
-    diag = conf.diag()
-    per_class = [100.0 * float(d) / float(s) if s > 0 else None for d, s in zip(diag, support)]
-    out = {"top1": 100.0 * float(diag.sum()) / max(1, n), "top5": 100.0 * c5 / max(1, n),
-           "loss": loss_sum / max(1, n), "n": n, "per_class": per_class,
-           "per_class_n": [int(s) for s in support], "confusion": conf.tolist()}
-    if predictions:
-        out["predictions"] = _gather_rows(rows, num_classes)
-    return out
+
+class _Scores:
+    """The confusion matrix, summed cross-entropy and top-5 count of :func:`evaluate` (and, with
+    ``predictions``, every clip's key, label and logits)."""
+
+    def __init__(self, num_classes: int, predictions: bool):
+        self.num_classes, self.predictions = num_classes, predictions
+        self.conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+        self.loss_sum, self.c5 = 0.0, 0
+        self.rows: dict[str, list] = {"keys": [], "labels": [], "logits": []}
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, keys: Any = None) -> None:
+        logits = logits.float().cpu()
+        labels = labels.cpu()
+        if self.predictions:
+            rows = self.rows
+            n = len(rows["keys"])
+            rows["keys"] += list(keys) if keys is not None else [f"#{n + i}" for i in range(len(labels))]
+            rows["labels"] += labels.tolist()
+            rows["logits"].append(logits)
+        self.loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        self.c5 += topk_correct(logits, labels, (5,))[0]
+        pred = logits.argmax(1)
+        self.conf.index_put_((labels, pred), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
+
+    def result(self, device: torch.device) -> dict[str, Any]:
+        """The metrics of :func:`evaluate`, summed over DDP ranks."""
+        c = self.num_classes
+        vec = torch.cat([self.conf.flatten(), torch.tensor([self.loss_sum, float(self.c5)], dtype=torch.float64)])
+        vec = _reduce_cpu(vec, device)
+        conf = vec[: c * c].reshape(c, c).round().long()
+        loss_sum, c5 = float(vec[-2]), int(round(float(vec[-1])))
+        n = int(conf.sum())
+        support = conf.sum(1)
+        diag = conf.diag()
+        per_class = [100.0 * float(d) / float(s) if s > 0 else None for d, s in zip(diag, support)]
+        out = {"top1": 100.0 * float(diag.sum()) / max(1, n), "top5": 100.0 * c5 / max(1, n),
+               "loss": loss_sum / max(1, n), "n": n, "per_class": per_class,
+               "per_class_n": [int(s) for s in support], "confusion": conf.tolist()}
+        if self.predictions:
+            out["predictions"] = _gather_rows(self.rows, c)
+        return out
 
 
 def _gather_rows(rows: dict[str, list], num_classes: int) -> dict[str, Any]:

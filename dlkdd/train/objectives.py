@@ -6,7 +6,11 @@ pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``
 ``(B,C)``, a soft target already at tau, e.g. of several teachers); ``logits`` is ``(B,C)``.
 
 - :class:`CrossEntropyObjective` - teacher / no-KD baseline: ``L = CE(y, z)``.
-- :class:`DistillationObjective` - DL-KDD student: ``L = CE(y, z_s) + alpha_0 gamma^epoch KL(p_t^tau || p_s^tau)``.
+- :class:`TermsObjective` - ``L = sum_i w_i(epoch) * term_i``, a list of named, weighted
+  :class:`LossTerm` (each wrapping a pure function of :mod:`dlkdd.losses`), every term logged by name.
+- :func:`build_objective` - the one builder of the student's objective from ``cfg.kd``: the terms of
+  :data:`KD_TERMS` (``task_loss`` CE and ``kd_loss`` KL today). :class:`DistillationObjective` is that
+  objective from explicit numbers: ``L = CE(y, z_s) + alpha_0 gamma^epoch KL(p_t^tau || p_s^tau)``.
 - :class:`SupConObjective` - ActLumos teacher: ``L = CE(y, z) + w * SupCon(proj(feature), y)``;
   the model must accept ``return_features=True`` and return ``(logits, embedding (B,D))``.
 - :class:`InfoNCEObjective` - ActLumos student pre-training: ``L = info_nce(z(view1), z(view2))`` on
@@ -14,15 +18,18 @@ pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlkdd.losses import distillation_loss, info_nce, kd_alpha, supcon_loss
+from dlkdd.losses import cross_entropy, info_nce, kd_alpha, kd_loss, kd_loss_from_probs, supcon_loss
 
-__all__ = ["logits_of", "CrossEntropyObjective", "DistillationObjective", "SupConObjective", "InfoNCEObjective"]
+__all__ = ["logits_of", "LossTerm", "TermsObjective", "KD_TERMS", "build_objective", "task_term", "kd_term",
+           "supcon_term", "CrossEntropyObjective", "DistillationObjective", "SupConObjective", "InfoNCEObjective"]
 
 
 def logits_of(out: Any) -> torch.Tensor:
@@ -43,46 +50,151 @@ class CrossEntropyObjective:
         return {"loss": F.cross_entropy(logits.float(), batch["label"])}, logits
 
 
-class DistillationObjective:
-    """DL-KDD student loss with the cached teacher logits of the batch.
+@dataclass(frozen=True)
+class LossTerm:
+    """One weighted term of a :class:`TermsObjective`: ``weight(epoch) * fn(outputs, batch)``.
+
+    ``fn(outputs, batch) -> 0-d tensor``: ``outputs`` is ``{"logits": (B,C)}`` plus ``"features": (B,D)``
+    when ``needs_features`` (the model is then called with ``return_features=True``); it wraps a pure
+    function of :mod:`dlkdd.losses`. The unweighted value is logged as ``name``; with ``weight_name``
+    the epoch's weight is logged too (the KD term's ``alpha``); ``logged``: constant scalars to log
+    (the KD term's ``tau``). Build ``fn``/``weight`` from module-level functions (``functools.partial``)
+    so that the objective pickles (DataLoader workers, DDP).
+    """
+
+    name: str
+    fn: Callable[[dict, dict], torch.Tensor]
+    weight: Callable[[int], float]
+    weight_name: str = ""
+    needs_features: bool = False
+    logged: tuple[tuple[str, float], ...] = ()
+
+
+class TermsObjective:
+    """``L = sum_i weight_i(epoch) * term_i`` over a list of :class:`LossTerm`.
+
+    Terms: ``loss`` (the sum), each term's ``name``, and its ``weight_name`` / ``logged`` scalars.
+    """
+
+    def __init__(self, terms: Sequence[LossTerm]):
+        if not terms:
+            raise ValueError("an objective needs at least one term")
+        self.terms = list(terms)
+
+    def extras(self, epoch: int) -> dict[str, float]:
+        """Per-epoch scalars logged with the epoch (:func:`dlkdd.train.fit.fit` calls it)."""
+        out: dict[str, float] = {}
+        for t in self.terms:
+            if t.weight_name:
+                out[t.weight_name] = float(t.weight(epoch))
+            out.update(t.logged)
+        return out
+
+    def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
+        feats = any(t.needs_features for t in self.terms)
+        out = model(batch["video"], return_features=True) if feats else model(batch["video"])
+        outputs = {"logits": logits_of(out)}
+        if feats:
+            outputs["features"] = out[1]
+        terms: dict[str, Any] = {}
+        total = None
+        for t in self.terms:
+            value, w = t.fn(outputs, batch), float(t.weight(epoch))
+            total = w * value if total is None else total + w * value
+            terms[t.name] = value
+            if t.weight_name:
+                terms[t.weight_name] = w
+            terms.update(t.logged)
+        return {"loss": total, **terms}, outputs["logits"]
+
+
+# ---- the terms: adapters from (outputs, batch) to the pure functions of dlkdd.losses
+def _constant(value: float, epoch: int) -> float:
+    return value
+
+
+def _task_term(outputs: dict, batch: dict) -> torch.Tensor:
+    return cross_entropy(outputs["logits"], batch["label"])
+
+
+def _kd_term(outputs: dict, batch: dict, tau: float, tau2_scale: bool) -> torch.Tensor:
+    # "teacher_probs": an ensemble of cached teachers' soft targets at tau (dlkdd/cache/ensemble.py)
+    if batch.get("teacher_probs") is not None:
+        return kd_loss_from_probs(outputs["logits"], batch["teacher_probs"], tau, tau2_scale)
+    if batch.get("teacher_logits") is None:
+        raise KeyError("the distillation objective: the batch has no 'teacher_logits' (use the logit-cache dataset)")
+    return kd_loss(outputs["logits"], batch["teacher_logits"], tau, tau2_scale)
+
+
+def _supcon_term(outputs: dict, batch: dict, temperature: float) -> torch.Tensor:
+    return supcon_loss(F.normalize(outputs["features"].float(), dim=1), batch["label"], temperature)
+
+
+def task_term(weight: float = 1.0) -> LossTerm:
+    """``task_loss = CE(y, z)`` (:func:`dlkdd.losses.cross_entropy`)."""
+    return LossTerm("task_loss", _task_term, partial(_constant, float(weight)))
+
+
+def kd_term(alpha: float, gamma: float, tau: float, tau2_scale: bool = False) -> LossTerm:
+    """``kd_loss = KL(p_t^tau || p_s^tau)`` weighted by ``alpha_t = alpha gamma^epoch`` (logged ``alpha``, ``tau``)."""
+    return LossTerm("kd_loss", partial(_kd_term, tau=float(tau), tau2_scale=bool(tau2_scale)),
+                    partial(kd_alpha, float(alpha), float(gamma)), weight_name="alpha", logged=(("tau", float(tau)),))
+
+
+def supcon_term(weight: float, temperature: float) -> LossTerm:
+    """``supcon_loss = SupCon(normalize(feature), y; temperature)`` (:func:`dlkdd.losses.supcon_loss`)."""
+    return LossTerm("supcon_loss", partial(_supcon_term, temperature=float(temperature)),
+                    partial(_constant, float(weight)), needs_features=True)
+
+
+def _task_of(kd: Any) -> LossTerm:
+    return task_term()
+
+
+def _kd_of(kd: Any) -> LossTerm:
+    return kd_term(kd.alpha, kd.gamma, kd.tau, kd.tau2_scale)
+
+
+# The distillation terms built from ``cfg.kd``: name -> builder (KDConfig -> LossTerm, or None when off).
+# A new term: a pure function in dlkdd/losses.py, an adapter and a builder above, one entry here (and its
+# kd.* keys in dlkdd/config_sections.KDConfig).
+KD_TERMS: dict[str, Callable[[Any], LossTerm | None]] = {
+    "task": _task_of,
+    "kd": _kd_of,
+}
+
+
+def build_objective(kd_cfg: Any) -> TermsObjective:
+    """The student's objective from ``cfg.kd`` (:class:`dlkdd.config.KDConfig`): every term of
+    :data:`KD_TERMS` that is on. The one builder of the distillation objective."""
+    terms = [t for make in KD_TERMS.values() if (t := make(kd_cfg)) is not None]
+    return TermsObjective(terms)
+
+
+class DistillationObjective(TermsObjective):
+    """DL-KDD student loss with the cached teacher logits of the batch: ``CE + alpha gamma^epoch KL``.
 
     Terms: ``loss``, ``task_loss`` (CE), ``kd_loss`` (KL), ``alpha`` (alpha_t of the epoch), ``tau``.
+    :func:`build_objective` builds it from ``cfg.kd``.
     """
 
     def __init__(self, alpha: float = 1.5, gamma: float = 0.95, tau: float = 5.0, tau2_scale: bool = False):
+        super().__init__([task_term(), kd_term(alpha, gamma, tau, tau2_scale)])
         self.alpha, self.gamma, self.tau, self.tau2_scale = float(alpha), float(gamma), float(tau), bool(tau2_scale)
 
     def alpha_at(self, epoch: int) -> float:
         return kd_alpha(self.alpha, self.gamma, epoch)
 
-    def extras(self, epoch: int) -> dict[str, float]:
-        """Per-epoch scalars logged with the epoch (:func:`dlkdd.train.fit.fit` calls it)."""
-        return {"alpha": self.alpha_at(epoch), "tau": self.tau}
 
-    def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
-        if "teacher_logits" not in batch and "teacher_probs" not in batch:
-            raise KeyError("DistillationObjective: the batch has no 'teacher_logits' (use the logit-cache dataset)")
-        logits = logits_of(model(batch["video"]))
-        # "teacher_probs": an ensemble of cached teachers' soft targets at tau (dlkdd/cache/ensemble.py)
-        terms = distillation_loss(logits, batch["label"], batch.get("teacher_logits"), self.alpha_at(epoch), self.tau,
-                                  self.tau2_scale, teacher_probs=batch.get("teacher_probs"))
-        return terms, logits
-
-
-class SupConObjective:
+class SupConObjective(TermsObjective):
     """``L = CE(y, z) + weight * SupCon(normalize(embedding), y; temperature)`` (ActLumos, Khosla et al. 2020).
 
     Terms: ``loss``, ``task_loss``, ``supcon_loss``.
     """
 
     def __init__(self, weight: float = 0.1, temperature: float = 0.1):
+        super().__init__([task_term(), supcon_term(weight, temperature)])
         self.weight, self.temperature = float(weight), float(temperature)
-
-    def __call__(self, model: nn.Module, batch: dict, epoch: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        logits, emb = model(batch["video"], return_features=True)
-        task = F.cross_entropy(logits.float(), batch["label"])
-        sc = supcon_loss(F.normalize(emb.float(), dim=1), batch["label"], self.temperature)
-        return {"loss": task + self.weight * sc, "task_loss": task, "supcon_loss": sc}, logits
 
 
 class InfoNCEObjective:

@@ -1,13 +1,13 @@
 """fp32 vs bf16 on the same seeds (issue 14): training-loss curves, accuracy, and the agreement of the
 two precisions scoring one trained model.
 
-Reads the ``prec-{baseline,student}-{bf16,fp32}-s<seed>`` runs of ``scripts/study.py`` (``--arms
+Reads the ``prec-{baseline,student}-{bf16,fp32}-s<seed>`` runs of ``experiments/study.py`` (``--arms
 precision``) and writes ``OUT/precision.png`` (per-step training loss, baseline and student side by
 side, one line per seed and precision), ``OUT/precision.md`` and ``OUT/precision.json``. With
 ``--agreement RUN ...`` it also scores each named checkpoint on the test clips once in fp32 and once
 under bf16 autocast and reports how often the predicted class agrees and the largest difference of a class probability.
 
-    python scripts/precision_report.py --study runs/study --agreement runs/study/baseline-s0 runs/study/student-s0
+    python -m experiments precision_report --study runs/study --agreement runs/study/baseline-s0 runs/study/student-s0
 """
 from __future__ import annotations
 
@@ -124,12 +124,13 @@ def agreement(run: Path) -> dict:
             "top1_bf16": res["bf16"]["top1"]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experiments precision_report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", default="runs/study")
     ap.add_argument("--out", default=None, help="default: the study directory")
     ap.add_argument("--agreement", nargs="*", default=[], help="run directories to score in both precisions")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     study = Path(a.study)
     out = Path(a.out or study)
     data = collect(study)

@@ -1,6 +1,6 @@
 """Merge the accuracy study's results.json files (one per run directory) into one Markdown table.
 
-    python scripts/accuracy_table.py runs/accuracy runs/accuracy_s1 [--actlumos runs/actlumos-arid6-mini] \
+    python -m experiments accuracy_table runs/accuracy runs/accuracy_s1 [--actlumos runs/actlumos-arid6-mini] \
         [--plot docs/accuracy-arid6.png] [--curves docs/curves-arid6.png]
 
 ``--curves``: the training cross-entropy per epoch of every run (seeds overlaid), against
@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import table  # noqa: E402
+from experiments.accuracy import table
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experiments accuracy_table")
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--plot", default=None, help="also write a PNG of per-seed top-1 per model")
     ap.add_argument("--curves", default=None, help="also write a PNG of the training CE per epoch of every run")
     ap.add_argument("--actlumos", default=None, help="an ActLumos run directory (teacher/, student/) to add, seed 0")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     results: dict = {}
     for d in a.dirs:
         p = Path(d) / "results.json"

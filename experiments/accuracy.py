@@ -5,14 +5,15 @@ For each seed: teacher (ZeroDCE + R(2+1)D-BERT) -> cache-logits -> student (KD) 
 Resumable: a run whose ``eval.json`` exists is skipped. Results: ``OUT/results.json`` and
 ``OUT/results.md`` (mean +- std over seeds, training time).
 
-    python scripts/accuracy.py --out runs/accuracy --seeds 0 1 2 [--kinetics-seeds 0] [--set k=v ...]
+    python -m experiments accuracy --out runs/accuracy --seeds 0 1 2 [--kinetics-seeds 0] [--set k=v ...]
 
 KD experiments on the same footing (BENCHMARKS.md, "Why the student does not win"):
 
     # students at tau 2 distilled from the seed-0 teacher already trained in runs/accuracy
-    python scripts/accuracy.py --out runs/kd-tau2 --seeds 0 --teacher-from runs/accuracy --set kd.tau=2 --only student
+    python -m experiments accuracy --out runs/kd-tau2 --seeds 0 --teacher-from runs/accuracy --set kd.tau=2 \
+        --only student
     # a teacher trained 3x longer, then the usual 10-epoch student
-    python scripts/accuracy.py --out runs/kd-teacher30 --seeds 0 --teacher-set train.epochs=30 --only student
+    python -m experiments accuracy --out runs/kd-teacher30 --seeds 0 --teacher-set train.epochs=30 --only student
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pathlib import Path
 log = logging.getLogger("accuracy")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
@@ -35,7 +36,7 @@ def main() -> None:
     from dlkdd.pipeline.teacher import train_teacher
     from dlkdd.utils import atomic_write_json, atomic_write_text, setup_logging
 
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m experiments accuracy")
     ap.add_argument("--config", default="configs/arid6-mini.yaml")
     ap.add_argument("--out", default="runs/accuracy")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -47,7 +48,7 @@ def main() -> None:
                     help="override for the teacher only (k=v), e.g. train.epochs=30")
     ap.add_argument("--teacher-from", default=None,
                     help="reuse the teachers of another study dir (DIR/seedN/teacher) instead of training them")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     setup_logging()
     out = Path(a.out)
     res_path = out / "results.json"

@@ -8,8 +8,8 @@ student for its teacher's cache). Several workers may share one OUT: a run is cl
 ``O_EXCL`` lock file holding the worker's pid (a dead worker's claims are taken over), so
 
     # two workers of one thread each on a 2-core machine (more clips per second than one of two)
-    OMP_NUM_THREADS=1 python scripts/study.py --out runs/study --worker 0 &
-    OMP_NUM_THREADS=1 python scripts/study.py --out runs/study --worker 1 &
+    OMP_NUM_THREADS=1 python -m experiments study --out runs/study --worker 0 &
+    OMP_NUM_THREADS=1 python -m experiments study --out runs/study --worker 1 &
 
 Arms (``--arms``, default all of ``ARMS``; seeds ``--seeds``, default 0 1 2), all on
 ``configs/arid6-mini.yaml`` (10 epochs unless said otherwise):
@@ -257,8 +257,9 @@ def report(out: Path, finished: list[Run]) -> None:
         print(text.stdout + text.stderr)  # noqa: T201
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experiments study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/study")
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -266,7 +267,7 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="print the plan and each run's state, run nothing")
     ap.add_argument("--report", action="store_true",
                     help="run nothing: `dlkdd compare` of the finished runs of every arm -> OUT/compare.{txt,json,png}")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{a.worker} %(message)s", datefmt="%H:%M:%S")
     out = Path(a.out)
     runs = plan(a.arms, a.seeds, out)

@@ -1,0 +1,82 @@
+"""The backbone table: config name (``model.backbone``) -> :class:`BackboneSpec`.
+
+A backbone is a video trunk::
+
+    trunk = spec.build(num_classes)
+    trunk.features(x (B,3,T,H,W) normalised) -> (B, D, T', H', W')
+        D  = spec.feature_dim
+        T' = ceil(T / spec.temporal_stride)            (T >= spec.min_frames)
+
+Every consumer asks this table, never a trunk module: the classifier and the teacher
+(:mod:`dlkdd.models.classifier`), ActLumos (:mod:`dlkdd.models.actlumos`), the pre-training net
+(:mod:`dlkdd.models.pretrain_net`), the width of cached features
+(:mod:`dlkdd.pipeline.cache_logits`), the frame range of an export (:mod:`dlkdd.deploy.spec`) and
+config validation (``model.backbone``, :mod:`dlkdd.config_sections`).
+
+``build(num_classes)``: ``num_classes`` sizes the classifier slot of a published layout (R(2+1)D
+keeps torchvision's ``fc``; the built trunk's ``fc`` is ``nn.Identity``, so no parameters of it
+reach a state dict). It is passed so that the random initialisation of everything built after the
+trunk (the heads) stays what it was: a trunk without such a slot ignores it.
+``load_pretrained(trunk, path)``: published or dlkdd weights from a file into the trunk (in place;
+returned); nothing is downloaded.
+
+Adding a backbone: a module that builds the trunk, and one entry in :data:`BACKBONES`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from torch import nn
+
+from dlkdd.models import r2plus1d
+
+__all__ = ["BackboneSpec", "BACKBONES", "backbone_spec", "backbone_names"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a consumer needs to know of a trunk (see the module docstring)."""
+
+    build: Callable[[int], nn.Module]
+    feature_dim: int
+    temporal_stride: int
+    min_frames: int
+    load_pretrained: Callable[[nn.Module, str], nn.Module]
+    summary: str
+
+
+def _r2plus1d_trunk(name: str, num_classes: int = 1) -> nn.Module:
+    trunk = r2plus1d.build_r2plus1d(name, num_classes)
+    trunk.fc = nn.Identity()
+    return trunk
+
+
+def _r2plus1d(name: str, width: int, summary: str) -> BackboneSpec:
+    # three (2,2,2) stages halve time: T' = ceil(T/8) (dlkdd/models/r2plus1d.py); any T >= 1 runs
+    return BackboneSpec(build=partial(_r2plus1d_trunk, name), feature_dim=8 * width, temporal_stride=8,
+                        min_frames=1, load_pretrained=r2plus1d.load_pretrained, summary=summary)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "r2plus1d_18": _r2plus1d("r2plus1d_18", 64, "R(2+1)D-18, torchvision layout (Kinetics-400 weights load)"),
+    "r2plus1d_34": _r2plus1d("r2plus1d_34", 64, "R(2+1)D-34, torchvision layout"),
+    "r2plus1d_34_ig65m": _r2plus1d("r2plus1d_34_ig65m", 64, "R(2+1)D-34 of the IG65M release (Caffe2 layout)"),
+    "r2plus1d_tiny": _r2plus1d("r2plus1d_tiny", 16, "quarter-width R(2+1)D-10 for tests and laptops; no weights"),
+}
+
+
+def backbone_names() -> tuple[str, ...]:
+    return tuple(BACKBONES)
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of ``name``; an unknown name is a :class:`~dlkdd.config_sections.ConfigError` listing the table."""
+    spec = BACKBONES.get(name)
+    if spec is None:
+        from dlkdd.config_sections import ConfigError
+
+        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r}; choose one of "
+                          f"{', '.join(BACKBONES)}")
+    return spec

@@ -1,0 +1,41 @@
+"""The family table: ``model.teacher`` / a checkpoint's ``arch["family"]`` -> family object.
+
+A family (:class:`dlkdd.models.family.Family`) decides a stage's model, checkpoint ``arch``,
+rebuild, objective, input dataset and what a logit store records of its teacher. Every stage asks
+this table (:mod:`dlkdd.models.build`, :mod:`dlkdd.pipeline.teacher`, :mod:`dlkdd.pipeline.student`,
+:mod:`dlkdd.pipeline.cache_logits`) and config validation (``model.teacher``) lists its names.
+
+Adding a family: a module with its model and a :class:`~dlkdd.models.family.Family` subclass, and
+one entry here.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from dlkdd.models.actlumos import ACTLUMOS
+from dlkdd.models.family import DlkddFamily, Family
+
+__all__ = ["FAMILIES", "family", "family_of_arch"]
+
+FAMILIES: dict[str, Family] = {
+    "dlkdd": DlkddFamily(),
+    "actlumos": ACTLUMOS,
+}
+
+
+def family(name: str) -> Family:
+    """The family ``name`` (``model.teacher``); unknown -> ConfigError listing the table."""
+    fam = FAMILIES.get(name)
+    if fam is None:
+        from dlkdd.config_sections import ConfigError
+
+        raise ConfigError(f"config key 'model.teacher': unknown model family {name!r}; choose one of "
+                          f"{', '.join(FAMILIES)}")
+    return fam
+
+
+def family_of_arch(arch: Mapping[str, Any]) -> Family:
+    """The family that rebuilds a checkpoint of ``arch``. A checkpoint without ``family`` (written before
+    families existed) or of a family this table lacks (``pretrain``: a classifier arch) is DL-KDD's, as
+    before."""
+    return FAMILIES.get(str(arch.get("family", "dlkdd")), FAMILIES["dlkdd"])
