@@ -233,6 +233,10 @@ class _ZarrBackend:
         return np.asarray(self.arrays[name][run] if run is not None else self.arrays[name].oindex[rows])
 
     def write_rows(self, name: str, rows: np.ndarray, data: np.ndarray) -> None:
+        direct = self._direct.get(name)
+        if direct is not None:  # rebuild each touched shard whole (see dlkdd.cache.rowfile)
+            direct.write(rows, data)
+            return
         # one slice per run of consecutive rows (zarr 3.1's orthogonal writes into sharded arrays fail)
         order = np.argsort(rows, kind="stable")
         rows, data = rows[order], data[order]

@@ -1,4 +1,5 @@
-"""``dlkdd cache ls | info | verify | stats``: inspect logit stores (:mod:`dlkdd.cache.inspect`)."""
+"""``dlkdd cache ls | info | verify | stats | bench``: inspect logit stores (:mod:`dlkdd.cache.inspect`),
+and measure their speed at scale (:mod:`dlkdd.bench.store`)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from dlkdd.commands.common import config_options, friendly_errors, load_cli_conf
 
 @click.group()
 def cache():
-    """Inspect logit stores: ls, info, verify, stats."""
+    """Inspect logit stores: ls, info, verify, stats; bench measures a store's speed."""
 
 
 @cache.command("ls")
@@ -128,6 +129,46 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
     click.echo(f"{'tau':>6} {'top prob':>9} {'true-class prob':>16} {'entropy / log C':>16}")
     for r in st["taus"]:
         click.echo(f"{r['tau']:>6g} {r['top_prob']:>9.3f} {r['true_prob']:>16.3f} {r['entropy_ratio']:>16.3f}")
+
+
+@cache.command("bench")
+@click.option("--clips", type=click.IntRange(min=1), required=True, help="Clips (rows) N.")
+@click.option("--views", type=click.IntRange(min=1), default=10, show_default=True, help="Stored views per clip V.")
+@click.option("--classes", type=click.IntRange(min=1), default=400, show_default=True, help="Classes C.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
+@click.option("--out", "out", type=click.Path(), required=True, help="The store to write (kept afterwards).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the numbers here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@friendly_errors
+def cache_bench(clips, views, classes, fmt, out, json_out, seed, overwrite, no_progress):
+    """Write a synthetic store of N clips x V views x C classes (float16) with the code precompute
+    uses, then read it back: random single clips and random batches of 64. Prints and writes (--json)
+    write_clips_per_s, read_clips_per_s and read_batch_clips_per_s; keeps --out to count files and bytes."""
+    from dlkdd.bench.store import bench_store
+    from dlkdd.cache.backends import remove_store
+    from dlkdd.errors import OutputError
+    from dlkdd.outputs import check_not_input, check_writable_file
+
+    out_p = Path(out)
+    if json_out:
+        jp = Path(json_out)
+        check_not_input(jp, [out_p], "--json")
+        if out_p.absolute() in jp.absolute().parents:
+            raise OutputError(f"--json {jp.absolute()} lies inside --out {out_p.absolute()}: choose another path")
+        check_writable_file(jp, "--json")
+    if out_p.exists() or out_p.is_symlink():
+        if not overwrite:
+            raise OutputError(f"--out {out_p.absolute()} already exists; pass --overwrite or choose another path")
+        remove_store(out_p)  # refuses anything that is not a logit store
+    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress)
+    for k in ("write_clips_per_s", "read_clips_per_s", "read_batch_clips_per_s"):
+        click.echo(f"{k}: {res[k]:.1f}")
+    click.echo(f"files: {res['files']}  on disk: {_size(res['bytes'])} ({res['disk_over_logical']:.2f}x the "
+               f"{_size(res['logical_bytes'])} of data)  store kept at {out_p}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(res, indent=2) + "\n")
 
 
 def _size(n: int) -> str:

@@ -1,0 +1,96 @@
+"""``dlkdd cache bench``: the logit store's write and read speed at a given size, through
+:class:`dlkdd.cache.store.LogitStore` as precompute uses it (``create``, ``write_many`` of rank-owned
+row ranges, ``mark_complete``), on synthetic data.
+
+Writes N clips x V views x C classes of standard-normal float16 logits (and float64 view
+parameters) to a new store, closes it, reopens it read-only and reads it back:
+
+- ``write_clips_per_s``: N / the seconds spent in ``write_many`` + ``mark_complete`` (the random data
+  is drawn outside the timer), in blocks of one storage unit (Zarr: a shard, ``rows_per_chunk``
+  rows; HDF5: 512 rows), as one rank of a sharded precompute writes its share;
+- ``read_clips_per_s``: random single clips, ``LogitStore.read(i)`` (logits (V,C) and views (V,P));
+- ``read_batch_clips_per_s``: random batches of 64 clips, ``read_many``.
+
+Reads come from the page cache when the store fits in memory (it was just written); the result also
+holds ``files`` and ``bytes`` on disk and ``logical_bytes`` (N x V x (C x 2 + P x 8)).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["bench_store", "disk_usage"]
+
+_BATCH = 64
+
+
+def disk_usage(path: str | os.PathLike) -> tuple[int, int]:
+    """``(files, bytes allocated on disk)`` of a store directory or file (``du``-like: st_blocks)."""
+    p = Path(path)
+    items = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+    return len(items), sum(f.stat().st_blocks * 512 for f in items)
+
+
+def _write(path: Path, n: int, views: int, classes: int, fmt: str, seed: int, progress: bool) -> float:
+    from tqdm import tqdm
+
+    from dlkdd.cache.store import VIEW_PARAMS, LogitStore
+
+    keys = [f"bench/clip_{i:08d}" for i in range(n)]
+    meta = {"benchmark": True, "classes": [f"c{j}" for j in range(classes)]}
+    rng = np.random.default_rng(seed)
+    spent = 0.0
+    with LogitStore.create(path, keys, views, classes, meta, dtype="float16", fmt=fmt) as s:
+        block = s.rows_per_chunk if s.rows_per_chunk > 1 else 512
+        with tqdm(total=n, desc=f"writing {path.name}", unit="clip", disable=not progress) as bar:
+            for lo in range(0, n, block):
+                rows = np.arange(lo, min(n, lo + block))
+                logits = rng.standard_normal((rows.size, views, classes), dtype=np.float32).astype(np.float16)
+                vw = rng.random((rows.size, views, VIEW_PARAMS))
+                t = time.perf_counter()
+                s.write_many(rows, logits, vw)
+                spent += time.perf_counter() - t
+                bar.update(rows.size)
+        t = time.perf_counter()
+        s.mark_complete()
+        spent += time.perf_counter() - t
+    return spent
+
+
+def _read(path: Path, n: int, seed: int, singles: int, batches: int) -> tuple[float, float]:
+    from dlkdd.cache.store import LogitStore
+
+    rng = np.random.default_rng(seed + 1)
+    with LogitStore.open(path) as s:
+        s.read(0)  # open the handles outside the timer
+        idx = rng.integers(0, n, size=min(singles, max(n, 1)))
+        t = time.perf_counter()
+        for i in idx:
+            s.read(int(i))
+        single = idx.size / max(time.perf_counter() - t, 1e-9)
+        t = time.perf_counter()
+        for _ in range(batches):
+            s.read_many(rng.choice(n, size=min(_BATCH, n), replace=False))
+        batch = batches * min(_BATCH, n) / max(time.perf_counter() - t, 1e-9)
+    return single, batch
+
+
+def bench_store(path: str | os.PathLike, clips: int, views: int, classes: int, fmt: str, seed: int = 0,
+                progress: bool = False, singles: int = 2000, batches: int = 50) -> dict[str, Any]:
+    """Write then read a synthetic store at ``path`` (kept); the numbers described in the module docstring."""
+    path = Path(path)
+    write_s = _write(path, clips, views, classes, fmt, seed, progress)
+    single, batch = _read(path, clips, seed, singles, batches)
+    files, size = disk_usage(path)
+    logical = clips * views * (classes * 2 + 8 * 8)
+    return {"format": fmt, "clips": clips, "views": views, "classes": classes, "dtype": "float16",
+            "write_clips_per_s": clips / max(write_s, 1e-9), "read_clips_per_s": single,
+            "read_batch_clips_per_s": batch, "files": files, "bytes": size, "logical_bytes": logical,
+            "bytes_per_clip": size / max(clips, 1), "disk_over_logical": size / max(logical, 1), "path": str(path)}
