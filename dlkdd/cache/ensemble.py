@@ -207,6 +207,12 @@ class EnsembleRows:
         target = ensemble_soft_target(logits, self.tau, self.store.weights)
         return np.ascontiguousarray(target, dtype=np.float32), views
 
+    def read_fields(self, index: int) -> dict[str, np.ndarray]:
+        """``{"teacher_probs": (V,C), "views": (V,P)}``: an ensemble passes its soft target, not each
+        teacher's other fields (they need not agree in size)."""
+        target, views = self.read(index)
+        return {self.target_field: target, "views": views}
+
 
 def ensemble_stats(paths: Sequence[str | os.PathLike], manifest: Any, taus: Sequence[float] = (1.0, 5.0),
                    weights: Sequence[float] | None = None) -> dict[str, Any]:

@@ -103,6 +103,8 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
             "path": str(s.path), "fmt": s.fmt, **m,
             "shape": {"clips": s.num_clips, "views": s.views_per_clip, "classes": s.num_classes,
                       "view_params": s.view_params, "feature_dim": s.feature_dim},
+            "rows_per_chunk": s.rows_per_chunk,
+            "fields": {n: {"shape": list(shp), "dtype": dt} for n, (shp, dt) in s.fields.items()},
             "done": int(done.sum()), "clips": s.num_clips,
             "complete": bool(m.get("complete", False)) and bool(done.all()),
             "complete_flag": bool(m.get("complete", False)),
@@ -195,9 +197,9 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
     # --- every chunk of the written rows: readable, and finite (writes refuse NaN/inf, so NaN in a
     # done row is a chunk that is missing - read as the NaN fill value - or damaged)
     arrays = {"logits": (logits, unreadable)}
-    arrays["views"] = _read_every_chunk(s, "views", N)
-    if s.feature_dim:
-        arrays["features"] = _read_every_chunk(s, "features", N)
+    for name in s.fields:  # views, and features or any other per-view field
+        if name != "logits":
+            arrays[name] = _read_every_chunk(s, name, N)
     for name, (a, unread) in arrays.items():
         ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
         ok[unread] = False
@@ -236,22 +238,22 @@ def _read_every_chunk(s: LogitStore, name: str, n: int, block: int = 256) -> tup
     for lo in range(0, n, block):
         rows = np.arange(lo, min(n, lo + block))
         try:
-            a = b.read_rows(name, rows)
+            a = b.read(name, slice(lo, lo + rows.size))  # through the format's own reader (zarr checks checksums)
         except Exception:
             a = None
         if out is None:
-            dt = a.dtype if a is not None else np.dtype(s.dtype if name != "views" else "float64")
+            dt = a.dtype if a is not None else np.dtype(b.dtype(name))
             out = np.full((n, *shape[1:]), np.nan, dtype=dt)
         if a is not None:
             out[rows] = a
             continue
         for r in rows:
             try:
-                out[r] = b.read_rows(name, np.array([r]))[0]
+                out[r] = b.read(name, slice(int(r), int(r) + 1))[0]
             except Exception:
                 bad.append(int(r))
     if out is None:
-        out = np.zeros((0, *shape[1:]), dtype=np.dtype(s.dtype if name != "views" else "float64"))
+        out = np.zeros((0, *shape[1:]), dtype=np.dtype(b.dtype(name)))
     return out, np.asarray(bad, dtype=np.int64)
 
 
