@@ -11,6 +11,10 @@ parameters) to a new store, closes it, reopens it read-only and reads it back:
 - ``read_clips_per_s``: random single clips, ``LogitStore.read(i)`` (logits (V,C) and views (V,P));
 - ``read_batch_clips_per_s``: random batches of 64 clips, ``read_many``.
 
+With ``ranks > 1`` the rows are written by that many processes at once, each its
+:func:`dlkdd.cache.parts.shard_rows` share of whole shards (as the ranks of a ``torchrun`` precompute
+do), into the one store; ``write_clips_per_s`` is then N / the slowest rank's seconds in ``write_many``.
+
 Reads come from the page cache when the store fits in memory (it was just written); the result also
 holds ``files`` and ``bytes`` on disk and ``logical_bytes`` (N x V x (C x 2 + P x 8)).
 """
@@ -38,26 +42,63 @@ def disk_usage(path: str | os.PathLike) -> tuple[int, int]:
     return len(items), sum(f.stat().st_blocks * 512 for f in items)
 
 
-def _write(path: Path, n: int, views: int, classes: int, fmt: str, seed: int, progress: bool) -> float:
+def _write_rows(path: Path, rows: np.ndarray, seed: int, progress: bool) -> float:
+    """Write ``rows`` of the store at ``path`` (open ``r+``) in blocks of one storage unit; the seconds
+    spent in ``write_many``."""
     from tqdm import tqdm
 
     from dlkdd.cache.store import VIEW_PARAMS, LogitStore
 
-    keys = [f"bench/clip_{i:08d}" for i in range(n)]
-    meta = {"benchmark": True, "classes": [f"c{j}" for j in range(classes)]}
     rng = np.random.default_rng(seed)
     spent = 0.0
-    with LogitStore.create(path, keys, views, classes, meta, dtype="float16", fmt=fmt) as s:
+    with LogitStore.open(path, mode="r+") as s:
         block = s.rows_per_chunk if s.rows_per_chunk > 1 else 512
-        with tqdm(total=n, desc=f"writing {path.name}", unit="clip", disable=not progress) as bar:
-            for lo in range(0, n, block):
-                rows = np.arange(lo, min(n, lo + block))
-                logits = rng.standard_normal((rows.size, views, classes), dtype=np.float32).astype(np.float16)
-                vw = rng.random((rows.size, views, VIEW_PARAMS))
+        views, classes = s.views_per_clip, s.num_classes
+        with tqdm(total=rows.size, desc=f"writing {path.name}", unit="clip", disable=not progress) as bar:
+            for lo in range(0, rows.size, block):
+                r = rows[lo:lo + block]
+                logits = rng.standard_normal((r.size, views, classes), dtype=np.float32).astype(np.float16)
+                vw = rng.random((r.size, views, VIEW_PARAMS))
                 t = time.perf_counter()
-                s.write_many(rows, logits, vw)
+                s.write_many(r, logits, vw)
                 spent += time.perf_counter() - t
-                bar.update(rows.size)
+                bar.update(r.size)
+    return spent
+
+
+def _rank_main(path: str, rank: int, ranks: int, seed: int, out: Any) -> None:
+    from dlkdd.cache.parts import shard_rows
+    from dlkdd.cache.store import LogitStore
+
+    with LogitStore.open(path) as s:
+        n, rpc = s.num_clips, s.rows_per_chunk
+    mine = np.asarray(shard_rows(range(n), rank, ranks, rpc), dtype=np.int64)
+    out.put((rank, _write_rows(Path(path), mine, seed + rank, False)))
+
+
+def _write(path: Path, n: int, views: int, classes: int, fmt: str, seed: int, progress: bool, ranks: int = 1) -> float:
+    import multiprocessing as mp
+
+    from dlkdd.cache.store import LogitStore
+
+    keys = [f"bench/clip_{i:08d}" for i in range(n)]
+    meta = {"benchmark": True, "classes": [f"c{j}" for j in range(classes)]}
+    with LogitStore.create(path, keys, views, classes, meta, dtype="float16", fmt=fmt) as s:
+        if ranks > 1 and not s.parallel_writers:
+            raise ValueError(f"{fmt} stores have one writer; --ranks needs --format zarr")
+    if ranks <= 1:
+        spent = _write_rows(path, np.arange(n), seed, progress)
+    else:
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_rank_main, args=(str(path), r, ranks, seed, q)) for r in range(ranks)]
+        for p in procs:
+            p.start()
+        times = dict(q.get() for _ in procs)
+        for p in procs:
+            p.join()
+        spent = max(times.values())
+    with LogitStore.open(path, mode="r+") as s:
         t = time.perf_counter()
         s.mark_complete()
         spent += time.perf_counter() - t
@@ -83,14 +124,14 @@ def _read(path: Path, n: int, seed: int, singles: int, batches: int) -> tuple[fl
 
 
 def bench_store(path: str | os.PathLike, clips: int, views: int, classes: int, fmt: str, seed: int = 0,
-                progress: bool = False, singles: int = 2000, batches: int = 50) -> dict[str, Any]:
+                progress: bool = False, ranks: int = 1, singles: int = 2000, batches: int = 50) -> dict[str, Any]:
     """Write then read a synthetic store at ``path`` (kept); the numbers described in the module docstring."""
     path = Path(path)
-    write_s = _write(path, clips, views, classes, fmt, seed, progress)
+    write_s = _write(path, clips, views, classes, fmt, seed, progress, ranks)
     single, batch = _read(path, clips, seed, singles, batches)
     files, size = disk_usage(path)
     logical = clips * views * (classes * 2 + 8 * 8)
-    return {"format": fmt, "clips": clips, "views": views, "classes": classes, "dtype": "float16",
+    return {"format": fmt, "ranks": ranks, "clips": clips, "views": views, "classes": classes, "dtype": "float16",
             "write_clips_per_s": clips / max(write_s, 1e-9), "read_clips_per_s": single,
             "read_batch_clips_per_s": batch, "files": files, "bytes": size, "logical_bytes": logical,
             "bytes_per_clip": size / max(clips, 1), "disk_over_logical": size / max(logical, 1), "path": str(path)}

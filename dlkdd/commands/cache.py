@@ -139,10 +139,12 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
 @click.option("--out", "out", type=click.Path(), required=True, help="The store to write (kept afterwards).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the numbers here.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Write with this many processes at once, each its share of whole shards (Zarr only).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @friendly_errors
-def cache_bench(clips, views, classes, fmt, out, json_out, seed, overwrite, no_progress):
+def cache_bench(clips, views, classes, fmt, out, json_out, seed, ranks, overwrite, no_progress):
     """Write a synthetic store of N clips x V views x C classes (float16) with the code precompute
     uses, then read it back: random single clips and random batches of 64. Prints and writes (--json)
     write_clips_per_s, read_clips_per_s and read_batch_clips_per_s; keeps --out to count files and bytes."""
@@ -152,6 +154,8 @@ def cache_bench(clips, views, classes, fmt, out, json_out, seed, overwrite, no_p
     from dlkdd.outputs import check_not_input, check_writable_file
 
     out_p = Path(out)
+    if ranks > 1 and fmt != "zarr":
+        raise click.BadParameter("an HDF5 store has one writer; use --format zarr", param_hint="--ranks")
     if json_out:
         jp = Path(json_out)
         check_not_input(jp, [out_p], "--json")
@@ -162,7 +166,7 @@ def cache_bench(clips, views, classes, fmt, out, json_out, seed, overwrite, no_p
         if not overwrite:
             raise OutputError(f"--out {out_p.absolute()} already exists; pass --overwrite or choose another path")
         remove_store(out_p)  # refuses anything that is not a logit store
-    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress)
+    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress, ranks=ranks)
     for k in ("write_clips_per_s", "read_clips_per_s", "read_batch_clips_per_s"):
         click.echo(f"{k}: {res[k]:.1f}")
     click.echo(f"files: {res['files']}  on disk: {_size(res['bytes'])} ({res['disk_over_logical']:.2f}x the "
