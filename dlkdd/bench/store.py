@@ -11,6 +11,12 @@ parameters) to a new store, closes it, reopens it read-only and reads it back:
 - ``read_clips_per_s``: random single clips, ``LogitStore.read(i)`` (logits (V,C) and views (V,P));
 - ``read_batch_clips_per_s``: random batches of 64 clips, ``read_many``.
 
+With ``loader``, also the student's read path: a DataLoader (batches of 64, 0 and 2 workers) over
+:class:`dlkdd.data.views.StoredView` + :class:`dlkdd.cache.reader.StoreRows` of 2048 random clips,
+returning only the stored fields of the chosen view (no video): ``loader_clips_per_s_w0`` /
+``_w2`` and ``loader_wait_ms_per_batch_w0`` / ``_w2`` (the time the training loop would wait per
+batch for the store alone, excluding the workers' start).
+
 With ``ranks > 1`` the rows are written by that many processes at once, each its
 :func:`dlkdd.cache.parts.shard_rows` share of whole shards (as the ranks of a ``torchrun`` precompute
 do), into the one store; ``write_clips_per_s`` is then N / the slowest rank's seconds in ``write_many``.
@@ -123,15 +129,63 @@ def _read(path: Path, n: int, seed: int, singles: int, batches: int) -> tuple[fl
     return single, batch
 
 
+class _Keys:
+    def __init__(self, keys: list[str]):
+        self._keys = keys
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+
+class _StoredFields:
+    """A dataset of the stored fields only (no video): what the student's loader reads from the store."""
+
+    def __init__(self, policy: Any, n: int):
+        self.policy, self.n = policy, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.policy._stored(int(i), 0)[2]
+
+
+def _loader(path: Path, n: int, workers: int, seed: int, samples: int = 2048) -> tuple[float, float]:
+    """``(clips/s, ms waited per batch of 64)`` of a DataLoader over the stored fields of random clips."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    from dlkdd.cache.reader import StoreRows
+    from dlkdd.cache.store import LogitStore
+    from dlkdd.data.views import StoredView
+
+    with LogitStore.open(path) as s:
+        keys = s.keys
+    rng = np.random.default_rng(seed + 2)
+    pick = rng.choice(n, size=min(samples, n), replace=False).tolist()
+    ds = _StoredFields(StoredView(StoreRows(_Keys(keys), path), seed=seed), n)
+    loader = DataLoader(ds, batch_size=_BATCH, sampler=SubsetRandomSampler(pick), num_workers=workers)
+    it = iter(loader)
+    next(it)  # the workers' start is not the store's cost
+    t, batches = time.perf_counter(), 0
+    for _ in it:
+        batches += 1
+    dt = max(time.perf_counter() - t, 1e-9)
+    return batches * _BATCH / dt, 1000 * dt / max(batches, 1)
+
+
 def bench_store(path: str | os.PathLike, clips: int, views: int, classes: int, fmt: str, seed: int = 0,
-                progress: bool = False, ranks: int = 1, singles: int = 2000, batches: int = 50) -> dict[str, Any]:
+                progress: bool = False, ranks: int = 1, singles: int = 2000, batches: int = 50,
+                loader: bool = False) -> dict[str, Any]:
     """Write then read a synthetic store at ``path`` (kept); the numbers described in the module docstring."""
     path = Path(path)
     write_s = _write(path, clips, views, classes, fmt, seed, progress, ranks)
     single, batch = _read(path, clips, seed, singles, batches)
+    extra = {}
+    for w in (0, 2) if loader else ():
+        extra[f"loader_clips_per_s_w{w}"], extra[f"loader_wait_ms_per_batch_w{w}"] = _loader(path, clips, w, seed)
     files, size = disk_usage(path)
     logical = clips * views * (classes * 2 + 8 * 8)
     return {"format": fmt, "ranks": ranks, "clips": clips, "views": views, "classes": classes, "dtype": "float16",
             "write_clips_per_s": clips / max(write_s, 1e-9), "read_clips_per_s": single,
             "read_batch_clips_per_s": batch, "files": files, "bytes": size, "logical_bytes": logical,
-            "bytes_per_clip": size / max(clips, 1), "disk_over_logical": size / max(logical, 1), "path": str(path)}
+            "bytes_per_clip": size / max(clips, 1), "disk_over_logical": size / max(logical, 1), "path": str(path), **extra}

@@ -141,10 +141,12 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ranks", type=click.IntRange(min=1), default=1, show_default=True,
               help="Write with this many processes at once, each its share of whole shards (Zarr only).")
+@click.option("--loader", is_flag=True, help="Also read random clips through the student's DataLoader path "
+              "(StoredView + StoreRows, 0 and 2 workers, no video).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @friendly_errors
-def cache_bench(clips, views, classes, fmt, out, json_out, seed, ranks, overwrite, no_progress):
+def cache_bench(clips, views, classes, fmt, out, json_out, seed, ranks, loader, overwrite, no_progress):
     """Write a synthetic store of N clips x V views x C classes (float16) with the code precompute
     uses, then read it back: random single clips and random batches of 64. Prints and writes (--json)
     write_clips_per_s, read_clips_per_s and read_batch_clips_per_s; keeps --out to count files and bytes."""
@@ -166,8 +168,12 @@ def cache_bench(clips, views, classes, fmt, out, json_out, seed, ranks, overwrit
         if not overwrite:
             raise OutputError(f"--out {out_p.absolute()} already exists; pass --overwrite or choose another path")
         remove_store(out_p)  # refuses anything that is not a logit store
-    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress, ranks=ranks)
-    for k in ("write_clips_per_s", "read_clips_per_s", "read_batch_clips_per_s"):
+    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress, ranks=ranks,
+                      loader=loader)
+    for k in ("write_clips_per_s", "read_clips_per_s", "read_batch_clips_per_s", "loader_clips_per_s_w0",
+              "loader_wait_ms_per_batch_w0", "loader_clips_per_s_w2", "loader_wait_ms_per_batch_w2"):
+        if k not in res:
+            continue
         click.echo(f"{k}: {res[k]:.1f}")
     click.echo(f"files: {res['files']}  on disk: {_size(res['bytes'])} ({res['disk_over_logical']:.2f}x the "
                f"{_size(res['logical_bytes'])} of data)  store kept at {out_p}")
