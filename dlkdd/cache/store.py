@@ -1,31 +1,40 @@
 """The offline logit cache: one store of teacher logits per (teacher, manifest, view spec).
 
 A store is a Zarr v3 directory (``*.zarr``, default) or an HDF5 file (``*.h5``) holding, for
-N clips, V stored views per clip, C classes, P = 8 view parameters
-(:meth:`dlkdd.data.views.View.to_array`) and an optional feature size D:
+N clips, V stored views per clip, ``keys`` and ``done`` and one array per named per-view field
+(:attr:`LogitStore.fields`, ``{name: (shape of one view's value, dtype)}``):
 
     keys      (N,)      str      manifest keys (``Jump/Jump_8_3``), in manifest order, unique
-    logits    (N,V,C)   float16 | float32   raw pre-softmax teacher logits (tau chosen later)
-    views     (N,V,P)   float64  the view each logit row was computed on, replayable exactly
     done      (N,)      bool     row i fully written (set only after its data)
+    logits    (N,V,C)   float16 | float32   raw pre-softmax teacher logits (tau chosen later)
+    views     (N,V,P)   float64  the view each logit row was computed on (P = 8,
+                                 :meth:`dlkdd.data.views.View.to_array`), replayable exactly
     features  (N,V,D)   float16 | float32   optional teacher features (``feature_dim > 0``)
+    <name>    (N,V,...) float16 | float32 | float64   any other field given to :meth:`LogitStore.create`
 
 plus JSON metadata (``schema_version``, ``teacher_sha256``, ``manifest_sha256``, ``classes``,
-``num_classes``, ``views_per_clip``, ``clip``, ``view_seed``, ``dtype``, ``complete``, ...).
+``num_classes``, ``views_per_clip``, ``clip``, ``view_seed``, ``dtype``, ``fields``, ``complete``, ...).
 Metadata is JSON only: Zarr group attributes, or one JSON string attribute ``dlkdd_meta`` in
-HDF5. Nothing read from a store is ever unpickled or evaluated.
+HDF5. Nothing read from a store is ever unpickled or evaluated. The fields are read from the
+arrays themselves, so stores written before ``fields`` was recorded open the same way.
 
 Layout and concurrency
 ----------------------
-Zarr: every per-clip array is chunked one clip per chunk (``logits`` (1,V,C), ``views``
-(1,V,P), ``features`` (1,V,D), ``done`` (1,), uncompressed) and no sharding, so each row is its
-own set of files. zarr-python's LocalStore writes each chunk to a temporary file and renames
-it into place (atomic), so processes writing *disjoint rows* never touch the same file and
-never lose each other's rows - this is what sharded multi-process precompute relies on. A
-per-row ``done`` chunk (rather than a packed bit-array) is what makes ``done`` safe to update
-concurrently; its cost is one tiny file per clip. Row data is written before ``done[i]``, so a
-writer killed mid-row leaves ``done[i] = False`` and the row is recomputed on resume.
-Metadata (``set_meta``/``mark_complete``) must be written by one coordinating process only.
+Zarr (:class:`dlkdd.cache.backends._ZarrBackend`): every per-view array is sharded by
+:attr:`LogitStore.rows_per_chunk` = R rows (Zarr v3 ``sharding_indexed``: one file per shard,
+about 4 MiB of the widest array, but at least 64 shards for a small store), with one inner chunk
+per row, uncompressed; ``done`` is chunked by the same R rows. 100,000 clips x 10 views x 400
+classes are ~600 files (3 per clip before). Rows are read and written by their bytes
+(:mod:`dlkdd.cache.rowfile`): a reader fetches one row, never a whole shard; a writer rebuilds each
+touched shard whole into a temporary file renamed into place (atomic), so a reader or a killed
+writer never sees half a shard. Processes that write *disjoint shards* never touch the same file
+- the precompute ranks get whole shards (:func:`dlkdd.cache.parts.shard_rows`), and the ``done``
+chunk of a shard's rows belongs to the same rank. Row data is written before ``done[i]``, so a
+writer killed mid-write leaves ``done[i] = False`` and the row is recomputed on resume; a shard is
+rebuilt from the same rows in row order, so a resumed store has the same bytes as an
+uninterrupted one. Stores of the earlier one-row-per-chunk layout (zstd-compressed) are read
+and resumed through zarr. Metadata (``set_meta``/``mark_complete``) must be written by one
+coordinating process only.
 
 HDF5: a single writer (HDF5 without SWMR does not allow concurrent writers, nor readers while
 a writer has the file open); chunks of up to 64 rows; the file is flushed after every
