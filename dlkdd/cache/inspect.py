@@ -114,14 +114,16 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def verify_store(path: str | os.PathLike, manifest: Any = None) -> list[str]:
+def verify_store(path: str | os.PathLike, manifest: Any = None, cfg: Any = None) -> list[str]:
     """Problems found in a store (empty list: OK). Reads every row.
 
     Checks: known schema version; ``complete`` flag set; every ``done`` true; keys present,
     non-empty and unique; (with ``manifest``: same keys in the same order, same classes, same
-    manifest sha256); every logit/view/feature of a done row finite; metadata consistent with
-    the arrays (``num_clips`` = N = len(keys), ``num_classes`` = C = len(classes),
-    ``views_per_clip`` = V, ``view_params`` = P, ``dtype`` = the logits dtype).
+    manifest sha256; with ``cfg`` too: everything :func:`dlkdd.cache.match.check_store_matches`
+    checks before a student trains - clip spec, views per clip, view seed); every value of every
+    field of a done row finite; metadata consistent with the arrays (``num_clips`` = N = len(keys),
+    ``num_classes`` = C = len(classes), ``views_per_clip`` = V, ``view_params`` = P, ``dtype`` = the
+    logits dtype) and with itself and the teacher (:func:`_provenance`).
     """
     p = Path(path)
     try:
@@ -134,6 +136,15 @@ def verify_store(path: str | os.PathLike, manifest: Any = None) -> list[str]:
     with s:
         try:
             _verify_open(s, manifest, problems)
+            _provenance(s, problems)
+            if cfg is not None and manifest is not None:
+                from dlkdd.cache.match import store_differences
+
+                seen = " ".join(problems)
+                problems += [f"{p}: {d} - `dlkdd student` refuses it" for d in
+                             store_differences(s, manifest, cfg, views=s.views_per_clip)
+                             if d.split(":")[0].split(" (")[0] not in seen and not d.startswith(
+                                 ("the store is incomplete", "classes differ", "manifest sha256", "keys "))]
         except CacheError as e:
             problems.append(str(e))
         except Exception as e:  # corrupt chunk etc.
@@ -226,6 +237,46 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         if m.get("manifest_sha256") != msha:
             problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
                             f"manifest's {_short(msha)}")
+
+
+def _provenance(s: LogitStore, problems: list[str]) -> None:
+    """Metadata that disagrees with itself or with the teacher it names: the clip spec against the
+    config stored beside it, and - when the checkpoint at ``teacher_path`` is still there - its sha256
+    and its class order (a store whose metadata was edited, or whose teacher file was replaced)."""
+    from dlkdd.cache.keying import CLIP_SPEC_KEYS, clip_spec
+
+    p, m = s.path, s.meta
+    stored_cfg = (m.get("config") or {}).get("clip") if isinstance(m.get("config"), dict) else None
+    if isinstance(m.get("clip"), dict) and isinstance(stored_cfg, dict):
+        try:
+            a, b = clip_spec(m["clip"]), clip_spec(stored_cfg)
+        except (KeyError, TypeError, ValueError):
+            a, b = m["clip"], stored_cfg
+        diff = [k for k in CLIP_SPEC_KEYS if a.get(k) != b.get(k)]
+        if diff:
+            problems.append(f"{p}: metadata clip spec {', '.join(f'{k}={a.get(k)!r}' for k in diff)} disagrees with "
+                            f"the config it was built with ({', '.join(f'{k}={b.get(k)!r}' for k in diff)}): the "
+                            f"metadata was edited; rebuild the store")
+    teacher = m.get("teacher_path")
+    if not teacher or not Path(teacher).is_file():
+        return
+    from dlkdd.utils import sha256_file
+
+    sha = sha256_file(teacher)
+    if m.get("teacher_sha256") != sha:
+        problems.append(f"{p}: metadata teacher_sha256 {str(m.get('teacher_sha256'))[:12]} is not the sha256 of the "
+                        f"teacher it names, {teacher} ({sha[:12]}): the metadata was edited or the checkpoint replaced")
+        return
+    from dlkdd.errors import CheckpointError
+    from dlkdd.train.checkpoint import load_checkpoint
+
+    try:
+        classes = load_checkpoint(teacher).get("classes")
+    except CheckpointError:
+        return
+    if classes is not None and list(classes) != list(m.get("classes") or []):
+        problems.append(f"{p}: metadata classes {m.get('classes')} differ from the order of the teacher's classes "
+                        f"{list(classes)} ({teacher}): the metadata was edited; rebuild the store")
 
 
 def _read_every_chunk(s: LogitStore, name: str, n: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ and measure their speed at scale (:mod:`dlkdd.bench.store`)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def cache_ls(directory, verify):
                    f"{r.get('classes', 0):>7} {_size(r.get('size_bytes', 0)):>9}  {state}")
     if verify:
         click.echo("complete = every chunk read and checked (cache verify passes)")
+        bad = [Path(r["path"]).name for r in rows if "error" in r or not r["complete"]]
+        if bad:
+            click.echo(f"{len(bad)} store(s) do not pass `cache verify`: {', '.join(bad)}", err=True)
+            sys.exit(1)
     else:
         click.echo("complete = the writer finished; chunks not read (not verified): `dlkdd cache ls --verify` "
                    "or `dlkdd cache verify PATH` reads every chunk")
@@ -69,7 +74,8 @@ def cache_info(path):
               help="Also check the keys against this config's training list.")
 @friendly_errors
 def cache_verify(path, config_path):
-    """Exit 0 only if the store is complete, every key present, every logit finite, metadata consistent."""
+    """Exit 0 only if the store is complete, every key present, every logit finite, metadata consistent
+    (with itself and the teacher it names; with --config, also everything `student` checks)."""
     from dlkdd.cache.inspect import verify_store
 
     manifest = None
@@ -78,7 +84,7 @@ def cache_verify(path, config_path):
 
         cfg = load_cli_config(config_path)
         manifest = manifest_from_config(cfg.data, "train")
-    problems = verify_store(path, manifest)
+    problems = verify_store(path, manifest, cfg if config_path else None)
     if problems:
         for p in problems:
             click.echo(f"FAIL {path}: {p}", err=True)
@@ -105,8 +111,8 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
 
     cfg = load_cli_config(config_path, overrides)
     for t in taus:
-        if t <= 0:
-            raise click.BadParameter(f"temperatures must be > 0, got {t}", param_hint="--tau")
+        if not (math.isfinite(t) and t > 0):
+            raise click.BadParameter(f"temperatures must be finite and > 0, got {t}", param_hint="--tau")
     taus = taus or tuple(sorted({1.0, float(cfg.kd.tau)}))
     if len(paths) > 1 or weights:  # several cached teachers: each, then their ensemble soft target
         from dlkdd.cache.ensemble import ensemble_stats, format_ensemble_stats
