@@ -430,6 +430,8 @@ class LogitStore:
 
     # ---- reading ---------------------------------------------------------------------------
     def _check_done(self, rows: np.ndarray) -> None:
+        if self._mode == "r" and self._backend_now() is not None and self._meta.get("complete"):
+            return  # complete is set only once every row is done; a lost row still reads as NaN (_check_finite)
         d = self._read_rows("done", rows) if rows.size else np.ones(0, bool)
         if not np.all(d):
             bad = rows[~np.asarray(d, dtype=bool)]
