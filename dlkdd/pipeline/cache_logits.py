@@ -246,10 +246,8 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
             rows = [i for i, _, _, _ in pending]
             if clip_store is not None:
                 clip_store.write_many(rows, torch.stack([q for _, _, _, q in pending]))
-            fields = {"logits": logits.reshape(len(rows), k, -1), "views": np.stack([v for _, _, v, _ in pending])}
-            if feats:
-                fields["features"] = fts.reshape(len(rows), k, -1)
-            store.write_fields(rows, fields)  # this rank owns the rows' whole shards (shard_rows)
+            store.write_many(rows, logits.reshape(len(rows), k, -1), np.stack([v for _, _, v, _ in pending]),
+                             fts.reshape(len(rows), k, -1) if feats else None)
             pending.clear()
 
         bar = tqdm(total=len(mine), desc=f"teacher logits (K={k})", unit="clip",
