@@ -10,8 +10,8 @@ POINT, and where the process stops the N-th time it gets there:
 - ``optimizer-step``: before an optimizer step (any optimizer: torch's global step pre-hook);
 - ``replace:NAME``: in ``os.replace`` of a file named NAME, before the rename - the temporary file
   :func:`dlkdd.utils.atomic_path` wrote is complete on disk, the target still holds the old file;
-- ``store-write``: after :meth:`dlkdd.cache.store.LogitStore.write_many` returned (rows and their
-  ``done`` flags written).
+- ``store-write``: after :meth:`dlkdd.cache.store.LogitStore.write_fields` returned (rows and their
+  ``done`` flags written; ``write_many`` and ``write`` go through it).
 
 The test waits for the stopped state (``faults.Job.wait_stopped``) and sends SIGKILL: the kill lands
 exactly there, whatever the network's speed or the machine's load. Nothing here changes what the
@@ -53,14 +53,14 @@ def install(point: str, n: int) -> None:
     elif point == "store-write":
         from dlkdd.cache.store import LogitStore
 
-        real_write = LogitStore.write_many
+        real_write = LogitStore.write_fields
 
-        def write_many(self, *a, **kw):
+        def write_fields(self, *a, **kw):
             real_write(self, *a, **kw)
             if hit():
                 _stop()
 
-        LogitStore.write_many = write_many
+        LogitStore.write_fields = write_fields
     else:
         raise SystemExit(f"stop_at.py: unknown point {point!r}")
 

@@ -121,3 +121,15 @@ def test_student_warnings_name_a_weak_teacher_and_flat_targets(tmp_path):
     # wrong on every view, sharp: the teacher warning only
     (w,) = soft_target_warnings(soft_target_stats(_store(tmp_path / "bad.zarr", keys, good[::-1].copy()), m))
     assert "0.0% of the stored training views" in w
+
+
+@pytest.mark.parametrize("tau", ["nan", "inf", "-1"])
+def test_cli_refuses_a_non_finite_or_non_positive_tau(tmp_path, tau):
+    """issue 25: `cache stats --tau nan` printed rows of nan."""
+    from click.testing import CliRunner
+
+    from dlkdd.cli import main
+
+    r = CliRunner().invoke(main, ["cache", "stats", str(tmp_path / "none.zarr"), "--config", "configs/arid6-mini.yaml",
+                                  "--tau", tau])
+    assert r.exit_code != 0 and "--tau" in r.output and "finite" in r.output, r.output

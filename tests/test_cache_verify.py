@@ -176,3 +176,54 @@ def test_check_store_matches(tmp_path, fmt, suffix):
     partial = _build(tmp_path / f"partial{suffix}", rows=[0], complete=False, cfg=cfg)
     with pytest.raises(CacheError, match="store is incomplete \\(1/6 clips done"):
         check_store_matches(partial, FakeManifest(), cfg)
+
+
+# ---- issue 25, stores: verify must refuse what `student` refuses; `cache ls --verify` must say so by its exit code
+def _teacher(tmp_path: Path, classes=CLASSES) -> tuple[Path, str]:
+    from dlkdd.train.checkpoint import save_checkpoint
+    from dlkdd.utils import sha256_file
+
+    t = save_checkpoint(tmp_path / "teacher.pt", kind="teacher", arch={"family": "dlkdd"}, classes=list(classes),
+                        config={}, model={}, epoch=0)
+    return t, sha256_file(t)
+
+
+@pytest.mark.parametrize("fmt,suffix", FORMATS)
+def test_verify_refuses_edited_provenance(tmp_path, fmt, suffix):
+    t, sha = _teacher(tmp_path)
+    p = _build(tmp_path / f"s{suffix}")
+    set_raw_meta(p, fmt, teacher_path=str(t), teacher_sha256=sha)
+    assert verify_store(p) == []
+    set_raw_meta(p, fmt, teacher_sha256="56" * 32)  # the teacher's hash edited
+    assert any("teacher_sha256" in x and str(t) in x for x in verify_store(p))
+    set_raw_meta(p, fmt, teacher_sha256=sha, classes=CLASSES[::-1])  # the class order edited
+    assert any("classes" in x and "teacher" in x for x in verify_store(p))
+    clip = dict(_meta(Config())["clip"], frames=99)
+    set_raw_meta(p, fmt, classes=CLASSES, clip=clip)  # the clip spec edited (the stored config still says 16)
+    probs = verify_store(p)
+    assert len(probs) == 1 and "clip" in probs[0] and "frames" in probs[0]
+
+
+def test_verify_with_a_config_refuses_what_student_refuses(tmp_path):
+    p = _build(tmp_path / "s.zarr")
+    other = Config().replace(**{"clip.frames": 8})
+    with pytest.raises(CacheError, match="clip.frames differs"):
+        check_store_matches(p, FakeManifest(), other, views=V)
+    probs = verify_store(p, FakeManifest(), cfg=other)
+    assert any("clip.frames differs" in x for x in probs)
+    assert verify_store(p, FakeManifest(), cfg=Config()) == []
+
+
+def test_cache_ls_verify_exit_code_names_damage(tmp_path):
+    from click.testing import CliRunner
+
+    from dlkdd.cli import main
+
+    _build(tmp_path / "ok.zarr")
+    r = CliRunner().invoke(main, ["cache", "ls", str(tmp_path), "--verify"])
+    assert r.exit_code == 0, r.output
+    _build(tmp_path / "half.zarr", rows=range(2), complete=False)
+    r = CliRunner().invoke(main, ["cache", "ls", str(tmp_path), "--verify"])
+    assert r.exit_code == 1 and "half.zarr" in r.output
+    r = CliRunner().invoke(main, ["cache", "ls", str(tmp_path)])  # without --verify: a listing, exit 0
+    assert r.exit_code == 0

@@ -223,3 +223,18 @@ def test_student_refuses_caches_of_other_views(tiny, tmp_path):
     r = CliRunner().invoke(main, ["--device", "cpu", "student", "--config", tiny["cfg_path"], *sets, "--cache",
                                   str(tiny["a"]), "--cache", str(other), "--out", str(tmp_path / "s")])
     assert r.exit_code == 1 and "stored other views for 1 clip" in r.output
+
+
+def test_ensemble_refuses_the_same_teacher_twice(tmp_path):
+    """issue 25: the same teacher (one store twice, or two stores of one checkpoint) is no ensemble."""
+    keys = ["A/A_1_1", "B/B_1_1"]
+    logits, views = np.random.default_rng(2).normal(size=(2, 2, 3)), _views(2, 2)
+    one = {"teacher_sha256": "ab" * 32}
+    a = _store(tmp_path / "a.zarr", keys, views, logits, meta=one)
+    b = _store(tmp_path / "b.h5", keys, views, logits, meta=one)
+    c = _store(tmp_path / "c.zarr", keys, views, logits, meta={"teacher_sha256": "cd" * 32})
+    with pytest.raises(CacheError, match="same teacher"):
+        EnsembleStore([a, b])
+    with pytest.raises(CacheError, match="same"):
+        EnsembleStore([c, tmp_path / "." / "c.zarr"])
+    EnsembleStore([a, c]).close()

@@ -15,6 +15,8 @@
   the store's size per clip;
 - ``epoch`` (:mod:`dlkdd.bench.epoch`): a student epoch through the DataLoader, decoding vs stored
   clips, against the same steps in memory: data-wait and decode shares, fp32 / bf16 step ratio;
+- ``dlkdd cache bench`` (:mod:`dlkdd.bench.store`, not a part of this command): a logit store's write / read
+  speed, files and bytes at N clips, through the code precompute and the student's loader use;
 - ``machine`` (:mod:`dlkdd.bench.machine`), ``preset``, ``parts``, ``settings``, ``dataset`` (which data), ``seconds``.
 """
 from __future__ import annotations

@@ -93,6 +93,14 @@ class EnsembleStore:
     def _check(self) -> None:
         ref = self.stores[0]
         self.keys = list(ref.keys)
+        for i, s in enumerate(self.stores):
+            for j in range(i):
+                o = self.stores[j]
+                sha = s.meta.get("teacher_sha256")
+                if os.path.samefile(s.path, o.path) or (sha is not None and sha == o.meta.get("teacher_sha256")):
+                    raise CacheError(f"{self._name(j)} and {self._name(i)} hold the same teacher "
+                                     f"({str(sha)[:12] if sha else 'the same store'}): an ensemble needs different "
+                                     f"teachers; pass each cache once")
         for i, s in enumerate(self.stores[1:], 1):
             a, b = self._name(0), self._name(i)
             if list(s.meta.get("classes") or []) != list(ref.meta.get("classes") or []):
@@ -206,6 +214,12 @@ class EnsembleRows:
         logits, views = self.store.read(self.rows[index])
         target = ensemble_soft_target(logits, self.tau, self.store.weights)
         return np.ascontiguousarray(target, dtype=np.float32), views
+
+    def read_fields(self, index: int) -> dict[str, np.ndarray]:
+        """``{"teacher_probs": (V,C), "views": (V,P)}``: an ensemble passes its soft target, not each
+        teacher's other fields (they need not agree in size)."""
+        target, views = self.read(index)
+        return {self.target_field: target, "views": views}
 
 
 def ensemble_stats(paths: Sequence[str | os.PathLike], manifest: Any, taus: Sequence[float] = (1.0, 5.0),

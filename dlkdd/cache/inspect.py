@@ -103,6 +103,8 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
             "path": str(s.path), "fmt": s.fmt, **m,
             "shape": {"clips": s.num_clips, "views": s.views_per_clip, "classes": s.num_classes,
                       "view_params": s.view_params, "feature_dim": s.feature_dim},
+            "rows_per_chunk": s.rows_per_chunk,
+            "fields": {n: {"shape": list(shp), "dtype": dt} for n, (shp, dt) in s.fields.items()},
             "done": int(done.sum()), "clips": s.num_clips,
             "complete": bool(m.get("complete", False)) and bool(done.all()),
             "complete_flag": bool(m.get("complete", False)),
@@ -112,14 +114,16 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def verify_store(path: str | os.PathLike, manifest: Any = None) -> list[str]:
+def verify_store(path: str | os.PathLike, manifest: Any = None, cfg: Any = None) -> list[str]:
     """Problems found in a store (empty list: OK). Reads every row.
 
     Checks: known schema version; ``complete`` flag set; every ``done`` true; keys present,
     non-empty and unique; (with ``manifest``: same keys in the same order, same classes, same
-    manifest sha256); every logit/view/feature of a done row finite; metadata consistent with
-    the arrays (``num_clips`` = N = len(keys), ``num_classes`` = C = len(classes),
-    ``views_per_clip`` = V, ``view_params`` = P, ``dtype`` = the logits dtype).
+    manifest sha256; with ``cfg`` too: everything :func:`dlkdd.cache.match.check_store_matches`
+    checks before a student trains - clip spec, views per clip, view seed); every value of every
+    field of a done row finite; metadata consistent with the arrays (``num_clips`` = N = len(keys),
+    ``num_classes`` = C = len(classes), ``views_per_clip`` = V, ``view_params`` = P, ``dtype`` = the
+    logits dtype) and with itself and the teacher (:func:`_provenance`).
     """
     p = Path(path)
     try:
@@ -132,6 +136,15 @@ def verify_store(path: str | os.PathLike, manifest: Any = None) -> list[str]:
     with s:
         try:
             _verify_open(s, manifest, problems)
+            _provenance(s, problems)
+            if cfg is not None and manifest is not None:
+                from dlkdd.cache.match import store_differences
+
+                seen = " ".join(problems)
+                problems += [f"{p}: {d} - `dlkdd student` refuses it" for d in
+                             store_differences(s, manifest, cfg, views=s.views_per_clip)
+                             if d.split(":")[0].split(" (")[0] not in seen and not d.startswith(
+                                 ("the store is incomplete", "classes differ", "manifest sha256", "keys "))]
         except CacheError as e:
             problems.append(str(e))
         except Exception as e:  # corrupt chunk etc.
@@ -195,9 +208,9 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
     # --- every chunk of the written rows: readable, and finite (writes refuse NaN/inf, so NaN in a
     # done row is a chunk that is missing - read as the NaN fill value - or damaged)
     arrays = {"logits": (logits, unreadable)}
-    arrays["views"] = _read_every_chunk(s, "views", N)
-    if s.feature_dim:
-        arrays["features"] = _read_every_chunk(s, "features", N)
+    for name in s.fields:  # views, and features or any other per-view field
+        if name != "logits":
+            arrays[name] = _read_every_chunk(s, name, N)
     for name, (a, unread) in arrays.items():
         ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
         ok[unread] = False
@@ -226,6 +239,46 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
                             f"manifest's {_short(msha)}")
 
 
+def _provenance(s: LogitStore, problems: list[str]) -> None:
+    """Metadata that disagrees with itself or with the teacher it names: the clip spec against the
+    config stored beside it, and - when the checkpoint at ``teacher_path`` is still there - its sha256
+    and its class order (a store whose metadata was edited, or whose teacher file was replaced)."""
+    from dlkdd.cache.keying import CLIP_SPEC_KEYS, clip_spec
+
+    p, m = s.path, s.meta
+    stored_cfg = (m.get("config") or {}).get("clip") if isinstance(m.get("config"), dict) else None
+    if isinstance(m.get("clip"), dict) and isinstance(stored_cfg, dict):
+        try:
+            a, b = clip_spec(m["clip"]), clip_spec(stored_cfg)
+        except (KeyError, TypeError, ValueError):
+            a, b = m["clip"], stored_cfg
+        diff = [k for k in CLIP_SPEC_KEYS if a.get(k) != b.get(k)]
+        if diff:
+            problems.append(f"{p}: metadata clip spec {', '.join(f'{k}={a.get(k)!r}' for k in diff)} disagrees with "
+                            f"the config it was built with ({', '.join(f'{k}={b.get(k)!r}' for k in diff)}): the "
+                            f"metadata was edited; rebuild the store")
+    teacher = m.get("teacher_path")
+    if not teacher or not Path(teacher).is_file():
+        return
+    from dlkdd.utils import sha256_file
+
+    sha = sha256_file(teacher)
+    if m.get("teacher_sha256") != sha:
+        problems.append(f"{p}: metadata teacher_sha256 {str(m.get('teacher_sha256'))[:12]} is not the sha256 of the "
+                        f"teacher it names, {teacher} ({sha[:12]}): the metadata was edited or the checkpoint replaced")
+        return
+    from dlkdd.errors import CheckpointError
+    from dlkdd.train.checkpoint import load_checkpoint
+
+    try:
+        classes = load_checkpoint(teacher).get("classes")
+    except CheckpointError:
+        return
+    if classes is not None and list(classes) != list(m.get("classes") or []):
+        problems.append(f"{p}: metadata classes {m.get('classes')} differ from the order of the teacher's classes "
+                        f"{list(classes)} ({teacher}): the metadata was edited; rebuild the store")
+
+
 def _read_every_chunk(s: LogitStore, name: str, n: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``(array (N,...), unreadable row indices)``: every row of ``name`` read from disk in blocks; a
     block that fails is read row by row, and a row that cannot be read is NaN in the array."""
@@ -236,22 +289,22 @@ def _read_every_chunk(s: LogitStore, name: str, n: int, block: int = 256) -> tup
     for lo in range(0, n, block):
         rows = np.arange(lo, min(n, lo + block))
         try:
-            a = b.read_rows(name, rows)
+            a = b.read(name, slice(lo, lo + rows.size))  # through the format's own reader (zarr checks checksums)
         except Exception:
             a = None
         if out is None:
-            dt = a.dtype if a is not None else np.dtype(s.dtype if name != "views" else "float64")
+            dt = a.dtype if a is not None else np.dtype(b.dtype(name))
             out = np.full((n, *shape[1:]), np.nan, dtype=dt)
         if a is not None:
             out[rows] = a
             continue
         for r in rows:
             try:
-                out[r] = b.read_rows(name, np.array([r]))[0]
+                out[r] = b.read(name, slice(int(r), int(r) + 1))[0]
             except Exception:
                 bad.append(int(r))
     if out is None:
-        out = np.zeros((0, *shape[1:]), dtype=np.dtype(s.dtype if name != "views" else "float64"))
+        out = np.zeros((0, *shape[1:]), dtype=np.dtype(b.dtype(name)))
     return out, np.asarray(bad, dtype=np.int64)
 
 

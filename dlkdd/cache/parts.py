@@ -64,7 +64,7 @@ def merge_parts(store: Any, block: int = 256) -> int:
             with LogitStore.open(part) as ps:
                 pm = ps.meta
                 same = (ps.keys == store.keys and ps.views_per_clip == store.views_per_clip
-                        and ps.num_classes == store.num_classes and ps.feature_dim == store.feature_dim
+                        and ps.fields == store.fields
                         and all(pm.get(x) == meta.get(x) for x in ("teacher_sha256", "manifest_sha256", "view_seed")))
                 if not same:
                     log.warning("discarding %s: it was written for another store", part)
@@ -72,9 +72,7 @@ def merge_parts(store: Any, block: int = 256) -> int:
                 rows = np.flatnonzero(ps.done & ~done)
                 for j in range(0, rows.size, block):
                     r = rows[j:j + block]
-                    lg, vw = ps.read_many(r)  # float32 view of the part's dtype: exact back in the same dtype
-                    ft = np.stack([ps.read_features(int(i)) for i in r]) if store.feature_dim else None
-                    store.write_many(r, lg, vw, ft)
+                    store.write_fields(r, ps.read_fields(r, raw=True))  # every field, in its stored dtype
                 done[rows] = True
                 copied += int(rows.size)
         except CacheError as e:

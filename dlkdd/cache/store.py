@@ -1,31 +1,40 @@
 """The offline logit cache: one store of teacher logits per (teacher, manifest, view spec).
 
 A store is a Zarr v3 directory (``*.zarr``, default) or an HDF5 file (``*.h5``) holding, for
-N clips, V stored views per clip, C classes, P = 8 view parameters
-(:meth:`dlkdd.data.views.View.to_array`) and an optional feature size D:
+N clips, V stored views per clip, ``keys`` and ``done`` and one array per named per-view field
+(:attr:`LogitStore.fields`, ``{name: (shape of one view's value, dtype)}``):
 
     keys      (N,)      str      manifest keys (``Jump/Jump_8_3``), in manifest order, unique
-    logits    (N,V,C)   float16 | float32   raw pre-softmax teacher logits (tau chosen later)
-    views     (N,V,P)   float64  the view each logit row was computed on, replayable exactly
     done      (N,)      bool     row i fully written (set only after its data)
+    logits    (N,V,C)   float16 | float32   raw pre-softmax teacher logits (tau chosen later)
+    views     (N,V,P)   float64  the view each logit row was computed on (P = 8,
+                                 :meth:`dlkdd.data.views.View.to_array`), replayable exactly
     features  (N,V,D)   float16 | float32   optional teacher features (``feature_dim > 0``)
+    <name>    (N,V,...) float16 | float32 | float64   any other field given to :meth:`LogitStore.create`
 
 plus JSON metadata (``schema_version``, ``teacher_sha256``, ``manifest_sha256``, ``classes``,
-``num_classes``, ``views_per_clip``, ``clip``, ``view_seed``, ``dtype``, ``complete``, ...).
+``num_classes``, ``views_per_clip``, ``clip``, ``view_seed``, ``dtype``, ``fields``, ``complete``, ...).
 Metadata is JSON only: Zarr group attributes, or one JSON string attribute ``dlkdd_meta`` in
-HDF5. Nothing read from a store is ever unpickled or evaluated.
+HDF5. Nothing read from a store is ever unpickled or evaluated. The fields are read from the
+arrays themselves, so stores written before ``fields`` was recorded open the same way.
 
 Layout and concurrency
 ----------------------
-Zarr: every per-clip array is chunked one clip per chunk (``logits`` (1,V,C), ``views``
-(1,V,P), ``features`` (1,V,D), ``done`` (1,), uncompressed) and no sharding, so each row is its
-own set of files. zarr-python's LocalStore writes each chunk to a temporary file and renames
-it into place (atomic), so processes writing *disjoint rows* never touch the same file and
-never lose each other's rows - this is what sharded multi-process precompute relies on. A
-per-row ``done`` chunk (rather than a packed bit-array) is what makes ``done`` safe to update
-concurrently; its cost is one tiny file per clip. Row data is written before ``done[i]``, so a
-writer killed mid-row leaves ``done[i] = False`` and the row is recomputed on resume.
-Metadata (``set_meta``/``mark_complete``) must be written by one coordinating process only.
+Zarr (:class:`dlkdd.cache.backends._ZarrBackend`): every per-view array is sharded by
+:attr:`LogitStore.rows_per_chunk` = R rows (Zarr v3 ``sharding_indexed``: one file per shard,
+about 4 MiB of the widest array, but at least 64 shards for a small store), with one inner chunk
+per row, uncompressed; ``done`` is chunked by the same R rows. 100,000 clips x 10 views x 400
+classes are ~600 files (3 per clip before). Rows are read and written by their bytes
+(:mod:`dlkdd.cache.rowfile`): a reader fetches one row, never a whole shard; a writer rebuilds each
+touched shard whole into a temporary file renamed into place (atomic), so a reader or a killed
+writer never sees half a shard. Processes that write *disjoint shards* never touch the same file
+- the precompute ranks get whole shards (:func:`dlkdd.cache.parts.shard_rows`), and the ``done``
+chunk of a shard's rows belongs to the same rank. Row data is written before ``done[i]``, so a
+writer killed mid-write leaves ``done[i] = False`` and the row is recomputed on resume; a shard is
+rebuilt from the same rows in row order, so a resumed store has the same bytes as an
+uninterrupted one. Stores of the earlier one-row-per-chunk layout (zstd-compressed) are read
+and resumed through zarr. Metadata (``set_meta``/``mark_complete``) must be written by one
+coordinating process only.
 
 HDF5: a single writer (HDF5 without SWMR does not allow concurrent writers, nor readers while
 a writer has the file open); chunks of up to 64 rows; the file is flushed after every
@@ -40,15 +49,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from dlkdd.cache.backends import (ARRAYS, BACKENDS, DTYPES, SCHEMA_VERSION, VIEW_PARAMS, detect_format, format_for,
-                                  json_meta, remove_store)
+from dlkdd.cache.backends import (ARRAYS, BACKENDS, DTYPES, SCHEMA_VERSION, VIEW_PARAMS, Field, detect_format,
+                                  format_for, json_meta, remove_store, rows_per_unit_for)
 from dlkdd.errors import CacheError
 from dlkdd.hints import config_args
 
@@ -77,20 +85,27 @@ class LogitStore:
         self._keys: list[str] | None = None
         self._index: dict[str, int] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._dtypes: dict[str, str] = {}
         self._backend_now()  # open once now so that errors surface at open time
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, keys: Sequence[str], views_per_clip: int, num_classes: int,
                meta: dict[str, Any] | None = None, dtype: str = "float16", feature_dim: int = 0,
-               fmt: str | None = None, overwrite: bool = False, view_params: int = VIEW_PARAMS) -> "LogitStore":
+               fmt: str | None = None, overwrite: bool = False, view_params: int = VIEW_PARAMS,
+               fields: dict[str, Field] | None = None, rows_per_chunk: int | None = None) -> "LogitStore":
         """Create an empty store for ``keys`` (manifest order) and return it opened ``r+``.
 
+        Its per-view fields are ``logits`` ``(C,)`` of ``dtype``, ``views`` ``(P,)`` float64,
+        ``features`` ``(D,)`` of ``dtype`` when ``feature_dim > 0``, and any ``fields``
+        (``{name: (per-view shape, float dtype)}``, e.g. ``{"topk": ((5,), "float32")}``).
+        ``rows_per_chunk``: rows per Zarr shard (default: :func:`dlkdd.cache.backends.rows_per_unit_for`).
+
         ``meta`` (JSON only) is stored as given, plus ``schema_version``, ``num_clips``,
-        ``num_classes``, ``views_per_clip``, ``view_params``, ``feature_dim``, ``dtype``,
+        ``num_classes``, ``views_per_clip``, ``view_params``, ``feature_dim``, ``dtype``, ``fields``,
         ``complete=False``, ``created`` and ``dlkdd_version`` (set here, overriding ``meta``).
         Raises :class:`CacheError` if ``path`` exists (unless ``overwrite``), for duplicate or
-        empty keys, a bad dtype, or ``meta["classes"]`` not of length ``num_classes``.
+        empty keys, a bad dtype or field, or ``meta["classes"]`` not of length ``num_classes``.
         """
         from dlkdd import __version__
 
@@ -109,12 +124,14 @@ class LogitStore:
             seen: set[str] = set()
             dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
             raise CacheError(f"{p}: duplicate key {dup!r}; store keys must be unique (check the manifest)")
+        all_fields = _fields_of(p, C, P, D, dtype, fields)
         meta = json_meta(dict(meta or {}), str(p))
         if "classes" in meta and len(meta["classes"]) != C:
             raise CacheError(f"{p}: meta['classes'] has {len(meta['classes'])} names but num_classes={C}")
         meta.update(
             schema_version=SCHEMA_VERSION, num_clips=len(keys), num_classes=C, views_per_clip=V, view_params=P,
             feature_dim=D, dtype=dtype, complete=False,
+            fields={n: {"shape": list(shp), "dtype": dt} for n, (shp, dt) in all_fields.items()},
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), dlkdd_version=__version__,
         )
         meta.setdefault("skipped_keys", [])
@@ -123,7 +140,9 @@ class LogitStore:
                 raise CacheError(f"{p} already exists; pass overwrite=True (or delete it) to rebuild the cache")
             remove_store(p)
         p.parent.mkdir(parents=True, exist_ok=True)
-        backend = BACKENDS[fmt_].create(p, keys, V, C, P, dtype, D, meta)
+        row_bytes = max(V * int(np.prod(shp, dtype=np.int64)) * np.dtype(dt).itemsize for shp, dt in all_fields.values())
+        rpc = int(rows_per_chunk) if rows_per_chunk else rows_per_unit_for(len(keys), row_bytes)
+        backend = BACKENDS[fmt_].create(p, keys, V, all_fields, rpc, meta)
         backend.close()
         log.info("created %s logit store %s: %d clips x %d views x %d classes (%s)", fmt_, p, len(keys), V, C, dtype)
         return cls(p, mode="r+", fmt=fmt_)
@@ -152,7 +171,8 @@ class LogitStore:
             missing = [a for a in ARRAYS if not backend.has(a)]
             if missing:
                 raise CacheError(f"{self._path}: logit store lacks array(s) {', '.join(missing)}; rebuild it")
-            self._shapes = {a: backend.shape(a) for a in (*ARRAYS, "features") if backend.has(a)}
+            self._shapes = {a: backend.shape(a) for a in backend.names()}
+            self._dtypes = {a: backend.dtype(a) for a in backend.names()}
         except CacheError:
             backend.close()
             raise
@@ -269,6 +289,20 @@ class LogitStore:
         return int(self._shapes["features"][2]) if "features" in self._shapes else 0
 
     @property
+    def fields(self) -> dict[str, Field]:
+        """The per-view fields ``{name: (shape of one view's value, dtype)}``: ``logits``, ``views``,
+        and ``features`` or any other field the store was created with (read from the arrays)."""
+        self._backend_now()
+        n, v = self._shapes["logits"][:2]
+        return {a: (tuple(shp[2:]), self._dtypes[a]) for a, shp in self._shapes.items()
+                if a not in ("keys", "done") and len(shp) >= 2 and shp[:2] == (n, v)}
+
+    @property
+    def parallel_writers(self) -> bool:
+        """Whether several processes may write disjoint :attr:`rows_per_chunk` units at once (Zarr)."""
+        return bool(type(self._backend_now()).parallel_writers)
+
+    @property
     def dtype(self) -> str:
         return str(self.meta.get("dtype", "float16"))
 
@@ -304,16 +338,9 @@ class LogitStore:
     # ---- writing ---------------------------------------------------------------------------
     @property
     def rows_per_chunk(self) -> int:
-        """Rows per storage unit (chunk, or shard if sharded) of the per-row arrays: processes that
-        write disjoint sets of whole units never touch the same file. 1 for HDF5 (one writer)."""
-        arrays = getattr(self._backend_now(), "arrays", None) or {}
-        rpc = 1
-        for name, a in arrays.items():
-            if name == "keys":  # written once, at creation
-                continue
-            unit = getattr(a, "shards", None) or a.chunks
-            rpc = math.lcm(rpc, int(unit[0]))
-        return rpc
+        """Rows per storage unit (Zarr shard or chunk) of the per-row arrays: processes that write
+        disjoint sets of whole units never touch the same file. 1 for HDF5 (one writer)."""
+        return int(self._backend_now().rows_per_unit())
 
     def _require_writable(self) -> None:
         if self._mode != "r+":
@@ -346,31 +373,35 @@ class LogitStore:
                         None if features is None else np.asarray(_np(features))[None])
 
     def write_many(self, indices: Sequence[int] | np.ndarray, logits: Any, views: Any, features: Any = None) -> None:
-        """Write rows ``indices``: logits (B,V,C), views (B,V,P), features (B,V,D); then their ``done``.
+        """Write rows ``indices``: logits (B,V,C), views (B,V,P), features (B,V,D); then their ``done``."""
+        data = {"logits": logits, "views": views}
+        if features is not None:
+            if "features" not in self.fields:
+                raise CacheError(f"{self._path}: store has no features array (created with feature_dim=0)")
+            data["features"] = features
+        elif "features" in self.fields:
+            raise CacheError(f"{self._path}: store expects features (feature_dim={self.feature_dim}); pass features=")
+        self.write_fields(indices, data)
 
-        Non-finite values (after the cast to the store dtype) are refused with :class:`CacheError`.
-        """
+    def write_fields(self, indices: Sequence[int] | np.ndarray, data: dict[str, Any]) -> None:
+        """Write rows ``indices``: one array ``(B, V, *shape)`` per field of :attr:`fields` (all of them),
+        then their ``done``. Non-finite values (after the cast to the field's dtype) are refused with
+        :class:`CacheError`. A Zarr writer should own the whole :attr:`rows_per_chunk` units it writes."""
         self._require_writable()
         b = self._backend_now()
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64).reshape(-1)
         self._check_rows(idx)
-        B, V, C, P = idx.size, self.views_per_clip, self.num_classes, self.view_params
-        dtype = self.dtype
-        lg = self._prep("logits", logits, (B, V, C), dtype, idx)
-        vw = self._prep("views", views, (B, V, P), "float64", idx)
-        ft = None
-        if features is not None:
-            if not self.feature_dim:
-                raise CacheError(f"{self._path}: store has no features array (created with feature_dim=0)")
-            ft = self._prep("features", features, (B, V, self.feature_dim), dtype, idx)
-        if self.feature_dim and ft is None:
-            raise CacheError(f"{self._path}: store expects features (feature_dim={self.feature_dim}); pass features=")
+        fields = self.fields
+        extra, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+        if extra or missing:
+            raise CacheError(f"{self._path}: the store's fields are {sorted(fields)}; got {sorted(data)} "
+                             f"(missing {missing}, unknown {extra})")
+        B, V = idx.size, self.views_per_clip
+        arrays = {n: self._prep(n, data[n], (B, V, *shp), dt, idx) for n, (shp, dt) in fields.items()}
         if B == 0:
             return
-        b.write_rows("logits", idx, lg)
-        b.write_rows("views", idx, vw)
-        if ft is not None:
-            b.write_rows("features", idx, ft)
+        for n, a in arrays.items():
+            b.write_rows(n, idx, a)
         b.flush()
         b.write_rows("done", idx, np.ones(B, dtype=bool))  # done strictly after the data
         b.flush()
@@ -399,6 +430,8 @@ class LogitStore:
 
     # ---- reading ---------------------------------------------------------------------------
     def _check_done(self, rows: np.ndarray) -> None:
+        if self._mode == "r" and self._backend_now() is not None and self._meta.get("complete"):
+            return  # complete is set only once every row is done; a lost row still reads as NaN (_check_finite)
         d = self._read_rows("done", rows) if rows.size else np.ones(0, bool)
         if not np.all(d):
             bad = rows[~np.asarray(d, dtype=bool)]
@@ -416,13 +449,27 @@ class LogitStore:
 
     def read_many(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits float32 (B,V,C), views float64 (B,V,P)) of rows ``indices``."""
+        f = self.read_fields(indices, ("logits", "views"))
+        return f["logits"], f["views"]
+
+    def read_fields(self, indices: Sequence[int] | np.ndarray, names: Sequence[str] | None = None,
+                    raw: bool = False) -> dict[str, np.ndarray]:
+        """``{name: (B, V, *shape)}`` of rows ``indices`` for ``names`` (default: every field); float16
+        is returned as float32 unless ``raw`` (the stored dtype). CacheError if a row is not written."""
+        fields = self.fields
+        names = list(fields) if names is None else list(names)
+        for n in names:
+            if n not in fields:
+                what = " (built with cache.features=false)" if n == "features" else ""
+                raise CacheError(f"{self._path} holds no teacher {n}{what}; its fields are {sorted(fields)}")
         rows = self._rows(indices)
         self._check_done(rows)
-        logits = self._read_rows("logits", rows).astype(np.float32, copy=False)
-        views = self._read_rows("views", rows).astype(np.float64, copy=False)
-        self._check_finite("logits", logits, rows)
-        self._check_finite("views", views, rows)
-        return logits, views
+        out = {}
+        for n in names:
+            a = self._read_rows(n, rows)
+            self._check_finite(n, a, rows)
+            out[n] = a if raw or a.dtype != np.float16 else a.astype(np.float32)
+        return out
 
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All rows: (logits float32 (N,V,C), views float64 (N,V,P)); CacheError if any is missing."""
@@ -430,13 +477,7 @@ class LogitStore:
 
     def read_features(self, i: int) -> np.ndarray:
         """Features float32 (V,D) of row ``i``; CacheError if the store has none."""
-        if not self.feature_dim:
-            raise CacheError(f"{self._path} holds no teacher features (built with cache.features=false)")
-        rows = self._rows([int(i)])
-        self._check_done(rows)
-        f = self._read_rows("features", rows).astype(np.float32, copy=False)
-        self._check_finite("features", f, rows)
-        return f[0]
+        return self.read_fields([int(i)], ("features",))["features"][0].astype(np.float32, copy=False)
 
     def _rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -477,3 +518,26 @@ class LogitStore:
 
 def _np(a: Any) -> Any:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else a
+
+
+_RESERVED = ("keys", "done")
+_FIELD_DTYPES = ("float16", "float32", "float64")
+
+
+def _fields_of(p: Path, C: int, P: int, D: int, dtype: str, extra: dict[str, Field] | None) -> dict[str, Field]:
+    """The per-view fields of a new store: logits, views, features (``D > 0``), then ``extra``."""
+    fields: dict[str, Field] = {"logits": ((C,), dtype), "views": ((P,), "float64")}
+    if D:
+        fields["features"] = ((D,), dtype)
+    for name, spec in (extra or {}).items():
+        try:
+            shape, dt = tuple(int(x) for x in spec[0]), str(spec[1])
+        except (TypeError, ValueError, IndexError):
+            raise CacheError(f"{p}: field {name!r} must be (per-view shape, dtype), got {spec!r}") from None
+        if not str(name).isidentifier() or name in _RESERVED or name in fields:
+            raise CacheError(f"{p}: bad or repeated field name {name!r} (reserved: keys, done, logits, views, features)")
+        if dt not in _FIELD_DTYPES or any(x < 1 for x in shape):
+            raise CacheError(f"{p}: field {name!r}: dtype must be one of {', '.join(_FIELD_DTYPES)} and every "
+                             f"size >= 1, got {shape} {dt}")
+        fields[str(name)] = (shape, dt)
+    return fields

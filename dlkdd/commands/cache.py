@@ -1,7 +1,9 @@
-"""``dlkdd cache ls | info | verify | stats``: inspect logit stores (:mod:`dlkdd.cache.inspect`)."""
+"""``dlkdd cache ls | info | verify | stats | bench``: inspect logit stores (:mod:`dlkdd.cache.inspect`),
+and measure their speed at scale (:mod:`dlkdd.bench.store`)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from dlkdd.commands.common import config_options, friendly_errors, load_cli_conf
 
 @click.group()
 def cache():
-    """Inspect logit stores: ls, info, verify, stats."""
+    """Inspect logit stores: ls, info, verify, stats; bench measures a store's speed."""
 
 
 @cache.command("ls")
@@ -46,6 +48,10 @@ def cache_ls(directory, verify):
                    f"{r.get('classes', 0):>7} {_size(r.get('size_bytes', 0)):>9}  {state}")
     if verify:
         click.echo("complete = every chunk read and checked (cache verify passes)")
+        bad = [Path(r["path"]).name for r in rows if "error" in r or not r["complete"]]
+        if bad:
+            click.echo(f"{len(bad)} store(s) do not pass `cache verify`: {', '.join(bad)}", err=True)
+            sys.exit(1)
     else:
         click.echo("complete = the writer finished; chunks not read (not verified): `dlkdd cache ls --verify` "
                    "or `dlkdd cache verify PATH` reads every chunk")
@@ -68,7 +74,8 @@ def cache_info(path):
               help="Also check the keys against this config's training list.")
 @friendly_errors
 def cache_verify(path, config_path):
-    """Exit 0 only if the store is complete, every key present, every logit finite, metadata consistent."""
+    """Exit 0 only if the store is complete, every key present, every logit finite, metadata consistent
+    (with itself and the teacher it names; with --config, also everything `student` checks)."""
     from dlkdd.cache.inspect import verify_store
 
     manifest = None
@@ -77,7 +84,7 @@ def cache_verify(path, config_path):
 
         cfg = load_cli_config(config_path)
         manifest = manifest_from_config(cfg.data, "train")
-    problems = verify_store(path, manifest)
+    problems = verify_store(path, manifest, cfg if config_path else None)
     if problems:
         for p in problems:
             click.echo(f"FAIL {path}: {p}", err=True)
@@ -104,8 +111,8 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
 
     cfg = load_cli_config(config_path, overrides)
     for t in taus:
-        if t <= 0:
-            raise click.BadParameter(f"temperatures must be > 0, got {t}", param_hint="--tau")
+        if not (math.isfinite(t) and t > 0):
+            raise click.BadParameter(f"temperatures must be finite and > 0, got {t}", param_hint="--tau")
     taus = taus or tuple(sorted({1.0, float(cfg.kd.tau)}))
     if len(paths) > 1 or weights:  # several cached teachers: each, then their ensemble soft target
         from dlkdd.cache.ensemble import ensemble_stats, format_ensemble_stats
@@ -128,6 +135,56 @@ def cache_stats(paths, config_path, overrides, split, taus, as_json, weights):
     click.echo(f"{'tau':>6} {'top prob':>9} {'true-class prob':>16} {'entropy / log C':>16}")
     for r in st["taus"]:
         click.echo(f"{r['tau']:>6g} {r['top_prob']:>9.3f} {r['true_prob']:>16.3f} {r['entropy_ratio']:>16.3f}")
+
+
+@cache.command("bench")
+@click.option("--clips", type=click.IntRange(min=1), required=True, help="Clips (rows) N.")
+@click.option("--views", type=click.IntRange(min=1), default=10, show_default=True, help="Stored views per clip V.")
+@click.option("--classes", type=click.IntRange(min=1), default=400, show_default=True, help="Classes C.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
+@click.option("--out", "out", type=click.Path(), required=True, help="The store to write (kept afterwards).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the numbers here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Write with this many processes at once, each its share of whole shards (Zarr only).")
+@click.option("--loader", is_flag=True, help="Also read random clips through the student's DataLoader path "
+              "(StoredView + StoreRows, 0 and 2 workers, no video).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@friendly_errors
+def cache_bench(clips, views, classes, fmt, out, json_out, seed, ranks, loader, overwrite, no_progress):
+    """Write a synthetic store of N clips x V views x C classes (float16) with the code precompute
+    uses, then read it back: random single clips and random batches of 64. Prints and writes (--json)
+    write_clips_per_s, read_clips_per_s and read_batch_clips_per_s; keeps --out to count files and bytes."""
+    from dlkdd.bench.store import bench_store
+    from dlkdd.cache.backends import remove_store
+    from dlkdd.errors import OutputError
+    from dlkdd.outputs import check_not_input, check_writable_file
+
+    out_p = Path(out)
+    if ranks > 1 and fmt != "zarr":
+        raise click.BadParameter("an HDF5 store has one writer; use --format zarr", param_hint="--ranks")
+    if json_out:
+        jp = Path(json_out)
+        check_not_input(jp, [out_p], "--json")
+        if out_p.absolute() in jp.absolute().parents:
+            raise OutputError(f"--json {jp.absolute()} lies inside --out {out_p.absolute()}: choose another path")
+        check_writable_file(jp, "--json")
+    if out_p.exists() or out_p.is_symlink():
+        if not overwrite:
+            raise OutputError(f"--out {out_p.absolute()} already exists; pass --overwrite or choose another path")
+        remove_store(out_p)  # refuses anything that is not a logit store
+    res = bench_store(out_p, clips, views, classes, fmt, seed=seed, progress=not no_progress, ranks=ranks,
+                      loader=loader)
+    for k in ("write_clips_per_s", "read_clips_per_s", "read_batch_clips_per_s", "loader_clips_per_s_w0",
+              "loader_wait_ms_per_batch_w0", "loader_clips_per_s_w2", "loader_wait_ms_per_batch_w2"):
+        if k not in res:
+            continue
+        click.echo(f"{k}: {res[k]:.1f}")
+    click.echo(f"files: {res['files']}  on disk: {_size(res['bytes'])} ({res['disk_over_logical']:.2f}x the "
+               f"{_size(res['logical_bytes'])} of data)  store kept at {out_p}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(res, indent=2) + "\n")
 
 
 def _size(n: int) -> str:

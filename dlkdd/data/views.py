@@ -308,14 +308,15 @@ class CenterView(_Policy):
 
 
 class StoredView(_Policy):
-    """Replay one of the clip's stored views, with the teacher's logits for it.
+    """Replay one of the clip's stored views, with every stored field of that view.
 
-    ``rows``: an object with ``read(index) -> (targets float32 (V,C), views float64 (V,P))`` for
-    sample ``index`` and ``views_per_clip`` (:class:`dlkdd.cache.reader.StoreRows` joins a logit store
-    to a manifest by key; :class:`dlkdd.cache.ensemble.EnsembleRows` several). The view is
-    ``view_rng(seed, epoch, index).integers(V)``; the sample gains the target of exactly that view,
-    float32 ``(C,)``, as ``rows.target_field`` (``teacher_logits``: raw logits of one teacher;
-    ``teacher_probs``: an ensemble's soft target at tau).
+    ``rows``: an object with ``read_fields(index) -> {"views": float64 (V,P), field: (V, ...), ...}``
+    for sample ``index`` and ``views_per_clip`` (:class:`dlkdd.cache.reader.StoreRows` joins a logit
+    store to a manifest by key; :class:`dlkdd.cache.ensemble.EnsembleRows` several); an object with only
+    ``read(index) -> (targets (V,C), views (V,P))`` and ``target_field`` works too. The view is
+    ``view_rng(seed, epoch, index).integers(V)``; the sample gains each field of exactly that view as a
+    float32 tensor (``teacher_logits`` (C,): raw logits of one teacher; ``teacher_features`` (D,) when
+    stored; ``teacher_probs`` (C,): an ensemble's soft target at tau).
     """
 
     augments = True
@@ -328,11 +329,15 @@ class StoredView(_Policy):
         return int(view_rng(self.seed, epoch, index).integers(self.rows.views_per_clip))
 
     def _stored(self, index: int, epoch: int) -> tuple[int, np.ndarray, dict[str, Any]]:
-        """``(v, the view's parameters (P,), {target field: float32 (C,)})`` of sample ``index`` at ``epoch``."""
-        targets, views = self.rows.read(index)
+        """``(v, the view's parameters (P,), {field: float32 tensor})`` of sample ``index`` at ``epoch``."""
+        if hasattr(self.rows, "read_fields"):
+            fields = dict(self.rows.read_fields(index))
+            views = fields.pop("views")
+        else:
+            targets, views = self.rows.read(index)
+            fields = {getattr(self.rows, "target_field", "teacher_logits"): targets}
         v = self.choice(index, epoch)
-        field = getattr(self.rows, "target_field", "teacher_logits")
-        return v, views[v], {field: torch.from_numpy(np.ascontiguousarray(targets[v], dtype=np.float32))}
+        return v, views[v], {k: torch.from_numpy(np.ascontiguousarray(a[v], dtype=np.float32)) for k, a in fields.items()}
 
     def replay(self, index: int, epoch: int) -> dict[str, Any] | None:
         """The whole sample without decoding, when ``rows`` holds the clips the teacher scored
