@@ -73,13 +73,14 @@ def check_finite_outputs(logits: Any, ckpt_path: Any, keys: Sequence[str]) -> No
                         f"the checkpoint's weights or normalisation are degenerate: retrain or use another checkpoint")
 
 
-def check_clip_fits(model: Any, clip_cfg: Any, ckpt_path: Any) -> None:
-    """Refuse, before decoding, clips longer than the model's BERT head takes (its position embeddings)."""
+def check_clip_fits(model: Any, arch: Any, clip_cfg: Any, ckpt_path: Any) -> None:
+    """Refuse, before decoding, clips longer than the model of checkpoint ``arch`` takes (its BERT head's
+    position embeddings; :func:`dlkdd.deploy.spec.frame_range`)."""
     if not isinstance(model, torch.nn.Module):  # an exported model checks its inputs against its spec
         return
     from dlkdd.deploy.spec import frame_range
 
-    hi = frame_range(model)[1]
+    hi = frame_range(model, arch or {})[1]
     if hi is not None and int(clip_cfg.frames) > hi:
         raise DataError(f"{ckpt_path}: its BERT head takes clips of at most {hi} frames, clip.frames is "
                         f"{clip_cfg.frames}; use --set clip.frames={hi} or fewer (longer videos are scored in "
@@ -120,7 +121,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
                         f"{list(manifest.classes)}")
     cc = _clip_cfg(ckpt, clip_cfg)
-    check_clip_fits(model, cc, ckpt_path)
+    check_clip_fits(model, ckpt.get("arch"), cc, ckpt_path)
     ds = ClipDataset(manifest, cc, EvalGrid(cc, clips, crops))
     loader = DataLoader(ds, batch_size=1, num_workers=workers, prefetch_factor=2 if workers else None,
                         collate_fn=collate, multiprocessing_context=worker_context() if workers else None)
@@ -185,7 +186,7 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: P
     o = opts if opts is not None else PredictOptions(**options)
     topk, window_stride, max_windows, clip_cfg, amp = o.topk, o.window_stride, o.max_windows, o.clip_cfg, o.amp
     cc = _clip_cfg(ckpt, clip_cfg)
-    check_clip_fits(model, cc, ckpt.get("_path", "the checkpoint"))
+    check_clip_fits(model, ckpt.get("arch"), cc, ckpt.get("_path", "the checkpoint"))
     classes = list(ckpt.get("classes") or [])
     info = probe(path)
     span = (cc.frames - 1) * cc.stride + 1
