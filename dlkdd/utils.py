@@ -97,6 +97,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def fmt_pct(v: float | None) -> str:
+    """``"12.34%"``, or ``"n/a"`` for None: how summaries print a top-1 / top-5 percentage."""
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -155,8 +155,8 @@ def test_killed_hdf5_parts_are_merged_on_resume(run, monkeypatch):
             p.write_many([3, 4, 5], *ref.read_many([3, 4, 5]))
     scored = []
     real = precompute._score
-    monkeypatch.setattr(precompute, "_score", lambda cfg, ck, path, mine, *a: scored.append(list(mine)) or
-                        real(cfg, ck, path, mine, *a))
+    monkeypatch.setattr(precompute, "_score", lambda job, path, mine, *a: scored.append(list(mine)) or
+                        real(job, path, mine, *a))
     precompute.precompute_logits(_cfg(run), run["teacher"], out=h5, device="cpu", progress=False)
     assert scored == [list(range(6, 9))]
     assert not parts_dir(h5).exists()

@@ -30,6 +30,16 @@ def test_evaluate_with_a_worker_that_cannot_share_a_batch_fails_in_one_line(ckpt
     assert_clean_error(r, "data-loading worker", "/dev/shm", "--workers 0")
 
 
+@pytest.mark.timeout(120)
+def test_cache_logits_with_a_worker_that_cannot_share_a_batch_fails_in_one_line(work, cfg, monkeypatch):
+    teacher = faults.make_checkpoint(work / "teacher.pt", cfg, kind="teacher")
+    monkeypatch.setattr(torch.UntypedStorage, "_share_fd_cpu_", _no_shm)
+    count("worker failure")
+    r = CliRunner().invoke(main, ["cache-logits", "--config", str(cfg), *faults.sets(), "--teacher", str(teacher),
+                                  "--out", str(work / "w.zarr"), "--set", "train.workers=1", "--no-progress"])
+    assert_clean_error(r, "data-loading worker", "/dev/shm", "--workers 0")
+
+
 @pytest.mark.timeout(60)
 def test_loader_with_worker_context_raises_instead_of_hanging(monkeypatch):
     from torch.utils.data import DataLoader

@@ -214,6 +214,32 @@ def test_unwritable_outputs_refused_before_any_work(work, cfg, clip, store):
         ro.chmod(0o755)
 
 
+def test_a_complete_store_in_a_read_only_cache_dir_is_reused(work, cfg, store):
+    """A shared read-only ``cache.dir`` holding the complete store is reused (no lock, no write); a store
+    missing from it (other views) is refused before any work, naming the folder (issue 25 wart)."""
+    faults.skip_unless_permissions_enforced()
+    teacher, ro = work / "teacher.pt", work / "ro-cache"
+    base = ["cache-logits", "--config", cfg, *sets(extra=[f"cache.dir={ro}"]), "--teacher", teacher,
+            "--no-progress"]
+    r = cli(base)  # builds the store under cache.dir (writable)
+    assert r.returncode == 0, r.stderr
+    built = Path(r.stdout.strip().splitlines()[-1])
+    assert built.parent == ro and built.exists()
+    ro.chmod(0o555)
+    try:
+        count("read-only cache reused")
+        r = cli(base, unprivileged=True)
+        assert r.returncode == 0, r.stderr
+        assert Path(r.stdout.strip().splitlines()[-1]) == built
+        count("unwritable output")
+        r = cli([*base, "--views", "3"], unprivileged=True)
+        assert_clean_error(r, "cache.dir", str(ro), "cannot")
+        assert "teacher logits" not in r.stderr
+        assert sorted(p.name for p in ro.iterdir()) == [built.name]
+    finally:
+        ro.chmod(0o755)
+
+
 def test_enhance_refuses_to_overwrite_its_input(work, clip):
     v = work / "v.mp4"
     shutil.copy(clip, v)

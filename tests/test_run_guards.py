@@ -126,15 +126,26 @@ def test_resume_refuses_another_cached_teacher():
         check_resume_extra(ck, {"teacher_sha256": "b" * 64}, "r/last.pt")
 
 
-def test_finished_run_resumed_into_another_out(run, cfg, work):
+def test_finished_run_resumed_into_another_out(run, cfg, work, caplog):
+    """The new ``--out`` is a whole run: its checkpoints, metrics and the test clips' predictions, which
+    ``dlkdd compare`` reads (issue 25: it had no predictions.jsonl); the summary prints top-1 as a percentage."""
     new = work / "snew"
     count("bad resume")
+    caplog.set_level("INFO", logger="dlkdd.train.fit")
     r = _invoke(["teacher", "--config", cfg, *sets(extra=ONE_EPOCH), "--out", new, "--resume", run,
                  "--no-progress"])
     assert r.exit_code == 0, r.output
     assert (new / "teacher.pt").is_file() and (new / "last.pt").is_file() and (new / "metrics.json").is_file()
     a, b = torch.load(run / "teacher.pt", weights_only=True), torch.load(new / "teacher.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    from dlkdd.predictions import read_predictions
+
+    old, got = read_predictions(run), read_predictions(new)
+    assert got.keys == old.keys and (got.probs == old.probs).all() and got.meta["run"] == str(new)
+    r = _invoke(["compare", f"old={run}", f"new={new}"])
+    assert r.exit_code == 0, r.output
+    top1 = json.loads((new / "metrics.json").read_text())["top1"]
+    assert f"teacher checkpoint: {new / 'teacher.pt'} (val top-1 {top1:.2f}%)" in caplog.messages
 
 
 def test_rerun_into_a_finished_out_is_refused(run, cfg):

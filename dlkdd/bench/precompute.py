@@ -63,8 +63,8 @@ def bench_precompute(cfg: Any, classes: list[str], work_dir: Path, device: Any, 
     for k in views:
         path = work_dir / f"precompute-k{k}.zarr"
         t0 = time.perf_counter()
-        precompute_logits(sub, ckpt, out=path, views=int(k), fmt="zarr", device=str(device), progress=False,
-                          workers=workers)
+        precompute_logits(sub.replace(**{"cache.views": int(k), "train.workers": workers}), ckpt, out=path,
+                          fmt="zarr", device=str(device), progress=False)
         dt = time.perf_counter() - t0
         net = max(dt - scan, 1e-9)
         size = store_bytes(path)

@@ -30,22 +30,19 @@ def cache_logits(config_path, overrides, teacher_path, views, fmt, out, features
 
     if views is not None and views < 1:
         raise click.BadParameter(f"must be >= 1, got {views}", param_hint="--views")
-    cfg = load_cli_config(config_path, overrides, {"cache.views": views})
+    cfg = load_cli_config(config_path, overrides, {"cache.views": views, "cache.features": features})
     from dlkdd.commands.common import data_inputs
-    from dlkdd.outputs import check_outputs, check_writable_dir, check_writable_file
+    from dlkdd.outputs import check_outputs, check_writable_file
 
     check_outputs({"--path-file": path_file, "--out": out}, [teacher_path, *data_inputs(cfg, config_path)])
     check_views_memory(cfg.clip, cfg.cache.views, f"cache-logits with cache.views={cfg.cache.views}")
     if path_file:  # every output location is checked before the teacher runs
         check_writable_file(path_file, "--path-file")
-    if out and Path(out).is_dir():  # an existing Zarr store: its lock file goes beside it
-        check_writable_dir(Path(out).parent, "--out")
-    elif out:
+    if out and not Path(out).exists():  # a new store: refused before any work
         check_writable_file(out, "--out")
-    else:
-        check_writable_dir(cfg.cache.dir, "cache.dir")
-    path = precompute_logits(cfg, teacher_path, out=out, views=views, fmt=fmt, device=get_device(),
-                             features=features, progress=not no_progress, config_path=config_path,
+    # an existing --out, or a store under cache.dir: a complete one is reused read-only, anything else
+    # needs its folder writable (precompute_logits checks that once it knows the store's path)
+    path = precompute_logits(cfg, teacher_path, out=out, fmt=fmt, device=get_device(), progress=not no_progress,
                              overwrite=overwrite)
     if not is_rank0():
         return

@@ -180,6 +180,9 @@ def is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+
 def fmt_pct(v) -> str:
-    """``"12.34%"``, or ``"n/a"`` for None."""
-    return "n/a" if v is None else f"{v:.2f}%"
+    """:func:`dlkdd.utils.fmt_pct` (imported on use: ``dlkdd --help`` stays light)."""
+    from dlkdd.utils import fmt_pct as fmt
+
+    return fmt(v)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,12 @@ from dlkdd.cache.store import LogitStore
 from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CacheViews
+from dlkdd.data.workers import worker_context
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
 from dlkdd.models.build import model_from_checkpoint
 from dlkdd.models.families import family_of_arch
+from dlkdd.outputs import check_writable_dir
 from dlkdd.train import distributed as ddp
 from dlkdd.train.amp import amp_name, autocast_dtype, infer, resolve_amp
 from dlkdd.train.checkpoint import check_compatible, load_checkpoint
@@ -82,114 +85,160 @@ def _meta(cfg: Any, ckpt: dict, teacher_path: Path, teacher_sha: str, manifest: 
     }
 
 
-def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None = None, views: int | None = None,
-                      fmt: str | None = None, device: str = "auto", features: bool | None = None,
-                      progress: bool = True, config_path: str | None = None, workers: int | None = None,
-                      overwrite: bool = False) -> Path:
+@dataclass
+class _Job:
+    """What one cache-logits run works on: the teacher, the data, the store path and this process."""
+
+    cfg: Any
+    teacher_path: Path
+    ckpt: dict
+    teacher_sha: str
+    manifest: Any
+    skipped: list[str]
+    views: int
+    features: bool
+    fmt: str
+    path: Path
+    info: Any  # this process (dlkdd.train.distributed.init_distributed)
+    progress: bool
+
+    def meta(self) -> dict[str, Any]:
+        return _meta(self.cfg, self.ckpt, self.teacher_path, self.teacher_sha, self.manifest, self.views,
+                     self.skipped, self.info.device)
+
+
+def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None = None, fmt: str | None = None,
+                      device: str = "auto", progress: bool = True, overwrite: bool = False) -> Path:
     """Build (or reuse, or resume) the logit store of ``teacher_path`` on ``cfg``'s training set.
 
-    Returns the store path. A complete store with matching metadata is reused as it is.
+    Returns the store path. The views per clip are ``cfg.cache.views``, the stored features
+    ``cfg.cache.features``, the decoding workers ``cfg.train.workers``. A complete store with matching
+    metadata is reused as it is, without write access to it or its folder (shared read-only caches);
+    anything else needs the folder writable and takes the writer lock.
     """
     teacher_path = Path(teacher_path)
     if not teacher_path.is_file():
         raise CacheError(f"teacher checkpoint not found: {teacher_path} (train one with `dlkdd teacher`)")
-    k = int(views if views is not None else cfg.cache.views)
-    if k < 1:
-        raise CacheError(f"--views must be >= 1, got {k}")
-    fmt = format_for(out, fmt, default=cfg.cache.format)  # --out x.h5 means HDF5
-    feats = cfg.cache.features if features is None else bool(features)
-    workers = cfg.train.workers if workers is None else int(workers)
+    if int(cfg.cache.views) < 1:
+        raise CacheError(f"--views must be >= 1, got {int(cfg.cache.views)}")
     info = ddp.init_distributed(resolve_device(device))
     try:
-        teacher_sha = sha256_file(teacher_path)
-        ckpt = load_checkpoint(teacher_path)
-        data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
-        manifest = data.train
-        check_compatible(ckpt, kind="teacher", num_classes=len(manifest.classes), path=teacher_path)
-        _warn_clip_mismatch(ckpt, cfg, teacher_path)
-        if list(ckpt.get("classes") or []) != list(manifest.classes):
-            raise CacheError(f"{teacher_path}: the teacher's classes {ckpt.get('classes')} differ from the data's "
-                             f"{list(manifest.classes)}")
-        path = Path(out) if out else store_path_for(cfg, teacher_sha, manifest.sha256(), k, fmt)
-        if out and path.suffix not in (".zarr", ".h5", ".hdf5"):
-            raise CacheError(f"--out {path}: a store path ends in .zarr or .h5")
-
-        lock = WriterLock(path) if info.is_main else None
-        if lock is not None:
+        job = _job(cfg, teacher_path, out, format_for(out, fmt, default=cfg.cache.format), info, progress)
+        reuse = info.is_main and not overwrite and _existing(job) == "reuse"  # read-only: no lock needed
+        if ddp.broadcast_object(reuse):
+            if info.is_main:
+                log.info("reusing the complete logit store %s (same teacher, data and views)", job.path)
+            return job.path
+        lock = None
+        if info.is_main:  # anything to write: the store's folder must be writable (the lock file goes there)
+            check_writable_dir(job.path.parent, "--out" if out else "cache.dir")
+            lock = WriterLock(job.path)
             lock.acquire()  # a second run on the same store is refused (CacheError)
         try:
-            # ---- rank 0 decides: reuse, resume or create; merges parts of a killed run; lists the work
-            plan: dict[str, Any] = {}
-            if info.is_main:
-                if overwrite and parts_dir(path).exists():
-                    shutil.rmtree(parts_dir(path))
-                if path.exists() and overwrite:
-                    remove_store(path)
-                    shutil.rmtree(clip_store_path(path), ignore_errors=True)
-                if path.exists():
-                    with LogitStore.open(path) as s:
-                        diffs = [d for d in store_differences(s, manifest, cfg, teacher_sha, k)
-                                 if not d.startswith("the store is incomplete")]
-                        if diffs:
-                            raise CacheError(f"{path} exists but was built for something else: {'; '.join(diffs)}. "
-                                             "Remove it, pass --overwrite, or choose another --out")
-                    status = "reuse"
-                else:
-                    if cfg.cache.clips:  # before the logit store: a store that records clips always has them
-                        if not zarr_available():
-                            raise CacheError("cache.clips=true stores the decoded clips with Zarr: pip install zarr, "
-                                             "or set cache.clips=false")
-                        ClipStore.create(clip_store_path(path), len(manifest), k, cfg.clip.frames, cfg.clip.size)
-                    LogitStore.create(path, manifest.keys(), k, len(manifest.classes),
-                                      _meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped,
-                                            info.device),
-                                      dtype=cfg.cache.dtype, feature_dim=_feature_dim(ckpt) if feats else 0,
-                                      fmt=fmt).close()
-                    status = "create"
-                with LogitStore.open(path, mode="r+") as s:
-                    if parts_dir(path).exists():
-                        merge_parts(s)  # rows scored by a killed distributed run
-                    if status == "reuse" and not s.is_complete:
-                        status = "resume"
-                    todo = [int(i) for i in np.flatnonzero(~s.done)]
-                    if status == "resume":
-                        log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
-                    plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
-                            "clips": str(clip_store_path(path)) if s.meta.get("clips") else None,
-                            "feature_dim": s.feature_dim, "rows_per_chunk": s.rows_per_chunk}
-                if plan["fmt"] == "hdf5" and info.distributed and todo:
-                    parts_dir(path).mkdir(exist_ok=True)
-            plan = ddp.broadcast_object(plan)
-            if plan["status"] == "reuse":
-                if info.is_main:
-                    log.info("reusing the complete logit store %s (same teacher, data and views)", path)
-                return path
-            use_parts = plan["fmt"] == "hdf5" and info.distributed
-            mine = shard_rows(plan["todo"], info.rank, info.world_size, 1 if use_parts else plan["rows_per_chunk"])
-            target = path
-            if use_parts and mine:
-                # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
-                target = parts_dir(path) / f"rank{info.rank}.zarr"
-                pmeta = dict(_meta(cfg, ckpt, teacher_path, teacher_sha, manifest, k, data.skipped, info.device),
-                             part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
-                LogitStore.create(target, manifest.keys(), k, len(manifest.classes), pmeta, dtype=plan["dtype"],
-                                  feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
-            ddp.barrier()
-            _score(cfg, ckpt, target, mine, manifest, k, feats, info, progress, workers, teacher_path, plan["clips"])
-            ddp.barrier()
-            if info.is_main:
-                with LogitStore.open(path, mode="r+") as s:
-                    if use_parts:
-                        merge_parts(s)
-                    s.mark_complete()
-                log.info("logit store complete: %s", path)
-            ddp.barrier()
-            return path
+            return _build(job, overwrite)
         finally:
             if lock is not None:
                 lock.release()
     finally:
         ddp.cleanup()
+
+
+def _job(cfg: Any, teacher_path: Path, out: str | Path | None, fmt: str, info: Any, progress: bool) -> _Job:
+    """Load and check the teacher against the data; decide the store path."""
+    k = int(cfg.cache.views)
+    teacher_sha = sha256_file(teacher_path)
+    ckpt = load_checkpoint(teacher_path)
+    data = prepare_data(cfg, need_test=False, progress=progress and info.is_main)
+    manifest = data.train
+    check_compatible(ckpt, kind="teacher", num_classes=len(manifest.classes), path=teacher_path)
+    _warn_clip_mismatch(ckpt, cfg, teacher_path)
+    if list(ckpt.get("classes") or []) != list(manifest.classes):
+        raise CacheError(f"{teacher_path}: the teacher's classes {ckpt.get('classes')} differ from the data's "
+                         f"{list(manifest.classes)}")
+    path = Path(out) if out else store_path_for(cfg, teacher_sha, manifest.sha256(), k, fmt)
+    if out and path.suffix not in (".zarr", ".h5", ".hdf5"):
+        raise CacheError(f"--out {path}: a store path ends in .zarr or .h5")
+    return _Job(cfg, teacher_path, ckpt, teacher_sha, manifest, list(data.skipped), k, bool(cfg.cache.features),
+                fmt, path, info, progress)
+
+
+def _existing(job: _Job) -> str | None:
+    """``"reuse"`` (complete, same teacher, data and views), ``"resume"`` (same, incomplete) or None (no
+    store); a store built for something else is refused. Reads only."""
+    if not job.path.exists():
+        return None
+    with LogitStore.open(job.path) as s:
+        diffs = [d for d in store_differences(s, job.manifest, job.cfg, job.teacher_sha, job.views)
+                 if not d.startswith("the store is incomplete")]
+        if diffs:
+            raise CacheError(f"{job.path} exists but was built for something else: {'; '.join(diffs)}. "
+                             "Remove it, pass --overwrite, or choose another --out")
+        return "reuse" if s.is_complete and not parts_dir(job.path).exists() else "resume"
+
+
+def _build(job: _Job, overwrite: bool) -> Path:
+    """Under the writer lock: plan on rank 0, score every rank's share, merge and mark the store complete."""
+    path, info = job.path, job.info
+    plan = _plan(job, overwrite) if info.is_main else {}
+    plan = ddp.broadcast_object(plan)
+    if plan["status"] == "reuse":  # completed by another run while this one waited for nothing
+        if info.is_main:
+            log.info("reusing the complete logit store %s (same teacher, data and views)", path)
+        return path
+    use_parts = plan["fmt"] == "hdf5" and info.distributed
+    mine = shard_rows(plan["todo"], info.rank, info.world_size, 1 if use_parts else plan["rows_per_chunk"])
+    target = path
+    if use_parts and mine:
+        # HDF5 has one writer: this rank writes a Zarr part (same keys and layout) beside it
+        target = parts_dir(path) / f"rank{info.rank}.zarr"
+        pmeta = dict(job.meta(), part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
+        LogitStore.create(target, job.manifest.keys(), job.views, len(job.manifest.classes), pmeta,
+                          dtype=plan["dtype"], feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
+    ddp.barrier()
+    _score(job, target, mine, plan["clips"])
+    ddp.barrier()
+    if info.is_main:
+        with LogitStore.open(path, mode="r+") as s:
+            if use_parts:
+                merge_parts(s)
+            s.mark_complete()
+        log.info("logit store complete: %s", path)
+    ddp.barrier()
+    return path
+
+
+def _plan(job: _Job, overwrite: bool) -> dict[str, Any]:
+    """Rank 0 decides: reuse, resume or create; merges the parts of a killed run; lists the rows to score."""
+    path, cfg = job.path, job.cfg
+    if overwrite and parts_dir(path).exists():
+        shutil.rmtree(parts_dir(path))
+    if path.exists() and overwrite:
+        remove_store(path)
+        shutil.rmtree(clip_store_path(path), ignore_errors=True)
+    status = "reuse" if _existing(job) is not None else "create"
+    if status == "create":
+        if cfg.cache.clips:  # before the logit store: a store that records clips always has them
+            if not zarr_available():
+                raise CacheError("cache.clips=true stores the decoded clips with Zarr: pip install zarr, "
+                                 "or set cache.clips=false")
+            ClipStore.create(clip_store_path(path), len(job.manifest), job.views, cfg.clip.frames, cfg.clip.size)
+        LogitStore.create(path, job.manifest.keys(), job.views, len(job.manifest.classes), job.meta(),
+                          dtype=cfg.cache.dtype, feature_dim=_feature_dim(job.ckpt) if job.features else 0,
+                          fmt=job.fmt).close()
+    with LogitStore.open(path, mode="r+") as s:
+        if parts_dir(path).exists():
+            merge_parts(s)  # rows scored by a killed distributed run
+        if status == "reuse" and not s.is_complete:
+            status = "resume"
+        todo = [int(i) for i in np.flatnonzero(~s.done)]
+        if status == "resume":
+            log.info("resuming: %d of %d clips already done", s.num_clips - len(todo), s.num_clips)
+        plan = {"status": status, "todo": todo, "fmt": s.fmt, "dtype": s.dtype,
+                "clips": str(clip_store_path(path)) if s.meta.get("clips") else None,
+                "feature_dim": s.feature_dim, "rows_per_chunk": s.rows_per_chunk}
+    if plan["fmt"] == "hdf5" and job.info.distributed and todo:
+        parts_dir(path).mkdir(exist_ok=True)
+    return plan
 
 
 def _warn_clip_mismatch(ckpt: dict, cfg: Any, teacher_path: Path) -> None:
@@ -212,16 +261,16 @@ def _feature_dim(ckpt: dict) -> int:
     return family_of_arch(arch).feature_dim(arch)
 
 
-def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: int, feats: bool, info: Any,
-           progress: bool, workers: int, teacher_path: Path, clips_path: str | None = None) -> None:
+def _score(job: _Job, path: Path, mine: list[int], clips_path: str | None = None) -> None:
     """Score rows ``mine`` (this rank's share) and write them into the store at ``path`` (and their
     uint8 clips into the clip store ``clips_path``, before the rows are marked done)."""
     if not mine:
         return
+    cfg, info, k, feats = job.cfg, job.info, job.views, job.features
     store = LogitStore.open(path, mode="r+")
     clip_store = ClipStore.open(clips_path, mode="r+") if clips_path else None
     try:
-        model = model_from_checkpoint(ckpt, str(teacher_path)).to(info.device).eval()
+        model = model_from_checkpoint(job.ckpt, str(job.teacher_path)).to(info.device).eval()
         bs = max(1, int(cfg.cache.batch_size))
         # bf16 where it pays (logged); under autocast, fixed-size chunks keep a resumed run's logits identical
         dtype = torch.bfloat16 if resolve_amp(cfg.train.amp, info.device, "teacher inference") == "bf16" else None
@@ -238,8 +287,8 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
                 logits = out.cpu().numpy()
             if not np.isfinite(logits).all():
                 bad = [pending[j // k][0] for j in np.flatnonzero(~np.isfinite(logits).all(1))]
-                raise CacheError(f"teacher {teacher_path} produced non-finite logits for "
-                                 f"{[manifest[i].key for i in bad[:5]]}; the store keeps the rows done so far")
+                raise CacheError(f"teacher {job.teacher_path} produced non-finite logits for "
+                                 f"{[job.manifest[i].key for i in bad[:5]]}; the store keeps the rows done so far")
             rows = [i for i, _, _, _ in pending]
             if clip_store is not None:
                 clip_store.write_many(rows, torch.stack([q for _, _, _, q in pending]))
@@ -248,13 +297,8 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
             pending.clear()
 
         bar = tqdm(total=len(mine), desc=f"teacher logits (K={k})", unit="clip",
-                   disable=not (progress and info.is_main))
-        # decode in background workers while the teacher runs; sample["index"] is the manifest row
-        fam = family_of_arch(ckpt.get("arch") or {})  # the teacher's input: decoded clips for DL-KDD
-        ds = Subset(fam.dataset(cfg, manifest, CacheViews(cfg.clip, k, seed=cfg.cache.seed)), mine)
-        loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
-                            prefetch_factor=4 if workers else None)
-        for sample in loader:
+                   disable=not (job.progress and info.is_main))
+        for sample in _loader(job, mine):
             clips, q = sample["video"], None
             if clip_store is not None:  # the teacher scores the uint8 rounding the student will read back
                 q = quantize(clips)
@@ -267,3 +311,16 @@ def _score(cfg: Any, ckpt: dict, path: Path, mine: list[int], manifest: Any, k: 
         bar.close()
     finally:
         store.close()
+
+
+def _loader(job: _Job, mine: list[int]) -> DataLoader:
+    """Rows ``mine`` of the teacher family's dataset (decoded clips for DL-KDD), K views each, decoded in
+    ``cfg.train.workers`` background workers while the teacher runs; ``sample["index"]`` is the manifest
+    row. A worker that cannot hand over a sample raises instead of hanging (:mod:`dlkdd.data.workers`)."""
+    cfg = job.cfg
+    workers = int(cfg.train.workers)
+    fam = family_of_arch(job.ckpt.get("arch") or {})
+    ds = Subset(fam.dataset(cfg, job.manifest, CacheViews(cfg.clip, job.views, seed=cfg.cache.seed)), mine)
+    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
+                      prefetch_factor=4 if workers else None,
+                      multiprocessing_context=worker_context() if workers else None)

@@ -35,8 +35,8 @@ from dlkdd.train.checkpoint import (get_rng_state, remove_torn_files, resume_sta
 from dlkdd.train.engine import EpochRun, evaluate, prepare_model, set_epoch, steps_per_epoch, train_one_epoch
 from dlkdd.train.logger import EpochLogger
 from dlkdd.train.optim import build_optimizer, build_scheduler
-from dlkdd.train.rundir import check_resume_config, check_resume_extra, copy_checkpoint
-from dlkdd.utils import atomic_link, atomic_write_json
+from dlkdd.train.rundir import check_resume_config, check_resume_extra, copy_finished_run
+from dlkdd.utils import atomic_link, atomic_write_json, fmt_pct
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +195,10 @@ class _Fit:
         # bad clips skipped under data.on_bad_clip=skip are part of the run's record
         final.update({k: v for k, v in dict(self.stage.extra or {}).items() if k in ("skipped_keys", "num_skipped")})
         if self.info.is_main:
-            if self.resumed is not None and not (self.out_dir / "last.pt").exists():
-                copy_checkpoint(self.resumed["path"], self.out_dir / "last.pt")  # a finished run, new --out
+            if self.resumed is not None and self.start >= self.epochs:  # a finished run, maybe into a new --out
+                copy_finished_run(self.resumed["path"], self.out_dir)  # its last.pt and predictions
             atomic_write_json(self.out_dir / "metrics.json", final)
             path = write_final(self.out_dir, self.stage.filename or f"{self.stage.kind}.pt")  # no optimiser state
-            log.info("%s checkpoint: %s (val top1 %s)", self.stage.kind, path, final.get("top1"))
+            log.info("%s checkpoint: %s (val top-1 %s)", self.stage.kind, path, fmt_pct(final.get("top1")))
         ddp.barrier()
         return final

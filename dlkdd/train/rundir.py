@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RESUME_MAY_CHANGE", "RESUME_SAME_EXTRA", "claim_run_dir", "config_differences", "epochs_may_grow",
            "check_resume_config",
-           "check_resume_extra", "copy_checkpoint",
+           "check_resume_extra", "copy_checkpoint", "copy_finished_run",
            "estimate_batch_bytes", "mem_available_bytes", "check_batch_memory"]
 
 #: Config keys a ``--resume`` may change: they do not change what the run computes.
@@ -146,6 +146,25 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def copy_finished_run(src_checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """A finished run resumed into another ``--out``: copy its ``last.pt`` and its test clips'
+    ``predictions.jsonl`` (the same final weights; ``run`` names the new directory) there, so that
+    ``dlkdd compare`` reads the new run as it reads the old one."""
+    from dlkdd.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
+
+    src, out_dir = Path(src_checkpoint), Path(out_dir)
+    if not (out_dir / "last.pt").exists():
+        copy_checkpoint(src, out_dir / "last.pt")
+    preds = src.parent / PREDICTIONS_FILE
+    if preds.is_file() and not (out_dir / PREDICTIONS_FILE).exists():
+        p = read_predictions(preds)
+        p.meta["run"] = str(out_dir)
+        write_predictions(out_dir / PREDICTIONS_FILE, p)
+    elif not preds.is_file():
+        log.warning("%s has no %s: `dlkdd compare` cannot read %s (evaluate it with `dlkdd evaluate "
+                    "--predictions`)", src.parent, PREDICTIONS_FILE, out_dir)
 
 
 def estimate_batch_bytes(cfg: Any, device: Any = "cpu") -> int:
