@@ -127,39 +127,48 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10000, seed: int 
     resample_seeds = a.ndim == 2
     rng = np.random.default_rng(seed)
     n = a2.shape[1]
-    if clusters is not None:
-        if len(clusters) != n:
-            raise ValueError(f"paired_bootstrap: {len(clusters)} cluster labels for {n} clips")
-        _, member = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-        G = int(member.max()) + 1
-        onehot = np.zeros((n, G))
-        onehot[np.arange(n), member] = 1.0
-        sums = [a2 @ onehot, b2 @ onehot]  # (k, G): clips right per seed and cluster
-        sizes = onehot.sum(0)  # (G,)
-    else:
-        sums = [None, None]
+    sums, sizes = _cluster_sums((a2, b2), clusters)
     stats = np.empty(reps)
     chunk = max(1, 2_000_000 // (n * max(len(a2), len(b2))))
     for s in range(0, reps, chunk):
         m = min(chunk, reps - s)
-        if clusters is None:
-            idx = rng.integers(0, n, (m, n))
+        if sizes is None:
+            draw = rng.integers(0, n, (m, n))  # (m, n): clip indices
         else:
-            draws = rng.multinomial(G, np.full(G, 1.0 / G), size=m).astype(np.float64)  # (m, G)
-        means = []
-        for x, sx in zip((a2, b2), sums):
-            if sx is None:
-                acc = x[:, idx].mean(-1)  # (k, m): each seed's accuracy on the drawn clips
-            else:
-                acc = (sx @ draws.T) / (draws @ sizes)  # (k, m): accuracy on the drawn clusters' clips
-            if resample_seeds and len(x) > 1:
-                w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x)), size=m) / len(x)  # (m, k)
-                means.append((w * acc.T).sum(1))
-            else:
-                means.append(acc.mean(0))
+            draw = rng.multinomial(len(sizes), np.full(len(sizes), 1.0 / len(sizes)), size=m).astype(np.float64)
+        means = [_replicate_means(x, sx, draw, sizes, rng, resample_seeds) for x, sx in zip((a2, b2), sums)]
         stats[s:s + m] = means[0] - means[1]
     lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": float(a2.mean() - b2.mean()), "ci": [float(lo), float(hi)], "reps": int(reps)}
+
+
+def _cluster_sums(xs: tuple[np.ndarray, ...], clusters: Sequence[Any] | None) -> tuple[list, np.ndarray | None]:
+    """Per model ``(k, G)`` clips right per seed and cluster, and the ``(G,)`` cluster sizes; ``[None...], None``
+    without clusters (the clip bootstrap)."""
+    if clusters is None:
+        return [None] * len(xs), None
+    n = xs[0].shape[1]
+    if len(clusters) != n:
+        raise ValueError(f"paired_bootstrap: {len(clusters)} cluster labels for {n} clips")
+    _, member = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    onehot = np.zeros((n, int(member.max()) + 1))
+    onehot[np.arange(n), member] = 1.0
+    return [x @ onehot for x in xs], onehot.sum(0)
+
+
+def _replicate_means(x: np.ndarray, sx: np.ndarray | None, draw: np.ndarray, sizes: np.ndarray | None,
+                     rng: np.random.Generator, resample_seeds: bool) -> np.ndarray:
+    """``(m,)`` one model's accuracy in each of m replicates: on the drawn clips (``draw``: ``(m, n)``
+    indices) or the drawn clusters' clips (``draw``: ``(m, G)`` counts), over its seeds (drawn with
+    replacement when ``resample_seeds``)."""
+    if sx is None:
+        acc = x[:, draw].mean(-1)  # (k, m): each seed's accuracy on the drawn clips
+    else:
+        acc = (sx @ draw.T) / (draw @ sizes)  # (k, m): accuracy on the drawn clusters' clips
+    if resample_seeds and len(x) > 1:
+        w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x)), size=len(draw)) / len(x)  # (m, k)
+        return (w * acc.T).sum(1)
+    return acc.mean(0)
 
 
 def seed_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("dlkdd.demo")
 
@@ -45,25 +46,55 @@ def _config(out: Path, seed: int) -> tuple[Path, list[str], str]:
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int | None = None, device: str = "auto",
              progress: bool = True, overrides: list[str] | None = None) -> dict:
     """Run the demo; ``overrides`` (``key=value``) are applied last (tests use tiny clips)."""
-    from dlkdd.pipeline.cache_logits import precompute_logits
-    from dlkdd.config import load_config
     from dlkdd.data.manifest import manifest_from_config
-    from dlkdd.pipeline.evaluate import plot_confusion
-    from dlkdd.pipeline.student import train_student
-    from dlkdd.pipeline.teacher import train_teacher
     from dlkdd.utils import atomic_write_json, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg, cfg_path, overrides, dataset = _demo_config(out, seed, epochs, overrides)
+    log.info("demo on %s with %s (+ %s)", dataset, cfg_path, " ".join(overrides))
+    times: dict[str, float] = {}
+    runs, store = _run_stages(cfg, out, device, progress, times)
+    test = manifest_from_config(cfg.data, "test")
+    rows = _score_rows(runs, out, list(test.classes))
+    text = [f"# dlkdd demo: {dataset}", "", f"config: `{cfg_path}` + `{' '.join(overrides)}`",
+            f"test split: {len(test)} clips, {len(test.classes)} classes; time: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()) / 60:.1f} min)",
+            "", *_table(rows), "", PAPER, "", _what_it_means(rows, len(test.classes), cfg.train.epochs), "",
+            "Artifacts:"]
+    text += [f"- {k}: `{p}`" for k, p in _artifacts(out, store)]
+    summary = "\n".join(text) + "\n"
+    atomic_write_text(out / "summary.md", summary)
+    result = {"dataset": dataset, "config": str(cfg_path), "overrides": overrides, "times_s": times,
+              "results": {k: {"top1": v["top1"], "top5": v["top5"], "n": v["n"]} for k, v in rows.items()},
+              "cache": str(store)}
+    atomic_write_json(out / "summary.json", result)
+    print(summary)  # noqa: T201 - the demo's report to the terminal
+    return result
+
+
+PAPER = ("Paper (ARID, R(2+1)D-34 IG65M + BERT, 64x112x112, 30 epochs): backbone only 92.97, "
+         "teacher 95.73, student 97.64.")
+
+
+def _demo_config(out: Path, seed: int, epochs: int | None, user: list[str] | None) -> tuple[Any, Path, list[str], str]:
+    """The demo's config (arid6-mini or a synthetic set), its path, the overrides applied and the data's name."""
+    from dlkdd.config import load_config
+
     cfg_path, extra, dataset = _config(out, seed)
-    user = list(overrides or [])
     overrides = DEMO_OVERRIDES + extra + [f"seed={seed}", f"cache.dir={out / 'cache'}"]
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    overrides += user
-    cfg = load_config(cfg_path, overrides)
-    log.info("demo on %s with %s (+ %s)", dataset, cfg_path, " ".join(overrides))
-    times: dict[str, float] = {}
+    overrides += list(user or [])
+    return load_config(cfg_path, overrides), cfg_path, overrides, dataset
+
+
+def _run_stages(cfg: Any, out: Path, device: str, progress: bool, times: dict[str, float]) -> tuple[dict, Any]:
+    """teacher -> cache-logits -> student and baseline; each stage's seconds go into ``times``.
+    Returns the runs' results and the store path."""
+    from dlkdd.pipeline.cache_logits import precompute_logits
+    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.teacher import train_teacher
 
     def step(name: str, fn):
         t0 = time.perf_counter()
@@ -79,47 +110,44 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int | None = 
                                                             progress=progress))
     runs["baseline"] = step("baseline", lambda: train_student(cfg, out / "baseline", no_kd=True, device=device,
                                                               progress=progress))
+    return runs, store
 
-    # each run's last epoch already scored the test clips on their centred view, exactly what
-    # `dlkdd evaluate` does by default (dlkdd.pipeline.evaluate): reuse it instead of a second pass
-    test = manifest_from_config(cfg.data, "test")
+
+def _score_rows(runs: dict, out: Path, classes: list[str]) -> dict[str, dict]:
+    """Each run's last epoch already scored the test clips on their centred view, exactly what
+    `dlkdd evaluate` does by default (dlkdd.pipeline.evaluate): reuse it instead of a second pass."""
+    from dlkdd.pipeline.evaluate import plot_confusion
+    from dlkdd.utils import atomic_write_json
+
     rows = {}
     for name, run, ck in (("Backbone only (no KD)", "baseline", "student.pt"),
                           ("Teacher (ZeroDCE + R(2+1)D-BERT)", "teacher", "teacher.pt"),
                           ("Student (DL-KDD, dark input)", "student", "student.pt")):
-        m = dict(runs[run]["val"], checkpoint=str(out / run / ck), classes=list(test.classes),
+        m = dict(runs[run]["val"], checkpoint=str(out / run / ck), classes=classes,
                  views={"clips": 1, "crops": 1},
                  source=f"{out / run / 'metrics.json'} (the run's last-epoch evaluation)")
         atomic_write_json(out / run / "eval.json", m)
         plot_confusion(m, out / run / "confusion.png")
         rows[name] = m
+    return rows
+
+
+def _table(rows: dict[str, dict]) -> list[str]:
     table = ["| Method | Input at inference | Top-1 (%) | Top-5 (%) |", "|---|---|---:|---:|"]
     for name, m in rows.items():
         inp = "enhanced (ZeroDCE)" if name.startswith("Teacher") else "dark"
         table.append(f"| {name} | {inp} | {m['top1']:.2f} | {m['top5']:.2f} |")
-    paper = ("Paper (ARID, R(2+1)D-34 IG65M + BERT, 64x112x112, 30 epochs): backbone only 92.97, "
-             "teacher 95.73, student 97.64.")
-    meaning = _what_it_means(rows, len(test.classes), cfg.train.epochs)
-    artifacts = [
+    return table
+
+
+def _artifacts(out: Path, store: Any) -> list[tuple[str, Path]]:
+    return [
         ("teacher checkpoint", out / "teacher" / "teacher.pt"), ("teacher curves", out / "teacher" / "curves.png"),
         ("logit cache", Path(store)), ("student checkpoint", out / "student" / "student.pt"),
         ("student curves", out / "student" / "curves.png"), ("baseline checkpoint", out / "baseline" / "student.pt"),
         ("confusion matrices", out / "*" / "confusion.png"), ("per-epoch logs", out / "*" / "log.csv"),
         ("summary", out / "summary.md"),
     ]
-    text = [f"# dlkdd demo: {dataset}", "", f"config: `{cfg_path}` + `{' '.join(overrides)}`",
-            f"test split: {len(test)} clips, {len(test.classes)} classes; time: "
-            + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f" (total {sum(times.values()) / 60:.1f} min)",
-            "", *table, "", paper, "", meaning, "", "Artifacts:"]
-    text += [f"- {k}: `{p}`" for k, p in artifacts]
-    summary = "\n".join(text) + "\n"
-    atomic_write_text(out / "summary.md", summary)
-    result = {"dataset": dataset, "config": str(cfg_path), "overrides": overrides, "times_s": times,
-              "results": {k: {"top1": v["top1"], "top5": v["top5"], "n": v["n"]} for k, v in rows.items()},
-              "cache": str(store)}
-    atomic_write_json(out / "summary.json", result)
-    print(summary)  # noqa: T201 - the demo's report to the terminal
-    return result
 
 
 def _what_it_means(rows: dict, num_classes: int, epochs: int) -> str:

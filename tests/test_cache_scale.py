@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from dlkdd.cache.inspect import verify_store
 from dlkdd.cache.parts import shard_rows
 from dlkdd.cache.reader import StoreRows
-from dlkdd.cache.store import LogitStore
+from dlkdd.cache.store import LogitStore, StoreLayout
 from dlkdd.cli import main
 from dlkdd.data.views import StoredView
 from dlkdd.errors import CacheError
@@ -75,7 +75,7 @@ def test_rowfile_bytes_are_what_zarr_reads(tmp_path):
     p = tmp_path / "s.zarr"
     d = _data(n, seed=1)
     order = np.random.default_rng(2).permutation(n)
-    with LogitStore.create(p, _keys(n), V, C, {"classes": ["a", "b", "c"]}, rows_per_chunk=16) as s:
+    with LogitStore.create(p, _keys(n), V, C, {"classes": ["a", "b", "c"]}, layout=StoreLayout(rows_per_chunk=16)) as s:
         first = order[:60]
         s.write_fields(first, {k: a[first] for k, a in d.items()})
         g = zarr.open_group(str(p), mode="r")
@@ -100,9 +100,9 @@ def test_resumed_write_gives_the_same_bytes(tmp_path):
     n = 50
     d = _data(n, seed=3, d=4)
     whole, resumed = tmp_path / "whole.zarr", tmp_path / "resumed.zarr"
-    with LogitStore.create(whole, _keys(n), V, C, {}, feature_dim=4, rows_per_chunk=8) as s:
+    with LogitStore.create(whole, _keys(n), V, C, {}, layout=StoreLayout(feature_dim=4, rows_per_chunk=8)) as s:
         s.write_fields(np.arange(n), d)
-    with LogitStore.create(resumed, _keys(n), V, C, {}, feature_dim=4, rows_per_chunk=8) as s:
+    with LogitStore.create(resumed, _keys(n), V, C, {}, layout=StoreLayout(feature_dim=4, rows_per_chunk=8)) as s:
         part = np.arange(0, n, 3)  # an interrupted run wrote every third row (its shards half full)
         s.write_fields(part, {k: a[part] for k, a in d.items()})
     with LogitStore.open(resumed, mode="r+") as s:  # the resumed run writes what is not done
@@ -134,7 +134,8 @@ def test_named_fields_round_trip(tmp_path, suffix):
     p = tmp_path / f"s{suffix}"
     d = _data(n, seed=4, d=6)
     d["topk"] = np.random.default_rng(5).normal(size=(n, V, 2))
-    with LogitStore.create(p, _keys(n), V, C, {}, feature_dim=6, fields={"topk": ((2,), "float64")}) as s:
+    with LogitStore.create(p, _keys(n), V, C, {},
+                           layout=StoreLayout(feature_dim=6, fields={"topk": ((2,), "float64")})) as s:
         assert s.fields == {"logits": ((C,), "float16"), "views": ((P,), "float64"),
                             "features": ((6,), "float16"), "topk": ((2,), "float64")}
         with pytest.raises(CacheError, match=r"missing \['topk'\]"):
@@ -149,14 +150,15 @@ def test_named_fields_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(got["features"], d["features"][[7, 2]].astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(got["views"], d["views"][[7, 2]])
     with pytest.raises(CacheError, match="bad or repeated field name"):
-        LogitStore.create(tmp_path / "bad.zarr", _keys(2), V, C, {}, fields={"done": ((1,), "float32")})
+        LogitStore.create(tmp_path / "bad.zarr", _keys(2), V, C, {},
+                          layout=StoreLayout(fields={"done": ((1,), "float32")}))
 
 
 def test_stored_view_passes_every_field(tmp_path):
     n = 6
     p = tmp_path / "s.zarr"
     d = _data(n, seed=6, d=4)
-    with LogitStore.create(p, _keys(n), V, C, {}, feature_dim=4, dtype="float32") as s:
+    with LogitStore.create(p, _keys(n), V, C, {}, layout=StoreLayout(feature_dim=4, dtype="float32")) as s:
         s.write_fields(np.arange(n), d)
     order = list(reversed(_keys(n)))  # the manifest's order differs from the store's: joined by key
     policy = StoredView(StoreRows(Keys(order), p), seed=0)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlkdd.cache.inspect import soft_target_stats
-from dlkdd.cache.store import LogitStore
+from dlkdd.cache.store import LogitStore, StoreLayout
 from dlkdd.data.manifest import Entry, Manifest
 from dlkdd.errors import CacheError
 
@@ -20,7 +20,8 @@ CLASSES = ["Drink", "Jump"]
 
 def _store(path: Path, keys: list[str], logits: np.ndarray, classes=CLASSES, fmt: str = "zarr") -> Path:
     n, v, c = logits.shape
-    with LogitStore.create(path, keys, v, c, {"classes": list(classes)}, dtype="float32", fmt=fmt) as s:
+    with LogitStore.create(path, keys, v, c, {"classes": list(classes)}, layout=StoreLayout(dtype="float32"),
+                           fmt=fmt) as s:
         s.write_many(range(n), logits, np.zeros((n, v, 8)))
         s.mark_complete()
     return path

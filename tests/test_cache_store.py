@@ -13,7 +13,7 @@ import pytest
 from faults import set_raw_meta
 
 from dlkdd.cache.keying import default_store_path, store_name, view_spec_from_config, view_spec_hash
-from dlkdd.cache.store import SCHEMA_VERSION, LogitStore
+from dlkdd.cache.store import SCHEMA_VERSION, LogitStore, StoreLayout
 from dlkdd.config import Config
 from dlkdd.errors import CacheError
 
@@ -54,7 +54,7 @@ def test_round_trip(tmp_path, fmt, suffix, dtype):
     logits, views = _rows(n)
     meta = {"classes": [f"c{j}" for j in range(C)], "teacher_sha256": "0" * 64, "clip": {"frames": 4}}
     path = tmp_path / f"store{suffix}"
-    s = LogitStore.create(path, keys, V, C, meta, dtype=dtype)
+    s = LogitStore.create(path, keys, V, C, meta, layout=StoreLayout(dtype=dtype))
     assert s.fmt == fmt and s.path == path and s.num_clips == n
     assert not s.done.any() and not s.is_complete
     s.write(0, logits[0], views[0])
@@ -92,7 +92,7 @@ def test_keys_join_manifest_and_features(tmp_path, fmt, suffix):
     keys = _keys(n)
     logits, views = _rows(n)
     feats = np.random.default_rng(1).normal(size=(n, V, D)).astype(np.float32)
-    s = LogitStore.create(tmp_path / f"f{suffix}", keys, V, C, {}, dtype="float32", feature_dim=D)
+    s = LogitStore.create(tmp_path / f"f{suffix}", keys, V, C, {}, layout=StoreLayout(dtype="float32", feature_dim=D))
     with pytest.raises(CacheError, match="expects features"):
         s.write(0, logits[0], views[0])
     s.write_many(range(n), logits, views, feats)
@@ -118,7 +118,7 @@ def test_create_and_open_failures(tmp_path, fmt, suffix):
     with pytest.raises(CacheError, match="not plain JSON"):
         LogitStore.create(path, ["a/b"], V, C, {"obj": object()})
     with pytest.raises(CacheError, match="dtype"):
-        LogitStore.create(path, ["a/b"], V, C, {}, dtype="float64")
+        LogitStore.create(path, ["a/b"], V, C, {}, layout=StoreLayout(dtype="float64"))
     s = LogitStore.create(path, ["a/b", "c/d"], V, C, {})
     lg, vw = _rows(2)
     with pytest.raises(CacheError, match="shape"):
@@ -215,7 +215,7 @@ def test_read_in_dataloader_workers(tmp_path, fmt, suffix):
     keys = _keys(n)
     logits, views = _rows(n, seed=3)
     path = tmp_path / f"dl{suffix}"
-    with LogitStore.create(path, keys, V, C, {}, dtype="float32") as s:
+    with LogitStore.create(path, keys, V, C, {}, layout=StoreLayout(dtype="float32")) as s:
         s.write_many(range(n), logits, views)
         s.mark_complete()
     store = LogitStore.open(path)
@@ -257,7 +257,7 @@ _WRITER = textwrap.dedent("""
 def test_concurrent_writers_of_disjoint_rows_zarr(tmp_path):
     n = 40
     path = tmp_path / "conc.zarr"
-    LogitStore.create(path, _keys(n), V, C, {}, dtype="float32").close()
+    LogitStore.create(path, _keys(n), V, C, {}, layout=StoreLayout(dtype="float32")).close()
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(k), "2", str(go)], env=env,

@@ -15,7 +15,7 @@ from dlkdd.cache.ensemble import EnsembleRows, EnsembleStore, ensemble_soft_targ
 from dlkdd.cache.reader import StoreRows
 from dlkdd.data.dataset import ClipDataset
 from dlkdd.data.views import StoredView
-from dlkdd.cache.store import LogitStore
+from dlkdd.cache.store import LogitStore, StoreLayout
 from dlkdd.cli import main
 from dlkdd.errors import CacheError
 from dlkdd.losses import distillation_loss, kd_loss, kd_loss_from_probs
@@ -59,7 +59,7 @@ def test_kd_loss_from_probs_equals_kd_loss():
 def _store(path, keys, views, logits, classes=("a", "b", "c"), meta=None):
     s = LogitStore.create(path, keys, views.shape[1], len(classes),
                           {"classes": list(classes), "clip": {"frames": 4}, "view_seed": 0, **(meta or {})},
-                          dtype="float32")
+                          layout=StoreLayout(dtype="float32"))
     s.write_many(np.arange(len(keys)), logits, views)
     s.mark_complete()
     s.close()
@@ -129,7 +129,7 @@ def _teacher_cache(path, cfg, manifest, logit_seed):
     logits[np.arange(len(manifest)), :, manifest.labels()] += 2.0  # a teacher that is mostly right
     meta = {"classes": list(manifest.classes), "manifest_sha256": manifest.sha256(), "clip": spec["clip"],
             "view_seed": spec["view_seed"], "teacher_sha256": f"{logit_seed:064x}", "skipped_keys": []}
-    s = LogitStore.create(path, manifest.keys(), V, C, meta, dtype="float32")
+    s = LogitStore.create(path, manifest.keys(), V, C, meta, layout=StoreLayout(dtype="float32"))
     s.write_many(np.arange(len(manifest)), logits, views)
     s.mark_complete()
     s.close()

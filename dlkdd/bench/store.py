@@ -85,11 +85,11 @@ def _rank_main(path: str, rank: int, ranks: int, seed: int, out: Any) -> None:
 def _write(path: Path, n: int, views: int, classes: int, fmt: str, seed: int, progress: bool, ranks: int = 1) -> float:
     import multiprocessing as mp
 
-    from dlkdd.cache.store import LogitStore
+    from dlkdd.cache.store import LogitStore, StoreLayout
 
     keys = [f"bench/clip_{i:08d}" for i in range(n)]
     meta = {"benchmark": True, "classes": [f"c{j}" for j in range(classes)]}
-    with LogitStore.create(path, keys, views, classes, meta, dtype="float16", fmt=fmt) as s:
+    with LogitStore.create(path, keys, views, classes, meta, layout=StoreLayout(dtype="float16"), fmt=fmt) as s:
         if ranks > 1 and not s.parallel_writers:
             raise ValueError(f"{fmt} stores have one writer; --ranks needs --format zarr")
     if ranks <= 1:

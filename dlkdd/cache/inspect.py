@@ -153,20 +153,32 @@ def verify_store(path: str | os.PathLike, manifest: Any = None, cfg: Any = None)
 
 
 def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
-    p = s.path
-    m = s.meta
-    N, V, C, P = s.num_clips, s.views_per_clip, s.num_classes, s.view_params
-    if m.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"{p}: schema_version {m.get('schema_version')!r} is not {SCHEMA_VERSION}")
+    """Every check of an open store: metadata against the arrays, keys, completeness, every written chunk,
+    and (given) the manifest; each problem is appended to ``problems`` as one line."""
+    if s.meta.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"{s.path}: schema_version {s.meta.get('schema_version')!r} is not {SCHEMA_VERSION}")
+    keys = [str(k) for k in s.read_raw("keys").tolist()]
+    logits, unreadable = _check_layout(s, keys, problems)
+    _check_keys(s.path, keys, problems)
+    done = s.done
+    _check_done(s, keys, done, problems)
+    _check_chunks(s, keys, done, {"logits": (logits, unreadable)}, problems)
+    if manifest is not None:
+        _check_manifest(s, keys, manifest, problems)
 
-    # --- metadata vs arrays
+
+def _check_layout(s: LogitStore, keys: list[str], problems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The metadata against the arrays (counts, classes, dtype); returns the logits as read chunk by
+    chunk and the rows of unreadable chunks."""
+    p, m = s.path, s.meta
+    N, V, C, P = s.num_clips, s.views_per_clip, s.num_classes, s.view_params
+
     def expect(key: str, actual: Any, what: str) -> None:
         if key not in m:
             problems.append(f"{p}: metadata lacks {key!r}")
         elif m[key] != actual:
             problems.append(f"{p}: metadata {key}={m[key]!r} but {what} is {actual!r}")
 
-    keys = [str(k) for k in s.read_raw("keys").tolist()]
     expect("num_clips", N, "the logits array's clip count")
     if len(keys) != N:
         problems.append(f"{p}: {len(keys)} keys but {N} logit rows")
@@ -186,8 +198,11 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
     logits, unreadable = _read_every_chunk(s, "logits", N)
     if "dtype" in m and str(logits.dtype) != m["dtype"]:
         problems.append(f"{p}: metadata dtype={m['dtype']!r} but logits are stored as {logits.dtype}")
+    return logits, unreadable
 
-    # --- keys
+
+def _check_keys(p: Any, keys: list[str], problems: list[str]) -> None:
+    """No empty and no duplicate keys."""
     if any(not k for k in keys):
         problems.append(f"{p}: {sum(1 for k in keys if not k)} empty key(s)")
     if len(set(keys)) != len(keys):
@@ -195,8 +210,10 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         dups = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
         problems.append(f"{p}: {len(keys) - len(set(keys))} duplicate key(s): {dups[:_SHOW]}")
 
-    # --- completeness
-    done = s.done
+
+def _check_done(s: LogitStore, keys: list[str], done: np.ndarray, problems: list[str]) -> None:
+    """The complete flag set, and every row done."""
+    p, m = s.path, s.meta
     if not m.get("complete", False):
         problems.append(f"{p}: not complete (complete flag unset; {int(done.sum())}/{done.size} clips done) - "
                         f"resume `dlkdd cache-logits` to finish it")
@@ -205,11 +222,15 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
         problems.append(f"{p}: {int((~done).sum())} clip(s) without logits (done=false){damaged}: "
                         f"{_names(keys, np.flatnonzero(~done))}")
 
-    # --- every chunk of the written rows: readable, and finite (writes refuse NaN/inf, so NaN in a
-    # done row is a chunk that is missing - read as the NaN fill value - or damaged)
-    arrays = {"logits": (logits, unreadable)}
+
+def _check_chunks(s: LogitStore, keys: list[str], done: np.ndarray, arrays: dict[str, Any],
+                  problems: list[str]) -> None:
+    """Every chunk of the written rows of every field: readable, and finite (writes refuse NaN/inf, so NaN
+    in a done row is a chunk that is missing - read as the NaN fill value - or damaged). ``arrays``
+    holds the fields already read (the logits)."""
+    p, N = s.path, s.num_clips
     for name in s.fields:  # views, and features or any other per-view field
-        if name != "logits":
+        if name not in arrays:
             arrays[name] = _read_every_chunk(s, name, N)
     for name, (a, unread) in arrays.items():
         ok = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.size else np.ones(a.shape[0], bool)
@@ -219,24 +240,26 @@ def _verify_open(s: LogitStore, manifest: Any, problems: list[str]) -> None:
             problems.append(f"{p}: missing/unreadable {name} chunk for {bad.size} clip(s): {_names(keys, bad)} - "
                             f"the store is damaged; rebuild it (`dlkdd cache-logits ... --out {p} --overwrite`)")
 
-    # --- against a manifest
-    if manifest is not None:
-        mkeys = [str(k) for k in manifest.keys()]
-        if mkeys != keys:
-            missing = [k for k in mkeys if k not in set(keys)]
-            extra = [k for k in keys if k not in set(mkeys)]
-            if missing or extra:
-                problems.append(f"{p}: keys differ from the manifest: {len(missing)} manifest key(s) missing "
-                                f"{missing[:_SHOW]}, {len(extra)} extra {extra[:_SHOW]}")
-            else:
-                problems.append(f"{p}: same keys as the manifest but in another order")
-        mclasses = list(manifest.classes)
-        if classes is not None and list(classes) != mclasses:
-            problems.append(f"{p}: classes {list(classes)} differ from the manifest's {mclasses}")
-        msha = manifest.sha256()
-        if m.get("manifest_sha256") != msha:
-            problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
-                            f"manifest's {_short(msha)}")
+
+def _check_manifest(s: LogitStore, keys: list[str], manifest: Any, problems: list[str]) -> None:
+    """The store against a manifest: the same keys in the same order, classes and manifest hash."""
+    p, m = s.path, s.meta
+    mkeys = [str(k) for k in manifest.keys()]
+    if mkeys != keys:
+        missing = [k for k in mkeys if k not in set(keys)]
+        extra = [k for k in keys if k not in set(mkeys)]
+        if missing or extra:
+            problems.append(f"{p}: keys differ from the manifest: {len(missing)} manifest key(s) missing "
+                            f"{missing[:_SHOW]}, {len(extra)} extra {extra[:_SHOW]}")
+        else:
+            problems.append(f"{p}: same keys as the manifest but in another order")
+    mclasses, classes = list(manifest.classes), m.get("classes")
+    if classes is not None and list(classes) != mclasses:
+        problems.append(f"{p}: classes {list(classes)} differ from the manifest's {mclasses}")
+    msha = manifest.sha256()
+    if m.get("manifest_sha256") != msha:
+        problems.append(f"{p}: manifest_sha256 {_short(m.get('manifest_sha256'))} differs from the "
+                        f"manifest's {_short(msha)}")
 
 
 def _provenance(s: LogitStore, problems: list[str]) -> None:

@@ -50,8 +50,9 @@ import datetime as _dt
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -60,9 +61,23 @@ from dlkdd.cache.backends import (ARRAYS, BACKENDS, DTYPES, SCHEMA_VERSION, VIEW
 from dlkdd.errors import CacheError
 from dlkdd.hints import config_args
 
-__all__ = ["LogitStore", "SCHEMA_VERSION", "VIEW_PARAMS", "detect_format"]
+__all__ = ["LogitStore", "StoreLayout", "SCHEMA_VERSION", "VIEW_PARAMS", "detect_format"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """How a new store holds its per-view fields (:meth:`LogitStore.create`): ``dtype`` of the logits
+    (and features), ``feature_dim`` D (0: no ``features`` field), ``view_params`` P, any other
+    ``fields`` (``{name: (per-view shape, float dtype)}``, e.g. ``{"topk": ((5,), "float32")}``) and
+    ``rows_per_chunk`` (rows per Zarr shard; None: :func:`dlkdd.cache.backends.rows_per_unit_for`)."""
+
+    dtype: str = "float16"
+    feature_dim: int = 0
+    view_params: int = VIEW_PARAMS
+    fields: Mapping[str, Field] | None = None
+    rows_per_chunk: int | None = None
 
 
 class LogitStore:
@@ -91,15 +106,13 @@ class LogitStore:
     # ---- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, keys: Sequence[str], views_per_clip: int, num_classes: int,
-               meta: dict[str, Any] | None = None, dtype: str = "float16", feature_dim: int = 0,
-               fmt: str | None = None, overwrite: bool = False, view_params: int = VIEW_PARAMS,
-               fields: dict[str, Field] | None = None, rows_per_chunk: int | None = None) -> "LogitStore":
+               meta: dict[str, Any] | None = None, layout: StoreLayout = StoreLayout(), fmt: str | None = None,
+               overwrite: bool = False) -> "LogitStore":
         """Create an empty store for ``keys`` (manifest order) and return it opened ``r+``.
 
-        Its per-view fields are ``logits`` ``(C,)`` of ``dtype``, ``views`` ``(P,)`` float64,
-        ``features`` ``(D,)`` of ``dtype`` when ``feature_dim > 0``, and any ``fields``
-        (``{name: (per-view shape, float dtype)}``, e.g. ``{"topk": ((5,), "float32")}``).
-        ``rows_per_chunk``: rows per Zarr shard (default: :func:`dlkdd.cache.backends.rows_per_unit_for`).
+        Its per-view fields (``layout``: :class:`StoreLayout`) are ``logits`` ``(C,)`` of ``layout.dtype``,
+        ``views`` ``(P,)`` float64, ``features`` ``(D,)`` of ``layout.dtype`` when ``layout.feature_dim > 0``,
+        and any ``layout.fields``.
 
         ``meta`` (JSON only) is stored as given, plus ``schema_version``, ``num_clips``,
         ``num_classes``, ``views_per_clip``, ``view_params``, ``feature_dim``, ``dtype``, ``fields``,
@@ -112,7 +125,8 @@ class LogitStore:
         p = Path(path)
         fmt_ = format_for(p, fmt)
         keys = [str(k) for k in keys]
-        V, C, P, D = int(views_per_clip), int(num_classes), int(view_params), int(feature_dim)
+        V, C, P, D = int(views_per_clip), int(num_classes), int(layout.view_params), int(layout.feature_dim)
+        dtype, fields, rows_per_chunk = layout.dtype, layout.fields, layout.rows_per_chunk
         if dtype not in DTYPES:
             raise CacheError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r} (config key cache.dtype)")
         if V < 1 or C < 1 or P < 1 or D < 0:

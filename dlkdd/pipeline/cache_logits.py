@@ -38,7 +38,7 @@ from dlkdd.cache.keying import clip_spec, default_store_path, view_spec_from_con
 from dlkdd.cache.lock import WriterLock
 from dlkdd.cache.match import store_differences
 from dlkdd.cache.parts import merge_parts, parts_dir, shard_rows
-from dlkdd.cache.store import LogitStore
+from dlkdd.cache.store import LogitStore, StoreLayout
 from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CacheViews
@@ -193,7 +193,8 @@ def _build(job: _Job, overwrite: bool) -> Path:
         target = parts_dir(path) / f"rank{info.rank}.zarr"
         pmeta = dict(job.meta(), part_of=path.name, part_rank=info.rank, part_world_size=info.world_size)
         LogitStore.create(target, job.manifest.keys(), job.views, len(job.manifest.classes), pmeta,
-                          dtype=plan["dtype"], feature_dim=plan["feature_dim"], fmt="zarr", overwrite=True).close()
+                          layout=StoreLayout(dtype=plan["dtype"], feature_dim=plan["feature_dim"]), fmt="zarr",
+                          overwrite=True).close()
     ddp.barrier()
     _score(job, target, mine, plan["clips"])
     ddp.barrier()
@@ -222,8 +223,8 @@ def _plan(job: _Job, overwrite: bool) -> dict[str, Any]:
                 raise CacheError("cache.clips=true stores the decoded clips with Zarr: pip install zarr, "
                                  "or set cache.clips=false")
             ClipStore.create(clip_store_path(path), len(job.manifest), job.views, cfg.clip.frames, cfg.clip.size)
-        LogitStore.create(path, job.manifest.keys(), job.views, len(job.manifest.classes), job.meta(),
-                          dtype=cfg.cache.dtype, feature_dim=_feature_dim(job.ckpt) if job.features else 0,
+        layout = StoreLayout(dtype=cfg.cache.dtype, feature_dim=_feature_dim(job.ckpt) if job.features else 0)
+        LogitStore.create(path, job.manifest.keys(), job.views, len(job.manifest.classes), job.meta(), layout,
                           fmt=job.fmt).close()
     with LogitStore.open(path, mode="r+") as s:
         if parts_dir(path).exists():
