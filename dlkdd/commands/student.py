@@ -31,7 +31,7 @@ from dlkdd.commands.common import (check_run_outputs, config_options, data_input
 def student(config_path, overrides, cache_path, cache_weights, cache_path_file, no_kd, out, alpha, gamma, tau,
             tau2_scale, resume, no_progress):
     """Train the student on the dark clips from the cached teacher logits (never loads the teacher)."""
-    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.student import Targets, train_student
 
     if cache_path_file and not cache_path:
         p = Path(cache_path_file)
@@ -48,8 +48,8 @@ def student(config_path, overrides, cache_path, cache_weights, cache_path_file, 
                           {"kd.alpha": alpha, "kd.gamma": gamma, "kd.tau": tau, "kd.tau2_scale": tau2_scale})
     warn_test_clips_in_train(cfg)
     check_run_outputs(out, "student.pt", [*data_inputs(cfg, config_path), *cache_path, cache_path_file])
-    res = train_student(cfg, out, cache=list(cache_path), no_kd=no_kd, device=get_device(), resume=resume,
-                        progress=not no_progress, config_path=config_path, cache_weights=list(cache_weights) or None)
+    targets = Targets(tuple(cache_path), list(cache_weights) or None, no_kd, config_path)
+    res = train_student(cfg, out, targets, device=get_device(), resume=resume, progress=not no_progress)
     if is_rank0():
         click.echo(f"{'baseline' if no_kd else 'student'}: {Path(out) / 'student.pt'}  "
                    f"val top-1 {fmt_pct(res.get('top1'))}  top-5 {fmt_pct(res.get('top5'))}")

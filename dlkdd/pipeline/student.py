@@ -45,7 +45,7 @@ from dlkdd.utils import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_student", "soft_target_warnings"]
+__all__ = ["Targets", "train_student", "soft_target_warnings"]
 
 # soft targets are flagged as weak when the teacher is right on fewer than this share of the stored
 # training views, or when softmax(z/tau) is this close to uniform (entropy / log C)
@@ -87,9 +87,10 @@ def _report_soft_targets(store: Any, train: Any, tau: float) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Targets:
+class Targets:
     """Where the student's soft targets come from: ``caches`` (one store, or several for an ensemble with
-    ``weights``), or none (``no_kd``: the CE baseline); ``config_path`` names the config in mismatch errors."""
+    ``weights``), or none (``no_kd``: the CE baseline); ``config_path`` names the config in mismatch errors.
+    What ``dlkdd student`` passes to :func:`train_student` as ``cache``."""
 
     caches: tuple = ()
     weights: list | None = None
@@ -97,27 +98,30 @@ class _Targets:
     config_path: str | None = None
 
 
-def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None = None, no_kd: bool = False,
-                  device: str = "auto", resume: str | Path | None = None, progress: bool = True,
-                  config_path: str | None = None, cache_weights: list | None = None) -> dict[str, Any]:
-    """``cache``: one store path, or several (a list): then the soft target is the (``cache_weights``-)
-    weighted mean of the teachers' softmax(z/tau) (:mod:`dlkdd.cache.ensemble`)."""
-    caches = [cache] if isinstance(cache, (str, Path)) else list(cache or [])
-    if not no_kd and not caches:
+def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | Targets | None = None,
+                  no_kd: bool = False, device: str = "auto", resume: str | Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """``cache``: one store path, several (a list: the soft target is the mean of the teachers'
+    softmax(z/tau), :mod:`dlkdd.cache.ensemble`), or a :class:`Targets` (ensemble weights, the config's
+    path for error messages); ``no_kd``: the CE baseline without a cache."""
+    if isinstance(cache, Targets):
+        targets = Targets(cache.caches, cache.weights, cache.no_kd or no_kd, cache.config_path)
+    else:
+        targets = Targets(tuple([cache] if isinstance(cache, (str, Path)) else list(cache or [])), no_kd=no_kd)
+    if not targets.no_kd and not targets.caches:
         raise CacheError("the student needs --cache PATH (a store from `dlkdd cache-logits`), or --no-kd for the "
                          "baseline without distillation")
-    targets = _Targets(tuple(caches), cache_weights, no_kd, config_path)
     info = ddp.init_distributed(resolve_device(device))
     try:
         # OUT writable and locked, no finished run replaced, the batch fits in memory: before any work
-        with claim_run_dir(cfg, out_dir, kind="baseline" if no_kd else "student", resume=resume,
+        with claim_run_dir(cfg, out_dir, kind="baseline" if targets.no_kd else "student", resume=resume,
                            filename="student.pt", is_main=info.is_main, device=info.device):
             return _train_student(cfg, out_dir, info, targets, resume, progress)
     finally:
         ddp.cleanup()
 
 
-def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: _Targets, resume: str | Path | None,
+def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: Targets, resume: str | Path | None,
                    progress: bool) -> dict[str, Any]:
     seed_everything(cfg.seed)
     fam = family(cfg.model.teacher)
@@ -135,7 +139,7 @@ def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: _Targets, 
     return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))
 
 
-def _student_data(cfg: Any, targets: _Targets, info: Any, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+def _student_data(cfg: Any, targets: Targets, info: Any, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
     """``(prepared data, training view policy, extra for the run record)``: fresh random views for the
     baseline, the stored views with their soft targets otherwise."""
     if targets.no_kd:
