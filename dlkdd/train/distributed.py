@@ -200,20 +200,21 @@ def build_sampler(dataset: Sized, info: DistInfo, shuffle: bool, seed: int = 0, 
     return SequentialSampler(dataset)
 
 
-def build_loader(dataset: Dataset, info: DistInfo, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0,
-                 drop_last: bool = False, even: bool = True, **kwargs: Any) -> DataLoader:
+def build_loader(dataset: Dataset, info: DistInfo, tc: Any, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 even: bool = True, collate_fn: Any = None) -> DataLoader:
     """A DataLoader over :func:`build_sampler` with its own generator (re-seeded per epoch by the
-    engine through :func:`loader_seed`). Workers are not persistent, so ``dataset.set_epoch``
-    reaches them."""
+    engine through :func:`loader_seed`); ``tc`` (the ``train`` config section) gives ``batch_size``
+    and ``workers``. Workers are not persistent, so ``dataset.set_epoch`` reaches them; a worker that
+    cannot hand over a batch raises instead of hanging the run (:mod:`dlkdd.data.workers`)."""
+    from dlkdd.data.workers import worker_context
+
+    workers = int(tc.workers)
     sampler = build_sampler(dataset, info, shuffle, seed, even=even)
     gen = torch.Generator().manual_seed(loader_seed(seed, 0))
-    kwargs.setdefault("pin_memory", info.device.type == "cuda")
-    if workers:  # a worker that cannot hand over a batch raises, instead of hanging the run (dlkdd.data.workers)
-        from dlkdd.data.workers import worker_context
-
-        kwargs.setdefault("multiprocessing_context", worker_context())
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      generator=gen, **kwargs)
+    return DataLoader(dataset, batch_size=int(tc.batch_size), sampler=sampler, num_workers=workers,
+                      drop_last=drop_last, generator=gen, collate_fn=collate_fn,
+                      pin_memory=info.device.type == "cuda",
+                      multiprocessing_context=worker_context() if workers else None)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -92,12 +92,10 @@ class _Fit:
         net = prepare_model(model, info.device)
         self.model = ddp.wrap_ddp(net, info, sync_bn=bool(tc.sync_bn))  # rank 0's init on every rank
         self.net = ddp.unwrap(self.model)
-        self.train_loader = ddp.build_loader(train_ds, info, tc.batch_size, shuffle=True, seed=cfg.seed,
-                                             workers=tc.workers, collate_fn=collate,
+        self.train_loader = ddp.build_loader(train_ds, info, tc, shuffle=True, seed=cfg.seed, collate_fn=collate,
                                              drop_last=len(train_ds) > tc.batch_size * info.world_size)
         self.val_loader = None if val_ds is None else ddp.build_loader(
-            val_ds, info, tc.batch_size, shuffle=False, seed=cfg.seed, workers=tc.workers, even=False,
-            collate_fn=collate)
+            val_ds, info, tc, shuffle=False, seed=cfg.seed, even=False, collate_fn=collate)
         self.optimizer = build_optimizer(self.net, tc)
         self.scheduler = build_scheduler(self.optimizer, tc, steps_per_epoch(len(self.train_loader), tc.accum_steps,
                                                                              tc.max_steps_per_epoch))
