@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import check_views_memory, friendly_errors, get_device, load_cli_config
+from dlkdd.commands.common import check_views_memory, fmt_pct, friendly_errors, get_device, load_cli_config
 from dlkdd.data.formats import list_formats
 
 
@@ -163,7 +163,7 @@ def _test_manifest(checkpoint: str, src: TestSource, data_cfg, views: int, progr
 
 
 def _print_metrics(checkpoint: str, m: dict, clips: int, crops: str) -> None:
-    click.echo(f"{checkpoint}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  (n={m['n']}, "
+    click.echo(f"{checkpoint}: top-1 {fmt_pct(m['top1'])}  top-5 {fmt_pct(m['top5'])}  (n={m['n']}, "
                f"{clips} clip(s) x {crops} crop(s))")
     for c, a in zip(m["classes"], m["per_class"]):
         click.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}%'}")

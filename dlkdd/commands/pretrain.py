@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, friendly_errors, get_device,
-                                   load_cli_config)
+from dlkdd.commands.common import (check_run_outputs, config_options, data_inputs, fmt_pct, friendly_errors,
+                                   get_device, load_cli_config)
 
 
 @click.command()
@@ -33,8 +33,8 @@ def pretrain(config_path, overrides, out, resume, no_progress):
     tr = res.get("train") or {}
     ckpt = Path(out) / "pretrain.pt"
     if cfg.pretrain.task == "motion":
-        what = (f"motion loss {tr.get('loss', float('nan')):.4f}  train top-1 {tr.get('top1', float('nan')):.1f}%  "
-                f"held-out synthetic top-1 {res.get('top1') if res.get('top1') is not None else float('nan'):.1f}%")
+        what = (f"motion loss {tr.get('loss', float('nan')):.4f}  train top-1 {fmt_pct(tr.get('top1'))}  "
+                f"held-out synthetic top-1 {fmt_pct(res.get('top1'))}")
     else:
         what = (f"InfoNCE loss {tr.get('loss', float('nan')):.4f}  "
                 f"pair acc {tr.get('pair_acc', float('nan')):.1f}%")
