@@ -176,6 +176,12 @@ def test_motion_pretraining_writes_a_trunk_the_student_loads(tmp_path):
                              "train.batch_size=4", "train.workers=0", "train.amp=fp32"])
     res = pretrain_student(cfg, tmp_path / "pre", device="cpu", progress=False)
     assert res["train"]["clips"] == 8 and res["top1"] is not None  # validated on held-out synthetic clips
+    from dlkdd.commands.pretrain import _summary
+
+    # the command's summary prints percentages as every run summary does (utils.fmt_pct), n/a when missing
+    assert f"train top-1 {res['train']['top1']:.2f}%  held-out synthetic top-1 {res['top1']:.2f}%" in \
+        _summary(cfg, res, tmp_path / "pre" / "pretrain.pt")
+    assert "held-out synthetic top-1 n/a" in _summary(cfg, dict(res, top1=None), tmp_path / "pre" / "pretrain.pt")
     ck = torch.load(tmp_path / "pre" / "pretrain.pt", map_location="cpu", weights_only=False)
     assert ck["kind"] == "pretrain" and ck["classes"] == list(MOTIONS) and ck["arch"]["task"] == "motion"
     student = build_student(cfg.replace(**{"model.pretrained": str(tmp_path / "pre" / "pretrain.pt")}), 6)

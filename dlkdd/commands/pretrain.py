@@ -3,6 +3,7 @@ synthetic motion videos (``--set pretrain.task=motion``); calls :func:`dlkdd.pip
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,13 +31,18 @@ def pretrain(config_path, overrides, out, resume, no_progress):
     cfg = load_cli_config(config_path, overrides)
     check_run_outputs(out, "pretrain.pt", data_inputs(cfg, config_path))
     res = pretrain_student(cfg, out, device=get_device(), resume=resume, progress=not no_progress)
-    tr = res.get("train") or {}
     ckpt = Path(out) / "pretrain.pt"
+    click.echo(f"{_summary(cfg, res, ckpt)}  (next: dlkdd student --config {config_path} "
+               f"--set model.pretrained={ckpt} ...)")
+
+
+def _summary(cfg: Any, res: dict, ckpt: Path) -> str:
+    """``pretrain: CKPT  <loss and accuracies>`` of a finished pre-training run."""
+    tr = res.get("train") or {}
     if cfg.pretrain.task == "motion":
         what = (f"motion loss {tr.get('loss', float('nan')):.4f}  train top-1 {fmt_pct(tr.get('top1'))}  "
                 f"held-out synthetic top-1 {fmt_pct(res.get('top1'))}")
     else:
         what = (f"InfoNCE loss {tr.get('loss', float('nan')):.4f}  "
                 f"pair acc {tr.get('pair_acc', float('nan')):.1f}%")
-    click.echo(f"pretrain: {ckpt}  {what}  "
-               f"(next: dlkdd student --config {config_path} --set model.pretrained={ckpt} ...)")
+    return f"pretrain: {ckpt}  {what}"
