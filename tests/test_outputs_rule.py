@@ -231,6 +231,8 @@ def test_a_complete_store_in_a_read_only_cache_dir_is_reused(work, cfg, store):
         r = cli(base, unprivileged=True)
         assert r.returncode == 0, r.stderr
         assert Path(r.stdout.strip().splitlines()[-1]) == built
+        r = cli([*base, "--out", built], unprivileged=True)  # the same store named by --out
+        assert r.returncode == 0, r.stderr
         count("unwritable output")
         r = cli([*base, "--views", "3"], unprivileged=True)
         assert_clean_error(r, "cache.dir", str(ro), "cannot")
