@@ -18,10 +18,12 @@ from dlkdd.commands.common import config_options, friendly_errors, is_rank0, loa
 @click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
 @click.option("--out", type=click.Path(), default=None,
               help="Store path (one split and one enhancer only; default: content-addressed under pose.store_dir).")
+@click.option("--manifest", "manifest_json", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Pose the clips of this JSON manifest (written by `dlkdd evaluate` for a new list) instead.")
 @click.option("--overwrite", is_flag=True, help="Rebuild the store(s) even if they exist.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @friendly_errors
-def pose(config_path, overrides, split, kinds, fmt, out, overwrite, no_progress):
+def pose(config_path, overrides, split, kinds, fmt, out, manifest_json, overwrite, no_progress):
     """Pose every clip once (BlazePose full on enhanced or dark frames) into pose stores."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pose.blazepose import model_file
@@ -35,10 +37,21 @@ def pose(config_path, overrides, split, kinds, fmt, out, overwrite, no_progress)
         splits = [s for s in splits if s == "train"]
     if out and len(kinds) * len(splits) > 1:
         raise click.BadParameter("--out names one store: give one --enhancer and --split train|test", param_hint="--out")
-    for s in splits:
-        manifest = manifest_from_config(cfg.data, s, check_files=False)
+    jobs = [(s, manifest_from_config(cfg.data, s, check_files=False), getattr(cfg.data, f"{s}_list")) for s in splits]
+    if manifest_json:
+        jobs = [("list", _read_manifest(manifest_json), manifest_json)]
+    for s, manifest, what in jobs:
         for k in kinds:
             path = extract_poses(cfg, manifest, k, out=out, fmt=fmt, overwrite=overwrite, progress=not no_progress,
-                                 what=getattr(cfg.data, f"{s}_list"))
+                                 what=what)
             if is_rank0():
                 click.echo(f"{s} {k}: {path}")
+
+
+def _read_manifest(path: str):
+    import json
+
+    from dlkdd.data.manifest import Entry, Manifest
+
+    d = json.loads(open(path, encoding="utf-8").read())
+    return Manifest([Entry(k, p, int(y)) for k, p, y in d["entries"]], d["classes"], d["root"])

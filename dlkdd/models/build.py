@@ -70,6 +70,10 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> 
     family = arch.get("family", "dlkdd")
     if family == "actlumos":
         model = actlumos_from_arch(arch)
+    elif family == "pose":  # pose family (issue 22): the skeleton network -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        model = POSE.from_arch(arch)
     elif arch.get("enhancer"):
         enh = enhancer_from_spec(arch["enhancer"], _sub_state(state, "enhancer.") or None
                                  if arch["enhancer"].get("kind") == "zerodce" else None)

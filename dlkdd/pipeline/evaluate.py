@@ -78,6 +78,12 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one
     used is returned as ``amp``."""
     dev = resolve_device(device)
+    if detect_format(ckpt_path) is None:  # pose family (issue 22): scored on poses -> dlkdd.pose.family
+        raw = load_checkpoint(ckpt_path)
+        if (raw.get("arch") or {}).get("family") == "pose":
+            from dlkdd.pose.family import POSE
+
+            return POSE.evaluate_checkpoint(raw, ckpt_path, manifest, dev, clips, progress)
     model, ckpt = load_model(ckpt_path, dev)
     classes = list(ckpt.get("classes") or [])
     if classes != list(manifest.classes):
@@ -132,6 +138,9 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, topk: i
     """Top-k labels of one video; for videos longer than 1.5 clip spans, sliding windows
     (``window_stride`` frames apart, default half a span) each with its label and time range,
     and the video's label from the windows' averaged logits. ``amp`` as in :func:`evaluate_checkpoint`."""
+    if (ckpt.get("arch") or {}).get("family") == "pose":  # pose family (issue 22)
+        raise DataError(f"{ckpt.get('_path', 'the checkpoint')} is a pose checkpoint: `dlkdd predict` does not pose "
+                        f"videos yet; score them with `dlkdd evaluate CKPT --root R --list L --mapping M`")
     cc = _clip_cfg(ckpt, clip_cfg)
     classes = list(ckpt.get("classes") or [])
     info = probe(path)

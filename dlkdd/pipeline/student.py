@@ -110,6 +110,12 @@ def train_student(cfg: Any, out_dir: str | Path, cache: str | Path | list | None
 def _train_student(cfg: Any, out_dir: str | Path, info: Any, cache: Any, caches: list, no_kd: bool,
                    resume: str | Path | None, progress: bool, config_path: str | None,
                    cache_weights: list | None) -> dict[str, Any]:
+    if cfg.model.teacher == "pose":  # pose family (issue 22): a skeleton student on dark poses -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        if len(caches) > 1:
+            raise CacheError("a pose student distils from one pose teacher's cache (ensembles: not yet)")
+        return POSE.train_student(cfg, out_dir, info, cache, no_kd, resume, progress)
     seed_everything(cfg.seed)
     extra: dict[str, Any] = {}
     if no_kd:
