@@ -36,7 +36,7 @@ def test_normalisation_hand_example():
 def test_normalisation_is_invariant_to_position_and_distance():
     a = pose_features(torch.stack([_frame(), _frame()]))
     b = pose_features(torch.stack([_frame((0.2, -0.1), 0.5), _frame((0.2, -0.1), 0.5)]))
-    assert torch.allclose(a[:, :33 * 3], b[:, :33 * 3], atol=1e-5)
+    assert torch.allclose(a[:, :33 * 2], b[:, :33 * 2], atol=1e-5)
 
 
 def test_features_layout_velocity_motion_and_mask():
@@ -44,12 +44,22 @@ def test_features_layout_velocity_motion_and_mask():
     f = pose_features(kp)
     assert f.shape == (4, FEATURES)
     assert torch.equal(mask_of(kp), torch.tensor([True, True, False, True]))
-    vel, move, m = f[:, 33 * 4:33 * 7], f[:, 33 * 7:33 * 7 + 4], f[:, -1]
+    pos, vel, move, m = f[:, :66], f[:, 66:132], f[:, 132:135], f[:, -1]
     assert torch.equal(m, torch.tensor([1.0, 1.0, 0.0, 1.0]))
-    assert torch.allclose(move[1], torch.tensor([0.1, 0.0, 0.0, 0.0]), atol=1e-5)  # 0.03 / torso 0.3
+    assert torch.allclose(pos[0, 0:2], torch.tensor([0.0, -5 / 3]), atol=1e-6)  # the nose, x and y only
+    assert torch.allclose(move[1], torch.tensor([0.1, 0.0, 0.0]), atol=1e-5)  # 0.03 / torso 0.3
     assert vel[1].abs().max() < 1e-5  # the same body shape, moved
-    assert f[2].abs().sum() == 0 and f[3, 33 * 4:].abs().sum() - 1 == 0  # no person; after a gap: no velocity
-    assert f[0, 33 * 4:33 * 7 + 4].abs().sum() == 0  # first frame: no velocity
+    assert f[2].abs().sum() == 0 and f[3, 66:].abs().sum() - 1 == 0  # no person; after a gap: no velocity
+    assert f[0, 66:135].abs().sum() == 0  # first frame: no velocity
+
+
+def test_random_similarity_keeps_shape_and_empty_frames():
+    from dlkdd.pose.skeleton import random_similarity
+
+    torch.manual_seed(0)
+    kp = torch.stack([_frame(), torch.zeros(33, 4)])[None]
+    out = random_similarity(kp, mask_of(kp))
+    assert out[0, 1].abs().sum() == 0 and torch.equal(out[..., 2:], kp[..., 2:]) and not torch.equal(out, kp)
 
 
 def test_flip_mirrors_and_swaps_sides():
