@@ -4,7 +4,6 @@ the list's files do not even exist. Synthetic skeletons: class 0 raises its arms
 one test clip has nobody in it, one is shorter than a window."""
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ from dlkdd.cache.store import LogitStore
 from dlkdd.config import load_config
 from dlkdd.data.manifest import manifest_from_config
 from dlkdd.errors import CacheError, DlkddError
-from dlkdd.pose.stages import _enhancer, _store_dir
+from dlkdd.pose.extract import enhancer_of_spec, store_dir
 from dlkdd.pose.store import PoseStore, pose_spec, store_path
 from dlkdd.train.checkpoint import load_checkpoint
 
@@ -52,8 +51,8 @@ def setup(tmp_path_factory):
     for split in ("train", "test"):
         man = manifest_from_config(cfg.data, split, check_files=False)
         for kind in ("gamma", "none"):
-            spec = pose_spec(cfg.pose, _enhancer(cfg, kind), SHA)
-            with PoseStore.create(store_path(_store_dir(cfg), man.sha256(), spec), man.keys(), cfg.pose.max_frames,
+            spec = pose_spec(cfg.pose, enhancer_of_spec(cfg, kind), SHA)
+            with PoseStore.create(store_path(store_dir(cfg), man.sha256(), spec), man.keys(), cfg.pose.max_frames,
                                   {"spec": spec, "manifest_sha256": man.sha256(), "classes": man.classes}) as s:
                 for i, e in enumerate(man):
                     frames = 5 if e.key == "Up/Up_9_2" else 40  # 3 rows: shorter than a window of 8

@@ -31,7 +31,7 @@ import torch
 from dlkdd.data.views import View, view_rng
 from dlkdd.errors import CacheError
 from dlkdd.pose.features import flip_keypoints
-from dlkdd.pose.sampling import _last_start, center_window, pose_window, random_window, view_rows, window_views
+from dlkdd.pose.sampling import last_start, center_window, pose_window, random_window, view_rows, window_views
 from dlkdd.pose.store import PoseStore
 
 __all__ = ["PoseArrays", "load_poses", "PoseDataset", "RandomWindow", "CenterWindow", "CacheWindows", "WindowGrid"]
@@ -154,6 +154,6 @@ class WindowGrid(_Windows):
     def pick(self, index: int, key: str, info: Any, epoch: int) -> tuple[list[View], dict]:
         if self.clips == 1:
             return [center_window(info.rows, self.clip_cfg, self.stride)], {}
-        last = _last_start(info.rows, self.clip_cfg, self.stride)
+        last = last_start(info.rows, self.clip_cfg, self.stride)
         starts = [int(round(s)) for s in np.linspace(0, last, self.clips)]  # V = clips for every clip (batchable)
         return [pose_window(s, self.clip_cfg, self.stride) for s in starts], {}

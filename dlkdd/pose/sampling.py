@@ -21,7 +21,7 @@ import numpy as np
 
 from dlkdd.data.views import View, key_rng
 
-__all__ = ["posed_frames", "num_rows", "view_rows", "window_stride", "pose_window", "center_window",
+__all__ = ["posed_frames", "num_rows", "view_rows", "window_stride", "pose_window", "last_start", "center_window",
            "random_window", "window_views"]
 
 
@@ -54,19 +54,20 @@ def pose_window(start_row: int, clip_cfg: Any, pose_stride: int) -> View:
                 0.0, 0.0, 1.0, 1.0, False)
 
 
-def _last_start(rows: int, clip_cfg: Any, pose_stride: int) -> int:
+def last_start(rows: int, clip_cfg: Any, pose_stride: int) -> int:
+    """The last start row of a whole window in ``rows`` posed rows (0 when a window does not fit: it loops)."""
     step = window_stride(clip_cfg, pose_stride) // pose_stride
     return max(0, rows - ((clip_cfg.frames - 1) * step + 1))
 
 
 def center_window(rows: int, clip_cfg: Any, pose_stride: int) -> View:
     """The centred window (row 0 when the video is shorter than a window: it loops)."""
-    return pose_window(_last_start(rows, clip_cfg, pose_stride) // 2, clip_cfg, pose_stride)
+    return pose_window(last_start(rows, clip_cfg, pose_stride) // 2, clip_cfg, pose_stride)
 
 
 def random_window(rows: int, clip_cfg: Any, pose_stride: int, rng: np.random.Generator) -> View:
     """A window starting at a uniform row among the valid starts."""
-    return pose_window(int(rng.integers(0, _last_start(rows, clip_cfg, pose_stride) + 1)), clip_cfg, pose_stride)
+    return pose_window(int(rng.integers(0, last_start(rows, clip_cfg, pose_stride) + 1)), clip_cfg, pose_stride)
 
 
 def window_views(key: str, rows: int, clip_cfg: Any, pose_stride: int, k: int, seed: int) -> list[View]:

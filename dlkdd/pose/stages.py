@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dlkdd.cache.reader import StoreRows
@@ -33,9 +32,10 @@ from dlkdd.data.dataset import collate
 from dlkdd.data.manifest import manifest_from_config
 from dlkdd.data.views import StoredView
 from dlkdd.errors import CacheError, CheckpointError, DataError
-from dlkdd.models.enhancers import enhancer_spec
 from dlkdd.predictions import eval_view_spec
 from dlkdd.pose.dataset import CacheWindows, CenterWindow, PoseDataset, RandomWindow, WindowGrid, load_poses
+from dlkdd.pose.extract import enhancer_of_spec as _enhancer
+from dlkdd.pose.extract import store_dir as _store_dir
 from dlkdd.pose.skeleton import SkeletonNet, skeleton_arch
 from dlkdd.pose.store import find_store, pose_spec
 from dlkdd.train.engine import evaluate
@@ -50,17 +50,6 @@ __all__ = ["pose_arch", "find_poses", "ensure_store", "train_teacher", "precompu
 
 #: the pose environment's python (``make pose-env``); DLKDD_POSE_PYTHON overrides it
 POSE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pose" / "bin" / "python"
-
-
-def _enhancer(cfg: Any, kind: str) -> dict[str, Any]:
-    spec = dict(enhancer_spec(cfg.enhancer), kind=kind)
-    if kind == "zerodce":
-        spec["weights_sha256"] = sha256_file(spec["weights"])
-    return spec
-
-
-def _store_dir(cfg: Any) -> Path:
-    return Path(cfg.pose.store_dir or Path(cfg.cache.dir) / "pose")
 
 
 def pose_arch(cfg: Any, num_classes: int, kind: str) -> dict[str, Any]:
