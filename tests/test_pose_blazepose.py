@@ -71,3 +71,32 @@ def test_torchrun_two_ranks_equal_one_process(posed):
         assert s2.meta["complete"] and s1.meta["spec"] == s2.meta["spec"]
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+def test_evaluate_poses_a_new_list_with_the_pose_env(posed, monkeypatch):
+    """``evaluate`` on a list without a pose store, from an environment without mediapipe: the pose
+    environment poses it (a subprocess), then the checkpoint scores it."""
+    import sys
+
+    import torch
+
+    from dlkdd.config import load_config
+    from dlkdd.data.manifest import read_arid
+    from dlkdd.pipeline.evaluate import evaluate_checkpoint
+    from dlkdd.pose.skeleton import SkeletonNet
+    from dlkdd.pose.stages import pose_arch
+    from dlkdd.train.checkpoint import save_checkpoint
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.setenv("DLKDD_POSE_PYTHON", str(PY))
+    monkeypatch.chdir(posed)
+    cfg = load_config(REPO / "configs" / "arid6-pose.yaml", [f"cache.dir={posed / 'cache'}"])
+    man = read_arid(posed / "list.txt", posed / "map.txt", posed, check_files=True)
+    torch.manual_seed(0)
+    net = SkeletonNet(len(man.classes), cfg.pose.net, cfg.pose.width, cfg.pose.dropout)
+    save_checkpoint(posed / "t.pt", kind="teacher", arch=pose_arch(cfg, len(man.classes), "gamma"),
+                    model=net.state_dict(), config=cfg.to_dict(), classes=man.classes)
+    m = evaluate_checkpoint(posed / "t.pt", man, device="cpu", progress=False)
+    assert m["n"] == 3 and m["pose_store"].startswith(str(posed / "cache" / "pose"))
+    with PoseStore.open(m["pose_store"]) as s, PoseStore.open(posed / "one.zarr") as ref:
+        assert np.array_equal(s.read_all()["keypoints"], ref.read_all()["keypoints"])  # the same poses

@@ -37,9 +37,10 @@ def pose(config_path, overrides, split, kinds, fmt, out, manifest_json, overwrit
         splits = [s for s in splits if s == "train"]
     if out and len(kinds) * len(splits) > 1:
         raise click.BadParameter("--out names one store: give one --enhancer and --split train|test", param_hint="--out")
-    jobs = [(s, manifest_from_config(cfg.data, s, check_files=False), getattr(cfg.data, f"{s}_list")) for s in splits]
-    if manifest_json:
+    if manifest_json:  # the clips of one list given by `dlkdd evaluate`, not the config's lists
         jobs = [("list", _read_manifest(manifest_json), manifest_json)]
+    else:
+        jobs = [(s, manifest_from_config(cfg.data, s, check_files=False), getattr(cfg.data, f"{s}_list")) for s in splits]
     for s, manifest, what in jobs:
         for k in kinds:
             path = extract_poses(cfg, manifest, k, out=out, fmt=fmt, overwrite=overwrite, progress=not no_progress,
