@@ -78,13 +78,11 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     ``auto|bf16|fp32`` (default: the checkpoint's ``train.amp``; see :mod:`dlkdd.train.amp`); the one
     used is returned as ``amp``."""
     dev = resolve_device(device)
-    if detect_format(ckpt_path) is None:  # pose family (issue 22): scored on poses -> dlkdd.pose.family
-        raw = load_checkpoint(ckpt_path)
-        if (raw.get("arch") or {}).get("family") == "pose":
-            from dlkdd.pose.family import POSE
-
-            return POSE.evaluate_checkpoint(raw, ckpt_path, manifest, dev, clips, progress)
     model, ckpt = load_model(ckpt_path, dev)
+    if (ckpt.get("arch") or {}).get("family") == "pose":  # pose family (issue 22): scored on poses -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        return POSE.evaluate_checkpoint(ckpt, ckpt_path, manifest, dev, clips, progress)
     classes = list(ckpt.get("classes") or [])
     if classes != list(manifest.classes):
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
