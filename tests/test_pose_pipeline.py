@@ -175,3 +175,19 @@ def test_predict_and_export_refuse_a_pose_checkpoint_in_one_line(setup, tmp_path
     model, ckpt = load_model(d / "T" / "teacher.pt")
     with pytest.raises(DlkddError, match="dlkdd evaluate"):
         predict_video(model, ckpt, tmp_path / "any.mp4", "cpu")
+
+
+def test_the_default_logit_store_is_reused_and_keyed_by_the_windows(setup):
+    from dlkdd.pipeline.cache_logits import precompute_logits
+
+    d, cfg = setup
+    if not (d / "T" / "teacher.pt").exists():
+        pytest.skip("needs the teacher of the end-to-end test")
+    a = precompute_logits(cfg, d / "T" / "teacher.pt", progress=False)
+    with LogitStore.open(a) as s:
+        first = s.read_all()[0]
+    assert precompute_logits(cfg, d / "T" / "teacher.pt", progress=False) == a  # reused
+    b = precompute_logits(cfg.replace(**{"cache.seed": 1}), d / "T" / "teacher.pt", progress=False)
+    assert b != a
+    with LogitStore.open(a) as s:
+        assert np.array_equal(s.read_all()[0], first)

@@ -58,7 +58,7 @@ POSE = PoseFamily(
     student_objective=_student_objective,
     dataset=PoseDataset,
     store_meta=("family", "teacher_sha256", "teacher_enhancer", "manifest_sha256", "classes", "pose_store", "pose_spec",
-                "view_seed", "clip"),
+                "view_seed", "windows"),
     train_teacher=stages.train_teacher,
     precompute_logits=stages.precompute_logits,
     train_student=stages.train_student,

@@ -16,6 +16,7 @@ The pose stores are found by content address (:func:`dlkdd.pose.store.find_store
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -41,7 +42,7 @@ from dlkdd.pose.store import find_store, pose_spec
 from dlkdd.train.engine import evaluate
 from dlkdd.train.fit import fit
 from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
-from dlkdd.utils import seed_everything, sha256_file
+from dlkdd.utils import seed_everything, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +113,22 @@ def precompute_logits(cfg: Any, teacher_path: Path, ckpt: dict, out: Any, views:
     if list(ckpt.get("classes") or []) != list(train.classes):
         raise CacheError(f"{teacher_path}: the teacher's classes {ckpt.get('classes')} differ from the data's {train.classes}")
     sha = sha256_file(teacher_path)
-    path = Path(out) if out else Path(cfg.cache.dir) / f"pose-logits-{sha[:12]}-{train.sha256()[:12]}-k{views}.zarr"
+    windows = {"frames": cfg.clip.frames, "stride": cfg.clip.stride, "flip": cfg.clip.flip, "seed": int(cfg.cache.seed),
+               "pose_stride": poses.stride, "views": int(views)}
+    wid = sha256_text(json.dumps(windows, sort_keys=True))[:8]
+    path = Path(out) if out else Path(cfg.cache.dir) / f"pose-logits-{sha[:12]}-{train.sha256()[:12]}-{wid}.zarr"
     if path.exists():
         if not overwrite:
             with LogitStore.open(path) as s:
-                if s.is_complete and s.meta.get("teacher_sha256") == sha and s.meta.get("manifest_sha256") == train.sha256():
+                if (s.is_complete and s.meta.get("teacher_sha256") == sha and s.meta.get("windows") == windows
+                        and s.meta.get("manifest_sha256") == train.sha256()):
                     log.info("reusing the complete logit store %s", path)
                     return path
             raise CacheError(f"{path} exists (another teacher, list or an unfinished run); pass --overwrite or another --out")
     meta = {"family": "pose", "teacher_sha256": sha, "teacher_path": str(teacher_path), "teacher_kind": "pose",
             "teacher_enhancer": kind, "manifest_sha256": train.sha256(), "classes": list(train.classes),
             "pose_store": poses.path, "pose_spec": poses.meta.get("spec"), "view_seed": int(cfg.cache.seed),
-            "clip": {"frames": cfg.clip.frames, "stride": cfg.clip.stride, "flip": cfg.clip.flip},
+            "windows": windows,
             "config": cfg.to_dict()}
     model = model_from_checkpoint(ckpt, str(teacher_path)).eval()
     ds = PoseDataset(train, poses, cfg.clip, CacheWindows(cfg.clip, poses.stride, views, seed=cfg.cache.seed))
@@ -210,8 +215,6 @@ def _has_mediapipe() -> bool:
 
 
 def _write_job(cfg: Any, manifest: Any, cfg_path: Path, man_path: Path) -> None:
-    import json
-
     import yaml
 
     d = cfg.to_dict()
