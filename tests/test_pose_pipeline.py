@@ -146,9 +146,13 @@ def test_evaluate_a_list_without_poses_and_without_the_pose_env_says_how(setup, 
         pytest.skip("needs the teacher of the end-to-end test")
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     monkeypatch.setenv("DLKDD_POSE_PYTHON", str(tmp_path / "no-such-python"))
+    from dlkdd.data.manifest import Entry
+
     man = manifest_from_config(cfg.data, "test", check_files=False)
-    other = Manifest(man.entries[:2], man.classes, man.root)  # another list: no pose store for it
-    with pytest.raises(CacheError, match="make pose-env"):
+    part = Manifest(man.entries[:2], man.classes, man.root)  # a subset of a posed list: its store serves
+    assert evaluate_checkpoint(d / "T" / "teacher.pt", part, device="cpu", progress=False)["n"] == 2
+    other = Manifest(man.entries[:1] + [Entry("Up/Up_99_1", str(d / "Up_99_1.mp4"), 0)], man.classes, man.root)
+    with pytest.raises(CacheError, match="make pose-env"):  # a clip nobody posed, and no pose environment
         evaluate_checkpoint(d / "T" / "teacher.pt", other, device="cpu", progress=False)
 
 

@@ -64,8 +64,7 @@ def find_poses(cfg: Any, manifest: Any, kind: str, split: str) -> Any:
     """:class:`~dlkdd.pose.dataset.PoseArrays` of ``manifest`` with enhancer ``kind`` (the complete store)."""
     spec = pose_spec(cfg.pose, _enhancer(cfg, kind), "")
     make = f"make pose-env && .venv-pose/bin/dlkdd pose --config C --split {split} --enhancer {kind}"
-    return load_poses(find_store(_store_dir(cfg), manifest.sha256(), spec, f"{split} list with enhancer {kind}", make),
-                      manifest)
+    return load_poses(find_store(_store_dir(cfg), manifest, spec, f"{split} list with enhancer {kind}", make), manifest)
 
 
 def _split(cfg: Any, split: str, kind: str) -> tuple[Any, Any]:

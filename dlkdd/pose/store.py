@@ -15,8 +15,8 @@ Metadata (JSON): ``schema``, ``spec`` (what made it: the BlazePose model's sha25
 sampling - :func:`pose_spec`), ``manifest_sha256``, ``classes``, ``list``, ``complete``.
 
 The address (:func:`store_path`): ``<dir>/pose-<manifest sha256[:12]>-<spec hash[:12]>-<model sha256[:12]>.zarr``;
-the main environment, which has no mediapipe and so cannot hash its model, finds a store by the first two
-(:func:`find_store`).
+the main environment, which has no mediapipe and so cannot hash its model, finds a store by the first two, or
+a store of a wider list holding every clip (:func:`find_store`).
 """
 from __future__ import annotations
 
@@ -64,24 +64,37 @@ def store_path(directory: str | os.PathLike, manifest_sha256: str, spec: Mapping
     return Path(directory) / f"pose-{manifest_sha256[:12]}-{spec_hash(spec)[:12]}-{spec['model_sha256'][:12]}{suffix}"
 
 
-def find_store(directory: str | os.PathLike, manifest_sha256: str, spec_without_model: Mapping[str, Any],
+def find_store(directory: str | os.PathLike, manifest: Any, spec_without_model: Mapping[str, Any],
                what: str, make: str) -> Path:
-    """The complete pose store for this list and spec under ``directory`` (any BlazePose model file);
-    :class:`CacheError` naming ``make`` (the command that builds it) when there is none, or several."""
-    pat = f"pose-{manifest_sha256[:12]}-{spec_hash(dict(spec_without_model, model_sha256=''))[:12]}-*"
-    found = sorted(p for p in Path(directory).glob(pat) if p.suffix in (".zarr", ".h5"))
-    complete = []
-    for p in found:
+    """The complete pose store of ``manifest``'s clips with this spec under ``directory`` (any BlazePose model
+    file): the one made for this very list, else one made for a list that holds every clip of it (a subset of
+    a posed list needs no posing). :class:`CacheError` naming ``make`` (the command that builds it) when
+    there is none, or several of the same rank."""
+    h = spec_hash(dict(spec_without_model, model_sha256=""))[:12]
+    exact = _complete(Path(directory).glob(f"pose-{manifest.sha256()[:12]}-{h}-*"))
+    if len(exact) > 1:
+        raise CacheError(f"several pose stores of the {what} under {directory} (made by different BlazePose models): "
+                         f"{', '.join(map(str, exact))}; remove all but one")
+    if exact:
+        return exact[0]
+    keys = set(manifest.keys())
+    wider = []
+    for p in _complete(Path(directory).glob(f"pose-*-{h}-*")):
+        with PoseStore.open(p) as s:
+            if keys <= set(s.keys()):
+                wider.append(p)
+    if len(wider) >= 1:
+        return wider[0]
+    raise CacheError(f"no complete pose store of the {what} under {directory}; build it with `{make}`")
+
+
+def _complete(paths: Any) -> list[Path]:
+    out = []
+    for p in sorted(p for p in paths if p.suffix in (".zarr", ".h5")):
         with PoseStore.open(p) as s:
             if s.meta.get("complete"):
-                complete.append(p)
-    if len(complete) == 1:
-        return complete[0]
-    if not complete:
-        state = f" ({found[0]} is incomplete)" if found else ""
-        raise CacheError(f"no complete pose store of the {what} under {directory}{state}; build it with `{make}`")
-    raise CacheError(f"several pose stores of the {what} under {directory} (made by different BlazePose models): "
-                     f"{', '.join(map(str, complete))}; remove all but one")
+                out.append(p)
+    return out
 
 
 class PoseStore:
