@@ -38,7 +38,7 @@ KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if
 CACHEOPTS := $(if $(CACHES),$(foreach c,$(CACHES),--cache $(c)) $(foreach w,$(CACHE_WEIGHTS),--cache-weight $(w)),--cache-path-file $(OUT)/cache-path.txt)
 STUDENT_OUT ?= $(OUT)/student$(if $(CACHES),-ens$(words $(CACHES)),)$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
-.PHONY: gpu-wheels gpu-check
+.PHONY: gpu-wheels gpu-check pose-env pose
 .PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
 
 help: ## List the targets
@@ -96,6 +96,20 @@ evaluate: $(STAMP) ## Evaluate OUT/student/student.pt on CONFIG's test list
 
 bench: $(STAMP) ## Benchmarks (cache vs online KD, inference cost, data, precompute) -> bench-out/
 	$(BIN)/dlkdd --device $(DEVICE) bench --preset mini --json bench-out/bench.json
+
+# ---- the pose stage (issue 22) runs in its own environment: mediapipe pins protobuf<5, which the export extra's
+# onnx cannot import with, so it cannot share .venv. The pose stores are the interface: everything after
+# `make pose` (teacher, cache-logits, student, evaluate on stored lists) runs in .venv and never imports mediapipe.
+POSE_VENV ?= .venv-pose
+POSE_STAMP := $(POSE_VENV)/.installed
+$(POSE_STAMP): setup.cfg pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(POSE_VENV) "$(TORCH)" pose
+	touch $(POSE_STAMP)
+
+pose-env: $(POSE_STAMP) ## Create .venv-pose: torch (pinned), dlkdd with the pose extra (mediapipe 0.10.14)
+
+pose: $(POSE_STAMP) ## Pose CONFIG's clips once (BlazePose; teacher's and student's enhancers) -> cache/pose/
+	$(POSE_VENV)/bin/dlkdd pose --config $(CONFIG) $(SETOPTS)
 
 clean: ## Remove runs/ and the caches (keeps .venv)
 	rm -rf runs bench-out

@@ -215,5 +215,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out: str | os.PathLike, fmt:
     if ckpt.get("kind") in _NOT_CLASSIFIERS:
         raise ExportError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint is not a classifier; export a student, "
                           "baseline or teacher checkpoint")
+    if (ckpt.get("arch") or {}).get("family") == "pose":  # pose family (issue 22): not exportable yet
+        raise ExportError(f"{ckpt_path}: a pose checkpoint (skeleton network on BlazePose keypoints) is not exported "
+                          "yet: its input is keypoints from the pose stage (mediapipe), not video; use the checkpoint "
+                          "with `dlkdd evaluate`")
     model = model_from_checkpoint(ckpt, str(ckpt_path))
     return export_model(model, ckpt, out, fmt, source=ckpt_path, source_sha256=sha256_file(ckpt_path), **kwargs)

@@ -99,6 +99,11 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
     fmt = format_for(out, fmt, default=cfg.cache.format)  # --out x.h5 means HDF5
     feats = cfg.cache.features if features is None else bool(features)
     workers = cfg.train.workers if workers is None else int(workers)
+    if cfg.model.teacher == "pose":  # pose family (issue 22): windows of the pose store -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        return POSE.precompute_logits(cfg, teacher_path, load_checkpoint(teacher_path), out, k, fmt,
+                                      progress, overwrite)
     info = ddp.init_distributed(resolve_device(device))
     try:
         teacher_sha = sha256_file(teacher_path)

@@ -116,6 +116,10 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     clips, crops, workers, clip_cfg, progress, amp = o.clips, o.crops, o.workers, o.clip_cfg, o.progress, o.amp
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
+    if (ckpt.get("arch") or {}).get("family") == "pose":  # pose family (issue 22): scored on poses -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        return POSE.evaluate_checkpoint(ckpt, ckpt_path, manifest, dev, clips, progress)
     classes = list(ckpt.get("classes") or [])
     if classes != list(manifest.classes):
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "

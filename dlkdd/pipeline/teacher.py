@@ -44,6 +44,10 @@ def train_teacher(cfg: Any, out_dir: str | Path, device: str = "auto", resume: s
 
 def _train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: str | Path | None,
                    progress: bool) -> dict[str, Any]:
+    if cfg.model.teacher == "pose":  # pose family (issue 22): trains from pose stores -> dlkdd.pose.family
+        from dlkdd.pose.family import POSE
+
+        return POSE.train_teacher(cfg, out_dir, info, resume, progress)
     seed_everything(cfg.seed)
     data = prepare_data(cfg, progress=progress and info.is_main)
     n = len(data.classes)
