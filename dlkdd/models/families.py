@@ -14,12 +14,14 @@ from typing import Any, Mapping
 
 from dlkdd.models.actlumos import ACTLUMOS
 from dlkdd.models.family import DlkddFamily, Family
+from dlkdd.pose.family import POSE
 
 __all__ = ["FAMILIES", "family", "family_of_arch"]
 
 FAMILIES: dict[str, Family] = {
     "dlkdd": DlkddFamily(),
     "actlumos": ACTLUMOS,
+    "pose": POSE,
 }
 
 

@@ -44,7 +44,7 @@ from dlkdd.data.views import CacheViews
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
 from dlkdd.models.build import model_from_checkpoint
-from dlkdd.models.families import family_of_arch
+from dlkdd.models.families import family, family_of_arch
 from dlkdd.train import distributed as ddp
 from dlkdd.train.amp import amp_name, autocast_dtype, infer, resolve_amp
 from dlkdd.train.checkpoint import check_compatible, load_checkpoint
@@ -99,11 +99,9 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
     fmt = format_for(out, fmt, default=cfg.cache.format)  # --out x.h5 means HDF5
     feats = cfg.cache.features if features is None else bool(features)
     workers = cfg.train.workers if workers is None else int(workers)
-    if cfg.model.teacher == "pose":  # pose family (issue 22): windows of the pose store -> dlkdd.pose.family
-        from dlkdd.pose.family import POSE
-
-        return POSE.precompute_logits(cfg, teacher_path, load_checkpoint(teacher_path), out, k, fmt,
-                                      progress, overwrite)
+    own = family(cfg.model.teacher).own_logit_cache(cfg, teacher_path, out, k, fmt, progress, overwrite)
+    if own is not None:  # a family whose input is not decoded video (pose) makes its store itself
+        return own
     info = ddp.init_distributed(resolve_device(device))
     try:
         teacher_sha = sha256_file(teacher_path)

@@ -1,14 +1,14 @@
-"""The pose family's stages, from pose stores (never from video, never importing mediapipe).
+"""The pose family's own flows, from pose stores (never from video, never importing mediapipe).
 
-- :func:`train_teacher`: the skeleton network on the poses of enhanced frames (``enhancer`` section),
-  cross-entropy on random windows; validated on the test list's enhanced poses.
+The teacher and student stages are the common ones (:mod:`dlkdd.pipeline.teacher`,
+:mod:`dlkdd.pipeline.student`) asking :data:`dlkdd.pose.family.POSE` for the model, the arch and the
+dataset (:func:`find_poses`: the pose store of a list; :func:`pose_arch`; :func:`check_stored_windows`).
+What differs is here:
+
 - :func:`precompute_logits`: the teacher's raw logits for K windows per training clip (the centred one and
   K-1 random ones seeded by ``(cache.seed, key)``, :class:`~dlkdd.pose.dataset.CacheWindows`) into a
   :class:`dlkdd.cache.store.LogitStore`; the windows are stored as views, so a pose student (rows of its
   pose store) or an RGB student (frames of the video) replays them exactly.
-- :func:`train_student`: the skeleton network on the poses of the dark frames (``pose.student_enhancer``):
-  ``L = CE + alpha_t KL`` from the cached logits of the very window it sees
-  (:class:`dlkdd.data.views.StoredView`), or ``no_kd``: CE on random windows (the baseline).
 - :func:`evaluate_checkpoint`: any pose checkpoint on a list, each clip scored by the mean logits of
   ``clips`` windows; the list's pose store is found, or made by the pose environment (:func:`ensure_store`).
 
@@ -27,26 +27,23 @@ from typing import Any
 
 import torch
 
-from dlkdd.cache.reader import StoreRows
+from dlkdd.cache.keying import view_spec_from_config
 from dlkdd.cache.store import LogitStore
 from dlkdd.data.dataset import collate
 from dlkdd.data.manifest import manifest_from_config
-from dlkdd.data.views import StoredView
 from dlkdd.errors import CacheError, CheckpointError, DataError
 from dlkdd.predictions import eval_view_spec
-from dlkdd.pose.dataset import CacheWindows, CenterWindow, PoseDataset, RandomWindow, WindowGrid, load_poses
+from dlkdd.pose.dataset import CacheWindows, PoseDataset, WindowGrid, load_poses
 from dlkdd.pose.extract import enhancer_of_spec as _enhancer
 from dlkdd.pose.extract import store_dir as _store_dir
-from dlkdd.pose.skeleton import SkeletonNet, skeleton_arch
+from dlkdd.pose.skeleton import skeleton_arch
 from dlkdd.pose.store import find_store, pose_spec
 from dlkdd.train.engine import evaluate
-from dlkdd.train.fit import fit
-from dlkdd.train.objectives import CrossEntropyObjective, DistillationObjective
-from dlkdd.utils import seed_everything, sha256_file, sha256_text
+from dlkdd.utils import sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pose_arch", "find_poses", "ensure_store", "train_teacher", "precompute_logits", "train_student",
+__all__ = ["pose_arch", "find_poses", "ensure_store", "precompute_logits", "check_stored_windows",
            "evaluate_checkpoint", "POSE_PYTHON"]
 
 #: the pose environment's python (``make pose-env``); DLKDD_POSE_PYTHON overrides it
@@ -72,27 +69,6 @@ def _split(cfg: Any, split: str, kind: str) -> tuple[Any, Any]:
     return manifest, find_poses(cfg, manifest, kind, split)
 
 
-def _val(cfg: Any, kind: str) -> Any:
-    if not cfg.data.test_list:
-        return None
-    test, poses = _split(cfg, "test", kind)
-    return PoseDataset(test, poses, cfg.clip, CenterWindow(cfg.clip, poses.stride))
-
-
-def train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: Any, progress: bool) -> dict[str, Any]:
-    """The enhanced-pose teacher (called by :func:`dlkdd.pipeline.teacher.train_teacher` for ``model.teacher: pose``)."""
-    seed_everything(cfg.seed)
-    kind = cfg.enhancer.kind
-    train, poses = _split(cfg, "train", kind)
-    n = len(train.classes)
-    ds = PoseDataset(train, poses, cfg.clip, RandomWindow(cfg.clip, poses.stride, seed=cfg.seed))
-    log.info("pose teacher (enhancer %s, %s): %d training clips, person in %.0f%% of posed frames -> %s", kind,
-             cfg.pose.net, len(ds), 100 * poses.meta.get("found", float("nan")), out_dir)
-    return fit(cfg, SkeletonNet(n, cfg.pose.net, cfg.pose.width, cfg.pose.dropout), ds, _val(cfg, kind),
-               CrossEntropyObjective(), out_dir, kind="teacher", arch=pose_arch(cfg, n, kind), classes=train.classes,
-               info=info, resume=resume, progress=progress, extra={"pose_store": poses.path})
-
-
 def _teacher_kind(ckpt: dict, path: Any) -> str:
     arch = ckpt.get("arch") or {}
     if arch.get("family") != "pose" or ckpt.get("kind") != "teacher":
@@ -106,6 +82,7 @@ def precompute_logits(cfg: Any, teacher_path: Path, ckpt: dict, out: Any, views:
                       progress: bool, overwrite: bool) -> Path:
     """The pose teacher's logit store (called by :func:`dlkdd.pipeline.cache_logits.precompute_logits`)."""
     from dlkdd.models.build import model_from_checkpoint
+    from dlkdd.models.families import family_of_arch
 
     kind = _teacher_kind(ckpt, teacher_path)
     train, poses = _split(cfg, "train", kind)
@@ -124,11 +101,12 @@ def precompute_logits(cfg: Any, teacher_path: Path, ckpt: dict, out: Any, views:
                     log.info("reusing the complete logit store %s", path)
                     return path
             raise CacheError(f"{path} exists (another teacher, list or an unfinished run); pass --overwrite or another --out")
-    meta = {"family": "pose", "teacher_sha256": sha, "teacher_path": str(teacher_path), "teacher_kind": "pose",
-            "teacher_enhancer": kind, "manifest_sha256": train.sha256(), "classes": list(train.classes),
-            "pose_store": poses.path, "pose_spec": poses.meta.get("spec"), "view_seed": int(cfg.cache.seed),
-            "windows": windows,
-            "config": cfg.to_dict()}
+    fam = family_of_arch(ckpt["arch"])
+    # view_seed and clip as a video teacher's store records them (cache/keying.py): a student's store check passes
+    meta = {"family": fam.name, "teacher_sha256": sha, "teacher_path": str(teacher_path), "teacher_kind": fam.name,
+            "teacher_enhancer": fam.enhancer_label(ckpt["arch"]), "manifest_sha256": train.sha256(),
+            "classes": list(train.classes), "pose_store": poses.path, "pose_spec": poses.meta.get("spec"),
+            **view_spec_from_config(cfg, views), "windows": windows, "config": cfg.to_dict()}
     model = model_from_checkpoint(ckpt, str(teacher_path)).eval()
     ds = PoseDataset(train, poses, cfg.clip, CacheWindows(cfg.clip, poses.stride, views, seed=cfg.cache.seed))
     with LogitStore.create(path, train.keys(), views, len(train.classes), meta, dtype=cfg.cache.dtype, fmt=fmt,
@@ -142,33 +120,20 @@ def precompute_logits(cfg: Any, teacher_path: Path, ckpt: dict, out: Any, views:
     return path
 
 
-def train_student(cfg: Any, out_dir: str | Path, info: Any, cache: Any, no_kd: bool, resume: Any,
-                  progress: bool) -> dict[str, Any]:
-    """The dark-pose student (or ``no_kd``: baseline) (called by :func:`dlkdd.pipeline.student.train_student`)."""
-    seed_everything(cfg.seed)
-    kind = cfg.pose.student_enhancer
-    train, poses = _split(cfg, "train", kind)
-    n = len(train.classes)
-    extra: dict[str, Any] = {"pose_store": poses.path}
-    if no_kd:
-        ds = PoseDataset(train, poses, cfg.clip, RandomWindow(cfg.clip, poses.stride, seed=cfg.seed))
-        objective, run_kind = CrossEntropyObjective(), "baseline"
-    else:
-        with LogitStore.open(cache) as s:
-            m = s.meta
-            if m.get("family") != "pose" or m.get("manifest_sha256") != train.sha256() or not s.is_complete:
-                raise CacheError(f"{cache}: not a complete pose-teacher logit store of this training list; make it "
-                                 f"with `dlkdd cache-logits --config C --teacher T/teacher.pt --out {cache}`")
-            if (m.get("pose_spec") or {}).get("stride") != poses.stride:
-                raise CacheError(f"{cache}: its windows were cut at pose.stride {(m.get('pose_spec') or {}).get('stride')}, "
-                                 f"the student's poses at {poses.stride}")
-            extra.update(cache=str(cache), teacher_sha256=m.get("teacher_sha256"))
-        ds = PoseDataset(train, poses, cfg.clip, StoredView(StoreRows(train, cache), seed=cfg.seed))
-        objective, run_kind = DistillationObjective(cfg.kd.alpha, cfg.kd.gamma, cfg.kd.tau, cfg.kd.tau2_scale), "student"
-    log.info("pose %s (poses of %s frames): %d training clips -> %s", run_kind, kind, len(ds), out_dir)
-    return fit(cfg, SkeletonNet(n, cfg.pose.net, cfg.pose.width, cfg.pose.dropout), ds, _val(cfg, kind), objective,
-               out_dir, kind=run_kind, arch=pose_arch(cfg, n, kind), classes=train.classes, info=info, resume=resume,
-               extra=extra, progress=progress, filename="student.pt")
+def check_stored_windows(rows: Any, poses: Any) -> None:
+    """Refuse a logit store whose windows a pose student cannot replay on ``poses``: not a pose teacher's,
+    or its windows cut at another ``pose.stride``."""
+    store = getattr(rows, "store", None)  # StoreRows: one store (an ensemble is checked by its members)
+    if store is None:
+        return
+    m = store.meta
+    path = getattr(rows, "path", "the logit store")
+    if m.get("family") != "pose":
+        raise CacheError(f"{path}: not a pose-teacher logit store; make one with "
+                         f"`dlkdd cache-logits --config C --teacher T/teacher.pt --out {path}`")
+    stride = (m.get("pose_spec") or {}).get("stride")
+    if stride != poses.stride:
+        raise CacheError(f"{path}: its windows were cut at pose.stride {stride}, the student's poses at {poses.stride}")
 
 
 def _pose_python() -> str:
