@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from dlkdd.errors import DlkddError
 
 __all__ = ["ConfigError", "DataConfig", "ClipConfig", "ModelConfig", "EnhancerConfig", "TrainConfig", "KDConfig",
-           "CacheConfig", "ActLumosConfig", "PretrainConfig", "PoseConfig", "KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "CacheConfig", "ActLumosConfig", "PretrainConfig", "PoseConfig", "KINETICS_MEAN", "KINETICS_STD",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 class ConfigError(ValueError, DlkddError):

@@ -95,7 +95,8 @@ class PoseFamily(Family):
     # -- the flows that differ
     def own_logit_cache(self, cfg: Any, teacher_path: Any, out: Any, views: int, fmt: str, progress: bool,
                         overwrite: bool) -> Path:
-        """The teacher's logits for ``views`` windows per training clip (:func:`dlkdd.pose.stages.precompute_logits`)."""
+        """The teacher's logits for ``views`` windows per training clip
+        (:func:`dlkdd.pose.stages.precompute_logits`)."""
         from dlkdd.pose.stages import precompute_logits
         from dlkdd.train.checkpoint import load_checkpoint
 
