@@ -195,3 +195,43 @@ def test_the_default_logit_store_is_reused_and_keyed_by_the_windows(setup):
     assert b != a
     with LogitStore.open(a) as s:
         assert np.array_equal(s.read_all()[0], first)
+
+
+def test_the_family_gives_each_stage_the_poses_of_its_enhancer_as_windows(setup):
+    """POSE.dataset: the teacher's input is the enhanced poses, a student's / baseline's the dark ones; the
+    common stages' view policies become windows of stored rows."""
+    from dlkdd.data.views import CacheViews, CenterView, RandomView
+    from dlkdd.models.families import family
+    from dlkdd.pose.dataset import CacheWindows, CenterWindow, RandomWindow
+    from dlkdd.pose.stages import find_poses
+
+    d, cfg = setup
+    fam = family("pose")
+    man = manifest_from_config(cfg.data, "train", check_files=False)
+    gamma, dark = find_poses(cfg, man, "gamma", "train").path, find_poses(cfg, man, "none", "train").path
+    assert gamma != dark
+    assert fam.dataset(cfg, man, RandomView(cfg.clip, seed=3), "teacher").poses.path == gamma
+    for kind in ("student", "baseline"):
+        assert fam.dataset(cfg, man, RandomView(cfg.clip, seed=3), kind).poses.path == dark
+    ds = fam.dataset(cfg, man, RandomView(cfg.clip, seed=3), "teacher")
+    assert isinstance(ds.policy, RandomWindow) and ds.policy.seed == 3
+    assert isinstance(fam.dataset(cfg, man, CenterView(cfg.clip), "teacher").policy, CenterWindow)
+    assert isinstance(fam.dataset(cfg, man, CacheViews(cfg.clip, 3, seed=1), "teacher").policy, CacheWindows)
+    assert fam.prepare_data(cfg).train.keys() == man.keys()  # the lists as listed: no clip is opened
+
+
+def test_a_pose_student_refuses_a_store_it_cannot_replay():
+    from types import SimpleNamespace
+
+    from dlkdd.pose.stages import check_stored_windows
+
+    poses = SimpleNamespace(stride=2)
+
+    def rows(meta):
+        return SimpleNamespace(store=SimpleNamespace(meta=meta), path="C.zarr")
+
+    check_stored_windows(rows({"family": "pose", "pose_spec": {"stride": 2}}), poses)  # fine
+    with pytest.raises(CacheError, match="not a pose-teacher logit store"):
+        check_stored_windows(rows({"family": "dlkdd"}), poses)
+    with pytest.raises(CacheError, match="pose.stride 4"):
+        check_stored_windows(rows({"family": "pose", "pose_spec": {"stride": 4}}), poses)
