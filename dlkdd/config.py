@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import yaml
 
 from dlkdd.config_sections import (ActLumosConfig, CacheConfig, ClipConfig, ConfigError, DataConfig, EnhancerConfig,
-                                   KDConfig, ModelConfig, PretrainConfig, TrainConfig)
+                                   KDConfig, ModelConfig, PoseConfig, PretrainConfig, TrainConfig)
 
 __all__ = [
     "ConfigError",
@@ -46,6 +46,7 @@ __all__ = [
     "CacheConfig",
     "ActLumosConfig",
     "PretrainConfig",
+    "PoseConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -66,6 +67,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     actlumos: ActLumosConfig = field(default_factory=ActLumosConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)  # dlkdd/pose (issue 22)
     seed: int = 0
     name: str = ""
 

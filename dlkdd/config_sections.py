@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from dlkdd.errors import DlkddError
 
 __all__ = ["ConfigError", "DataConfig", "ClipConfig", "ModelConfig", "EnhancerConfig", "TrainConfig", "KDConfig",
-           "CacheConfig", "ActLumosConfig", "PretrainConfig", "KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "CacheConfig", "ActLumosConfig", "PretrainConfig", "PoseConfig", "KINETICS_MEAN", "KINETICS_STD",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 class ConfigError(ValueError, DlkddError):
@@ -116,7 +116,8 @@ class ModelConfig:
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
     (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
     ``teacher``: the model family of the run (a name of :data:`dlkdd.models.families.FAMILIES`): which
-    teacher ``dlkdd teacher`` trains, and which student the student stage trains.
+    teacher ``dlkdd teacher`` trains, and which student the student stage trains (dlkdd | actlumos | pose:
+    the skeleton network on BlazePose keypoints, :mod:`dlkdd.pose`; its students are skeleton networks too).
     ``input``: rgb (the normalised frames) | diff (differences of consecutive normalised frames, T-1 of
     them: motion over appearance, as the RGB-difference stream of TSN, Wang et al., ECCV 2016).
     """
@@ -306,3 +307,37 @@ class PretrainConfig:
         _check(self.temperature > 0, "pretrain.temperature", "must be > 0")
         _check(self.proj_dim >= 1, "pretrain.proj_dim", "must be >= 1")
         _check(self.lr > 0, "pretrain.lr", "must be > 0")
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """The pose family (:mod:`dlkdd.pose`): BlazePose keypoints in a pose store, a skeleton network on them.
+
+    Sampling: video frames ``0, stride, 2*stride, ...`` are posed, at most ``max_frames`` of them (stored
+    row ``r`` is video frame ``r*stride``); ``video``: BlazePose tracks through each clip (found more people
+    than per-frame detection on arid6, BENCHMARKS.md). The teacher's poses come from frames enhanced by the
+    ``enhancer`` section; the student's and the baseline's from ``student_enhancer`` (none: the dark frames).
+    ``store_dir``: where pose stores live ("" = ``<cache.dir>/pose``).
+    Network (:mod:`dlkdd.pose.skeleton`): ``net`` tcn | gru, ``width`` channels, ``dropout``.
+    """
+
+    stride: int = 2
+    max_frames: int = 128
+    video: bool = True
+    min_detection: float = 0.5
+    min_tracking: float = 0.5
+    student_enhancer: str = "none"
+    store_dir: str = ""
+    net: str = "tcn"
+    width: int = 64
+    dropout: float = 0.3
+
+    def validate(self) -> None:
+        _check(self.stride >= 1, "pose.stride", f"must be >= 1, got {self.stride}")
+        _check(self.max_frames >= 1, "pose.max_frames", f"must be >= 1, got {self.max_frames}")
+        for k in ("min_detection", "min_tracking"):
+            _check(0.0 <= getattr(self, k) <= 1.0, f"pose.{k}", f"must be in [0, 1], got {getattr(self, k)}")
+        _choice(self.student_enhancer, "pose.student_enhancer", ("none", "gamma", "zerodce"))
+        _choice(self.net, "pose.net", ("tcn", "gru"))
+        _check(self.width >= 4, "pose.width", f"must be >= 4, got {self.width}")
+        _check(0.0 <= self.dropout < 1.0, "pose.dropout", f"must be in [0, 1), got {self.dropout}")

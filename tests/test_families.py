@@ -21,6 +21,10 @@ TINY = {"model": {"backbone": "r2plus1d_tiny", "pretrained": "", "head": "avg"},
         "enhancer": {"kind": "gamma"}, "actlumos": {"proj_dim": 8}}
 
 
+# a model's input per family: video clips (B,3,T,H,W), or for the pose family keypoints (B,T,33,4)
+INPUTS = {"pose": torch.rand(2, 8, 33, 4)}
+
+
 @pytest.mark.parametrize("name", sorted(families.FAMILIES))
 def test_every_family_rebuilds_its_teacher_from_the_arch(name):
     cfg = config_from_dict(dict(TINY, model=dict(TINY["model"], teacher=name)))
@@ -30,11 +34,12 @@ def test_every_family_rebuilds_its_teacher_from_the_arch(name):
     arch = fam.teacher_arch(cfg, 3)
     assert arch["family"] == name and families.family_of_arch(arch) is fam
     back = model_from_checkpoint({"arch": arch, "model": model.state_dict()})
-    x = torch.rand(2, 3, 4, 16, 16)
+    x = INPUTS.get(name, torch.rand(2, 3, 4, 16, 16))
     with torch.no_grad():
         torch.testing.assert_close(back(x), model(x))
-        _, feat = model(x, return_features=True)
-    assert feat.shape == (2, fam.feature_dim(arch))  # what cache-logits sizes the stored features by
+        if fam.feature_dim(arch):  # 0: the family caches no features (pose)
+            _, feat = model(x, return_features=True)
+            assert feat.shape == (2, fam.feature_dim(arch))  # what cache-logits sizes the stored features by
     # the student of every family is rebuilt from its own arch as well
     student = fam.build_student(cfg, 3).eval()
     again = model_from_checkpoint({"arch": fam.student_arch(cfg, 3), "model": student.state_dict()})
@@ -137,3 +142,18 @@ def test_a_term_that_needs_features_gets_them():
     assert seen["features"].shape == (3, 6)
     torch.testing.assert_close(terms["loss"], terms["task_loss"] + 0.5 * terms["feat_loss"])
     assert "alpha" not in terms and kd_term(1.0, 1.0, 1.0).weight_name == "alpha"
+
+
+def test_a_family_name_is_compared_nowhere_but_in_its_module_and_the_table():
+    """The stages ask the family object (issue 23): no ``== "pose"`` / ``== "actlumos"`` chains in dlkdd."""
+    import re
+    from pathlib import Path
+
+    root = Path(families.__file__).resolve().parents[1]
+    own = {"actlumos": ("models/actlumos.py",), "pose": ("pose/",)}
+    for name, homes in own.items():
+        pat = re.compile(rf"""[!=]=\s*["']{name}["']|["']{name}["']\s*[!=]=|in \(.*["']{name}["']""")
+        hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") for i, line in
+                enumerate(p.read_text().splitlines(), 1) if pat.search(line)
+                and not str(p.relative_to(root)).startswith(homes)]
+        assert not hits, f"{name!r} compared outside its module: {hits}"

@@ -206,6 +206,7 @@ def _check(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, 
 def export_checkpoint(ckpt_path: str | os.PathLike, out: str | os.PathLike, fmt: str, **kwargs: Any) -> dict[str, Any]:
     """:func:`export_model` of the model stored in checkpoint ``ckpt_path``."""
     from dlkdd.models.build import model_from_checkpoint
+    from dlkdd.models.families import family_of_arch
     from dlkdd.train.checkpoint import load_checkpoint
     from dlkdd.utils import sha256_file
 
@@ -215,5 +216,8 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out: str | os.PathLike, fmt:
     if ckpt.get("kind") in _NOT_CLASSIFIERS:
         raise ExportError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint is not a classifier; export a student, "
                           "baseline or teacher checkpoint")
+    reason = family_of_arch(ckpt.get("arch") or {}).no_video_reason
+    if reason:  # a family whose models do not take video clips (pose): no video input to export
+        raise ExportError(f"{ckpt_path}: {reason}; it is not exported yet: use the checkpoint with `dlkdd evaluate`")
     model = model_from_checkpoint(ckpt, str(ckpt_path))
     return export_model(model, ckpt, out, fmt, source=ckpt_path, source_sha256=sha256_file(ckpt_path), **kwargs)

@@ -3,7 +3,9 @@
 A family (:class:`dlkdd.models.family.Family`) decides a stage's model, checkpoint ``arch``,
 rebuild, objective, input dataset and what a logit store records of its teacher. Every stage asks
 this table (:mod:`dlkdd.models.build`, :mod:`dlkdd.pipeline.teacher`, :mod:`dlkdd.pipeline.student`,
-:mod:`dlkdd.pipeline.cache_logits`) and config validation (``model.teacher``) lists its names.
+:mod:`dlkdd.pipeline.cache_logits`, :mod:`dlkdd.pipeline.evaluate`, :mod:`dlkdd.deploy.export`) and config
+validation (``model.teacher``) lists its names. ``pose`` (:mod:`dlkdd.pose.family`): a family whose input
+is keypoints from pose stores, not decoded video.
 
 Adding a family: a module with its model and a :class:`~dlkdd.models.family.Family` subclass, and
 one entry here.
@@ -14,12 +16,14 @@ from typing import Any, Mapping
 
 from dlkdd.models.actlumos import ACTLUMOS
 from dlkdd.models.family import DlkddFamily, Family
+from dlkdd.pose.family import POSE
 
 __all__ = ["FAMILIES", "family", "family_of_arch"]
 
 FAMILIES: dict[str, Family] = {
     "dlkdd": DlkddFamily(),
     "actlumos": ACTLUMOS,
+    "pose": POSE,
 }
 
 

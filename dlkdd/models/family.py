@@ -17,8 +17,15 @@ What a family decides:
   model takes (here :class:`dlkdd.data.dataset.ClipDataset`: decoded video clips cut by ``policy``,
   a :mod:`dlkdd.data.views` policy); a family whose input is not decoded video (keypoint sequences
   from a pose store) returns its own dataset with the same sample keys (``video``, ``label``, ...);
+- the lists a stage trains on: ``prepare_data(cfg, need_test, progress, scan)`` (here
+  :func:`dlkdd.data.prepare.prepare_data`: every clip scanned; a family that never decodes video, such
+  as the pose family reading pose stores, returns the lists as listed); ``dataset``'s ``kind`` (teacher |
+  student | baseline) says whose input it is (the pose family: the enhanced or the dark frames' poses);
 - what a logit store records of the teacher: ``feature_dim(arch)`` (width of the cached
-  ``return_features`` output) and ``enhancer_label(arch)`` (``teacher_enhancer`` in the store's metadata).
+  ``return_features`` output) and ``enhancer_label(arch)`` (``teacher_enhancer`` in the store's metadata);
+- the flows a family runs itself because its input is not decoded video (None: the common stage):
+  ``own_logit_cache(...)`` (cache-logits) and ``own_evaluation(...)`` (``dlkdd evaluate``);
+  ``no_video_reason`` ("" = its checkpoints take video clips): why ``export`` and ``predict`` refuse them.
 """
 from __future__ import annotations
 
@@ -67,8 +74,14 @@ class Family:
 
         return build_objective(cfg.kd) if kind == "student" else CrossEntropyObjective()
 
-    def dataset(self, cfg: Any, manifest: Any, policy: Any) -> Any:
-        """Decoded video clips of ``manifest`` cut by the view ``policy``."""
+    def prepare_data(self, cfg: Any, need_test: bool = True, progress: bool = True, scan: bool = True) -> Any:
+        """The lists of ``cfg.data`` with their bad clips handled: :func:`dlkdd.data.prepare.prepare_data`."""
+        from dlkdd.data.prepare import prepare_data
+
+        return prepare_data(cfg, need_test=need_test, progress=progress, scan=scan)
+
+    def dataset(self, cfg: Any, manifest: Any, policy: Any, kind: str = "teacher") -> Any:
+        """Decoded video clips of ``manifest`` cut by the view ``policy`` (the same for every ``kind``)."""
         from dlkdd.data.dataset import ClipDataset
 
         return ClipDataset(manifest, cfg.clip, policy)
@@ -82,6 +95,19 @@ class Family:
         """The teacher's enhancer kind (``arch["enhancer"]["kind"]``), None without one."""
         enh = arch.get("enhancer")
         return enh.get("kind") if isinstance(enh, Mapping) else None
+
+    # -- the flows a family whose input is not decoded video runs itself
+    #: why ``dlkdd export`` and ``dlkdd predict`` refuse this family's checkpoints ("": they take video clips)
+    no_video_reason = ""
+
+    def own_logit_cache(self, cfg: Any, teacher_path: Any, out: Any, views: int, fmt: str, progress: bool,
+                        overwrite: bool) -> Any:
+        """The logit store's path when the family computes it itself; None: the common cache-logits stage."""
+        return None
+
+    def own_evaluation(self, ckpt: dict, ckpt_path: Any, manifest: Any, device: Any, opts: Any) -> Any:
+        """The metrics when the family scores ``manifest`` itself; None: the common evaluation of decoded clips."""
+        return None
 
 
 class DlkddFamily(Family):

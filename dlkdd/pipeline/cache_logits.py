@@ -46,7 +46,7 @@ from dlkdd.data.workers import worker_context
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
 from dlkdd.models.build import model_from_checkpoint
-from dlkdd.models.families import family_of_arch
+from dlkdd.models.families import family, family_of_arch
 from dlkdd.outputs import check_writable_dir
 from dlkdd.train import distributed as ddp
 from dlkdd.train.amp import amp_name, autocast_dtype, infer, resolve_amp
@@ -121,9 +121,14 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         raise CacheError(f"teacher checkpoint not found: {teacher_path} (train one with `dlkdd teacher`)")
     if int(cfg.cache.views) < 1:
         raise CacheError(f"--views must be >= 1, got {int(cfg.cache.views)}")
+    fmt = format_for(out, fmt, default=cfg.cache.format)  # --out x.h5 means HDF5
+    own = family(cfg.model.teacher).own_logit_cache(cfg, teacher_path, out, int(cfg.cache.views), fmt, progress,
+                                                   overwrite)
+    if own is not None:  # a family whose input is not decoded video (pose) makes its store itself
+        return own
     info = ddp.init_distributed(resolve_device(device))
     try:
-        job = _job(cfg, teacher_path, out, format_for(out, fmt, default=cfg.cache.format), info, progress)
+        job = _job(cfg, teacher_path, out, fmt, info, progress)
         reuse = info.is_main and not overwrite and _existing(job) == "reuse"  # read-only: no lock needed
         if ddp.broadcast_object(reuse):
             if info.is_main:

@@ -25,6 +25,7 @@ from dlkdd.data.workers import worker_context
 from dlkdd.deploy.runtime import detect_format, load_for_predict
 from dlkdd.errors import DataError
 from dlkdd.models.build import model_from_checkpoint
+from dlkdd.models.families import family_of_arch
 from dlkdd.predictions import eval_view_spec
 from dlkdd.train.checkpoint import load_checkpoint
 from dlkdd.train.amp import autocast_dtype, infer, resolve_amp
@@ -116,6 +117,9 @@ def evaluate_checkpoint(ckpt_path: str | Path, manifest: Any, device: str = "aut
     clips, crops, workers, clip_cfg, progress, amp = o.clips, o.crops, o.workers, o.clip_cfg, o.progress, o.amp
     dev = resolve_device(device)
     model, ckpt = load_model(ckpt_path, dev)
+    own = family_of_arch(ckpt.get("arch") or {}).own_evaluation(ckpt, ckpt_path, manifest, dev, o)
+    if own is not None:  # a family whose input is not decoded video (pose) scores the list itself
+        return own
     classes = list(ckpt.get("classes") or [])
     if classes != list(manifest.classes):
         raise DataError(f"{ckpt_path} was trained on classes {classes}, the evaluation list has "
@@ -185,6 +189,10 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: P
     or its fields as keywords."""
     o = opts if opts is not None else PredictOptions(**options)
     topk, window_stride, max_windows, clip_cfg, amp = o.topk, o.window_stride, o.max_windows, o.clip_cfg, o.amp
+    reason = family_of_arch(ckpt.get("arch") or {}).no_video_reason
+    if reason:  # a family whose models do not take video clips (pose)
+        raise DataError(f"{ckpt.get('_path', 'the checkpoint')}: {reason}; `dlkdd predict` does not run it on videos "
+                        "yet: score them with `dlkdd evaluate CKPT --root R --list L --mapping M`")
     cc = _clip_cfg(ckpt, clip_cfg)
     check_clip_fits(model, ckpt.get("arch"), cc, ckpt.get("_path", "the checkpoint"))
     classes = list(ckpt.get("classes") or [])

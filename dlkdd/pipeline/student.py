@@ -34,7 +34,6 @@ from dlkdd.cache.inspect import soft_targets_of
 from dlkdd.cache.match import check_store_matches
 from dlkdd.cache.reader import StoreRows
 from dlkdd.cache.store import LogitStore
-from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CenterView, RandomView, StoredView
 from dlkdd.errors import CacheError
 from dlkdd.models.families import family
@@ -127,12 +126,12 @@ def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: Targets, r
     fam = family(cfg.model.teacher)
     kind = "baseline" if targets.no_kd else "student"
     data, policy, extra = _student_data(cfg, targets, info, progress)
-    train_ds = fam.dataset(cfg, data.train, policy)
+    train_ds = fam.dataset(cfg, data.train, policy, kind)
     objective = fam.objective(cfg, kind)
     extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
     n = len(data.classes)
     model = fam.build_student(cfg, n)
-    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
+    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip), kind) if data.test is not None else None
     log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
              "" if targets.no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
     stage = Stage(kind, fam.student_arch(cfg, n), data.classes, extra=extra, filename="student.pt")
@@ -143,7 +142,7 @@ def _student_data(cfg: Any, targets: Targets, info: Any, progress: bool) -> tupl
     """``(prepared data, training view policy, extra for the run record)``: fresh random views for the
     baseline, the stored views with their soft targets otherwise."""
     if targets.no_kd:
-        data = prepare_data(cfg, progress=progress and info.is_main)
+        data = family(cfg.model.teacher).prepare_data(cfg, progress=progress and info.is_main)
         return data, RandomView(cfg.clip, seed=cfg.seed), {}
     if len(targets.caches) > 1:  # several cached teachers: one ensemble soft target
         data, rows, extra = _ensemble_rows(cfg, list(targets.caches), targets.weights, progress and info.is_main,
@@ -158,7 +157,7 @@ def _one_cache(cfg: Any, cache: Any, info: Any, progress: bool, config_path: str
     store = LogitStore.open(cache)
     # the cache was built on the clips that decoded: the same skipped keys apply here
     skipped = list(store.meta.get("skipped_keys") or [])
-    data = prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
+    data = family(cfg.model.teacher).prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
     if skipped:
         data.train = data.train.without(skipped)
         data.skipped = skipped
@@ -186,7 +185,7 @@ def _ensemble_rows(cfg: Any, caches: list, weights: list | None, progress: bool,
                 f"{p}: {sk[:3]}" for p, sk in zip(ens.paths, skipped)))
         teacher_shas = [s.meta.get("teacher_sha256") for s in ens.stores]
         w = ens.weights.tolist()
-    data = prepare_data(cfg, progress=progress, scan=not skipped[0])
+    data = family(cfg.model.teacher).prepare_data(cfg, progress=progress, scan=not skipped[0])
     if skipped[0]:
         data.train = data.train.without(skipped[0])
         data.skipped = list(skipped[0])

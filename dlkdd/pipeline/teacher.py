@@ -2,7 +2,8 @@
 (:data:`dlkdd.models.families.FAMILIES`): DL-KDD's frozen enhancer -> R(2+1)D-BERT with
 cross-entropy on enhanced clips (stage 1), or another family's teacher with its own objective.
 
-- data: the family's dataset (:meth:`~dlkdd.models.family.Family.dataset`; DL-KDD: decoded clips),
+- data: the family's lists (:meth:`~dlkdd.models.family.Family.prepare_data`) and dataset
+  (:meth:`~dlkdd.models.family.Family.dataset`; DL-KDD: decoded clips; pose: windows of pose stores),
   random training views (:class:`~dlkdd.data.views.RandomView`), centred validation views
   (:class:`~dlkdd.data.views.CenterView`).
 - model: the family's ``build_teacher``; loss: its ``objective(cfg, "teacher")``
@@ -18,7 +19,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dlkdd.data.prepare import prepare_data
 from dlkdd.data.views import CenterView, RandomView
 from dlkdd.models.families import family
 from dlkdd.train import distributed as ddp
@@ -45,13 +45,13 @@ def train_teacher(cfg: Any, out_dir: str | Path, device: str = "auto", resume: s
 def _train_teacher(cfg: Any, out_dir: str | Path, info: Any, resume: str | Path | None,
                    progress: bool) -> dict[str, Any]:
     seed_everything(cfg.seed)
-    data = prepare_data(cfg, progress=progress and info.is_main)
-    n = len(data.classes)
     fam = family(cfg.model.teacher)
+    data = fam.prepare_data(cfg, progress=progress and info.is_main)
+    n = len(data.classes)
     model = fam.build_teacher(cfg, n)
     objective = fam.objective(cfg, "teacher")
-    train_ds = fam.dataset(cfg, data.train, RandomView(cfg.clip, seed=cfg.seed))
-    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip)) if data.test is not None else None
+    train_ds = fam.dataset(cfg, data.train, RandomView(cfg.clip, seed=cfg.seed), "teacher")
+    val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip), "teacher") if data.test is not None else None
     log.info("teacher (%s, enhancer %s): %d training clips, %d classes -> %s", cfg.model.teacher,
              cfg.enhancer.kind, len(train_ds), n, out_dir)
     stage = Stage("teacher", fam.teacher_arch(cfg, n), data.classes,
