@@ -12,7 +12,7 @@ from dlkdd.data.manifest import Entry, Manifest
 from dlkdd.data.views import View
 from dlkdd.errors import CacheError
 from dlkdd.pose import extract
-from dlkdd.pose.extract import extract_poses, pose_store_path
+from dlkdd.pose.extract import PoseOutput, extract_poses, pose_store_path
 from dlkdd.pose.sampling import num_rows, posed_frames, view_rows
 from dlkdd.pose.store import PoseStore, verify
 from tests.conftest import shared_path
@@ -70,7 +70,7 @@ def test_sampling_rule():
 
 def test_stage_round_trip_on_real_clips(cfg, manifest, tmp_path):
     est = FakePose(thr=0.1)
-    path = extract_poses(cfg, manifest, "gamma", estimator=est, model_sha256=SHA, progress=False)
+    path = extract_poses(cfg, manifest, "gamma", PoseOutput(progress=False), estimator=(est, SHA))
     assert path == pose_store_path(cfg, manifest, "gamma", SHA) and path.parent == tmp_path / "cache" / "pose"
     a = _arrays(path)
     counts = dict(l.split("\t") for l in shared_path("arid6", "frame_counts.txt").read_text().splitlines())
@@ -81,11 +81,11 @@ def test_stage_round_trip_on_real_clips(cfg, manifest, tmp_path):
     with PoseStore.open(path) as s:
         assert s.keys() == CLIPS and s.meta["complete"] and s.meta["spec"]["enhancer"] == {"kind": "gamma", "gamma": 3.0}
     # gamma brightens: the stand-in sees more "people" than on the dark frames
-    dark = extract_poses(cfg, manifest, "none", estimator=FakePose(thr=0.1), model_sha256=SHA, progress=False)
+    dark = extract_poses(cfg, manifest, "none", PoseOutput(progress=False), estimator=(FakePose(thr=0.1), SHA))
     assert dark != path and _arrays(dark)["mask"].sum() < a["mask"].sum()
     # a complete store is reused, not recomputed
     again = FakePose(thr=0.1)
-    assert extract_poses(cfg, manifest, "gamma", estimator=again, model_sha256=SHA, progress=False) == path
+    assert extract_poses(cfg, manifest, "gamma", PoseOutput(progress=False), estimator=(again, SHA)) == path
     assert again.calls == 0
 
 
@@ -101,16 +101,17 @@ def test_address_depends_on_model_enhancer_sampling_and_list(cfg, manifest):
 
 
 def test_resume_after_a_kill_equals_one_run(cfg, manifest, tmp_path):
-    ref = extract_poses(cfg, manifest, "none", out=tmp_path / "ref.zarr", estimator=FakePose(), model_sha256=SHA,
-                        progress=False)
+    ref = extract_poses(cfg, manifest, "none", PoseOutput(out=tmp_path / "ref.zarr", progress=False),
+                        estimator=(FakePose(), SHA))
     out = tmp_path / "killed.zarr"
     with pytest.raises(KeyboardInterrupt):
-        extract_poses(cfg, manifest, "none", out=out, estimator=FakePose(fail_after=2), model_sha256=SHA, progress=False)
+        extract_poses(cfg, manifest, "none", PoseOutput(out=out, progress=False),
+                      estimator=(FakePose(fail_after=2), SHA))
     with PoseStore.open(out) as s:
         assert s.done.tolist() == [True, True, False, False] and not s.meta["complete"]
     assert any("not done" in p for p in verify(out))
     rest = FakePose()
-    extract_poses(cfg, manifest, "none", out=out, estimator=rest, model_sha256=SHA, progress=False)
+    extract_poses(cfg, manifest, "none", PoseOutput(out=out, progress=False), estimator=(rest, SHA))
     assert rest.calls == 2  # only the missing clips
     a, b = _arrays(ref), _arrays(out)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -119,8 +120,8 @@ def test_resume_after_a_kill_equals_one_run(cfg, manifest, tmp_path):
 def test_sharded_equals_unsharded(cfg, manifest, tmp_path):
     """Two ranks' disjoint shares (:func:`dlkdd.cache.parts.shard_rows`, one clip per chunk) into one store
     give the single process's store (the torchrun run itself: tests/test_pose_blazepose.py)."""
-    ref = extract_poses(cfg, manifest, "none", out=tmp_path / "one.zarr", estimator=FakePose(), model_sha256=SHA,
-                        progress=False)
+    ref = extract_poses(cfg, manifest, "none", PoseOutput(out=tmp_path / "one.zarr", progress=False),
+                        estimator=(FakePose(), SHA))
     out = tmp_path / "two.zarr"
     meta = {"spec": _arrays_meta(ref)["spec"], "manifest_sha256": manifest.sha256(), "classes": manifest.classes}
     todo = extract._plan(out, manifest, meta, overwrite=False)
@@ -177,8 +178,8 @@ def test_a_bad_video_stops_or_is_skipped(cfg, manifest, tmp_path):
     from dlkdd.errors import DataError
 
     with pytest.raises(DataError, match="bad.mp4"):
-        extract_poses(cfg, m, "none", out=tmp_path / "a.zarr", estimator=FakePose(), model_sha256=SHA, progress=False)
+        extract_poses(cfg, m, "none", PoseOutput(out=tmp_path / "a.zarr", progress=False), estimator=(FakePose(), SHA))
     skip = load_config("configs/arid6-pose.yaml", [f"cache.dir={cfg.cache.dir}", "data.on_bad_clip=skip"])
-    p = extract_poses(skip, m, "none", out=tmp_path / "b.zarr", estimator=FakePose(), model_sha256=SHA, progress=False)
+    p = extract_poses(skip, m, "none", PoseOutput(out=tmp_path / "b.zarr", progress=False), estimator=(FakePose(), SHA))
     with PoseStore.open(p) as s:
         assert s.meta["skipped_keys"] == ["x/bad"] and s.read_all()["rows"].tolist()[1] == 0

@@ -27,7 +27,7 @@ def pose(config_path, overrides, split, kinds, fmt, out, manifest_json, overwrit
     """Pose every clip once (BlazePose full on enhanced or dark frames) into pose stores."""
     from dlkdd.data.manifest import manifest_from_config
     from dlkdd.pose.blazepose import model_file
-    from dlkdd.pose.extract import extract_poses
+    from dlkdd.pose.extract import PoseOutput, extract_poses
 
     cfg = load_cli_config(config_path, overrides)
     model_file()  # one line naming `make pose-env` when mediapipe is missing, before any work
@@ -43,8 +43,7 @@ def pose(config_path, overrides, split, kinds, fmt, out, manifest_json, overwrit
         jobs = [(s, manifest_from_config(cfg.data, s, check_files=False), getattr(cfg.data, f"{s}_list")) for s in splits]
     for s, manifest, what in jobs:
         for k in kinds:
-            path = extract_poses(cfg, manifest, k, out=out, fmt=fmt, overwrite=overwrite, progress=not no_progress,
-                                 what=what)
+            path = extract_poses(cfg, manifest, k, PoseOutput(out, fmt, overwrite, not no_progress, what))
             if is_rank0():
                 click.echo(f"{s} {k}: {path}")
 

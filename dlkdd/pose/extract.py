@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +35,7 @@ from dlkdd.utils import sha256_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["enhancer_of", "store_dir", "pose_store_path", "pose_clip", "extract_poses"]
+__all__ = ["enhancer_of", "store_dir", "pose_store_path", "pose_clip", "PoseOutput", "extract_poses"]
 
 _ENHANCE_BATCH = 16
 
@@ -91,13 +92,28 @@ def _default_estimator(pose_cfg: Any) -> tuple[Callable, str]:
                      min_tracking=pose_cfg.min_tracking), sha
 
 
-def extract_poses(cfg: Any, manifest: Any, kind: str, out: str | Path | None = None, fmt: str = "zarr",
-                  overwrite: bool = False, progress: bool = True, estimator: Callable | None = None,
-                  model_sha256: str | None = None, what: str = "") -> Path:
-    """Build (or resume, or reuse) the pose store of ``manifest`` with enhancer ``kind``; returns its path."""
+@dataclass(frozen=True)
+class PoseOutput:
+    """Where and how :func:`extract_poses` writes: ``out`` (None: the content-addressed path under
+    ``pose.store_dir``), ``fmt`` (zarr|hdf5), ``overwrite``, ``progress`` and ``what`` (the list it came from,
+    recorded in the store's metadata)."""
+
+    out: str | Path | None = None
+    fmt: str = "zarr"
+    overwrite: bool = False
+    progress: bool = True
+    what: str = ""
+
+
+def extract_poses(cfg: Any, manifest: Any, kind: str, output: PoseOutput = PoseOutput(),
+                  estimator: tuple[Callable, str] | None = None) -> Path:
+    """Build (or resume, or reuse) the pose store of ``manifest`` with enhancer ``kind``; returns its path.
+
+    ``estimator``: ``(fn, model_sha256)``, a pose function and the sha256 that keys its stores (None:
+    BlazePose "full" from the mediapipe wheel)."""
+    out, fmt, overwrite, progress, what = output.out, output.fmt, output.overwrite, output.progress, output.what
+    estimator, model_sha256 = estimator if estimator is not None else _default_estimator(cfg.pose)
     info = ddp.init_distributed(torch.device("cpu"))
-    if estimator is None:
-        estimator, model_sha256 = _default_estimator(cfg.pose)
     enhancer, spec = enhancer_of(cfg, kind)
     path = Path(out) if out else pose_store_path(cfg, manifest, kind, model_sha256, fmt)
     if path.suffix == ".h5" and info.distributed:
