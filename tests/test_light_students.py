@@ -235,3 +235,32 @@ def test_light_student_exports_with_parity(work, cfg):
     for name in ("light.ts", "light.onnx"):
         got = load_exported(work / name, threads=1)(x)
         assert torch.allclose(got.float(), want, atol=1e-4)
+
+
+# ---- dlkdd bench: backbones side by side -------------------------------------------------------
+
+def test_bench_backbones_rows_and_table(tmp_path):
+    """The light preset's table on tiny clips: GMACs from FlopCounterMode, eager vs ONNX Runtime parity, ratios."""
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'dlkdd[export]'")
+    pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install 'dlkdd[export]'")
+    from dlkdd.bench.deploy import backbones_table, bench_backbones
+    from dlkdd.bench.presets import PRESETS
+    from dlkdd.models.profile import count_flops
+
+    light = PRESETS["light"]
+    assert (light.backbone, light.head, light.frames, light.size) == ("efficientnet_lite0", "avg", 16, 112)
+    assert [b[1] for b in light.backbones] == ["efficientnet_lite0", "mobilenet_v2", "r2plus1d_18", "r2plus1d_34"]
+    cfg = _cfg("r2plus1d_tiny", normalize="dataset")  # tiny trunks: the light ones' export is covered above
+    res = bench_backbones(cfg, ["a", "b", "c"], tmp_path, [("M", "r2plus1d_tiny", "avg"), ("T", "r2plus1d_tiny", "bert")],
+                          repeats=1)
+    assert res["input_shape"] == [1, 3, 4, 32, 32] and [r["label"] for r in res["rows"]] == ["M", "T"]
+    x = torch.rand(1, 3, 4, 32, 32)
+    torch.manual_seed(0)
+    want = count_flops(build_student(cfg, 3).eval(), x) / 2e9
+    assert res["rows"][0]["gmacs"] == pytest.approx(want)
+    for r in res["rows"]:
+        assert r["onnx_status"] == "ok" and r["max_abs_diff"] < 1e-4 and r["eager_ms"] > 0 and r["onnx_ms"] > 0
+    table = "\n".join(backbones_table(res))
+    t = res["rows"][1]
+    assert f"| T | {t['params'] / 1e6:.2f} | {t['gmacs']:.2f} |" in table
+    assert f"{t['gmacs'] / res['rows'][0]['gmacs']:.1f}x" in table
