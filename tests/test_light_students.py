@@ -187,8 +187,9 @@ def _store_rows_carry_features() -> bool:
     return hasattr(StoreRows, "read_fields")  # the data-driven store (issue 26): every stored field reaches the batch
 
 
-@pytest.mark.skipif(not _store_rows_carry_features(), reason="needs the data-driven logit store (StoreRows.read_fields, "
-                    "issue 26) that hands stored features to the sample as teacher_features")
+@pytest.mark.skipif(not _store_rows_carry_features(),
+                    reason="needs the data-driven logit store (StoreRows.read_fields, issue 26) that hands stored "
+                           "features to the sample as teacher_features")
 def test_cross_architecture_student_with_the_feature_term(work, cfg):
     """An r2plus1d_tiny teacher's store with features -> one epoch of an EfficientNet-Lite0 student."""
     from dlkdd.train.checkpoint import load_checkpoint
@@ -251,8 +252,8 @@ def test_bench_backbones_rows_and_table(tmp_path):
     assert (light.backbone, light.head, light.frames, light.size) == ("efficientnet_lite0", "avg", 16, 112)
     assert [b[1] for b in light.backbones] == ["efficientnet_lite0", "mobilenet_v2", "r2plus1d_18", "r2plus1d_34"]
     cfg = _cfg("r2plus1d_tiny", normalize="dataset")  # tiny trunks: the light ones' export is covered above
-    res = bench_backbones(cfg, ["a", "b", "c"], tmp_path, [("M", "r2plus1d_tiny", "avg"), ("T", "r2plus1d_tiny", "bert")],
-                          repeats=1)
+    res = bench_backbones(cfg, ["a", "b", "c"], tmp_path,
+                          [("M", "r2plus1d_tiny", "avg"), ("T", "r2plus1d_tiny", "bert")], repeats=1)
     assert res["input_shape"] == [1, 3, 4, 32, 32] and [r["label"] for r in res["rows"]] == ["M", "T"]
     x = torch.rand(1, 3, 4, 32, 32)
     torch.manual_seed(0)

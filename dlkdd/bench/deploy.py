@@ -198,9 +198,9 @@ def backbones_table(res: dict[str, Any], paper: dict[str, Any] | None = None) ->
         L.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gmacs']:.2f} | {r['eager_ms']:,.1f} | {ort} | "
                  f"{r['gmacs'] / first['gmacs']:.1f}x | {r['eager_ms'] / first['eager_ms']:.1f}x | {ort_x} | {diff} |")
     if paper:
-        s = paper["student"]
+        s, at = paper["student"], "x".join(map(str, res["input_shape"][1:]))
         L += ["", f"{paper['label']} at {'x'.join(str(v) for v in paper['input_shape'][1:])}: {s['gmacs']:.1f} GMACs, "
-              f"{s['gmacs'] / first['gmacs']:.0f}x the GMACs of {first['label']} at {'x'.join(map(str, res['input_shape'][1:]))}."]
+              f"{s['gmacs'] / first['gmacs']:.0f}x the GMACs of {first['label']} at {at}."]
     return L
 
 

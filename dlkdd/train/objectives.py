@@ -31,7 +31,8 @@ from dlkdd.errors import CacheError
 from dlkdd.losses import cross_entropy, feature_loss, info_nce, kd_alpha, kd_loss, kd_loss_from_probs, supcon_loss
 
 __all__ = ["logits_of", "LossTerm", "TermsObjective", "KD_TERMS", "build_objective", "task_term", "kd_term",
-           "feature_term", "supcon_term", "CrossEntropyObjective", "DistillationObjective", "SupConObjective", "InfoNCEObjective"]
+           "feature_term", "supcon_term", "CrossEntropyObjective", "DistillationObjective", "SupConObjective",
+           "InfoNCEObjective"]
 
 
 def logits_of(out: Any) -> torch.Tensor:
