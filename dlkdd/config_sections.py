@@ -158,6 +158,10 @@ class ModelConfig:
             _check(bool(BACKBONES[self.backbone].imagenet_normalize), "model.pretrained",
                    f"backbone {self.backbone} has no packaged ImageNet weights (those with them: "
                    f"{', '.join(k for k, b in BACKBONES.items() if b.imagenet_normalize)}); give a weights file")
+            want = BACKBONES[self.backbone].imagenet_normalize  # early, for every consumer of model.normalize
+            _check(self.normalize == want, "model.normalize",
+                   f"the ImageNet weights of {self.backbone} expect inputs normalised as '{want}', got "
+                   f"'{self.normalize}' (--set model.normalize={want})")
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")
         _check(all(s >= 1e-4 for s in self.std), "model.std",
                f"every std must be >= 1e-4 (a smaller one makes the normalised input overflow to inf/NaN), "

@@ -70,6 +70,15 @@ def test_imagenet_weights_with_other_input_statistics_are_refused(name, norm):
     assert f"model.normalize={norm}" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_teacher_on_imagenet_weights_needs_them_in_teacher_normalize():
+    from dlkdd.models.build import build_teacher
+
+    cfg = _cfg("mobilenet_v2", pretrained="imagenet", normalize="imagenet").replace(
+        **{"model.teacher_normalize": "kinetics", "enhancer.kind": "gamma"})
+    with pytest.raises(ConfigError, match="model.teacher_normalize=imagenet"):
+        build_teacher(cfg, 4)
+
+
 def test_imagenet_for_a_trunk_without_packaged_weights_is_a_config_error():
     with pytest.raises(ConfigError, match="no packaged ImageNet weights"):
         _cfg("r2plus1d_tiny", pretrained="imagenet", normalize="imagenet")
