@@ -274,3 +274,23 @@ def test_bench_backbones_rows_and_table(tmp_path):
     t = res["rows"][1]
     assert f"| T | {t['params'] / 1e6:.2f} | {t['gmacs']:.2f} |" in table
     assert f"{t['gmacs'] / res['rows'][0]['gmacs']:.1f}x" in table
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "r2plus1d_tiny"])
+def test_channels_last_of_the_cuda_path_takes_2d_and_3d_trunks(name):
+    """prepare_model on CUDA used model.to(memory_format=channels_last_3d), which raises on 2-D conv weights."""
+    from dlkdd.train.engine import channels_last
+
+    torch.manual_seed(0)
+    model = build_student(_cfg(name, normalize="dataset"), 3).eval()
+    x = torch.rand(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        channels_last(model)
+        got = model(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            assert m.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        elif isinstance(m, torch.nn.Conv2d) and m.weight.shape[2:] != (1, 1):
+            assert m.weight.is_contiguous(memory_format=torch.channels_last)
