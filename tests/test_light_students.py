@@ -145,6 +145,7 @@ def test_feature_term_logged_masked_weighted_and_trains_the_projector():
         v = t[keep] / t[keep].norm(dim=1, keepdim=True)
         want = ((u - v) ** 2).sum(1).mean()  # FitNets hint on L2-normalised features, by hand
     assert torch.allclose(terms["feature_loss"], want, atol=1e-5)
+    assert torch.allclose(feature_loss(proj[keep], t[keep]), want, atol=1e-5)  # the term wraps the pure function
     assert torch.allclose(terms["loss"], terms["task_loss"] + 0.25 * terms["feature_loss"], atol=1e-6)
     terms["loss"].backward()
     assert model.projector.proj.weight.grad is not None and model.projector.proj.weight.grad.abs().sum() > 0
