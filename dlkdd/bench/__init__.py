@@ -8,7 +8,8 @@
 - ``inference`` (:mod:`dlkdd.bench.inference`): params, GFLOPs, GMACs, memory, latency of the
   student, enhancement-based and two-stream inference (the paper's Table 5); under ``deploy``
   (:mod:`dlkdd.bench.deploy`) the student's CPU latency and file size as torch eager,
-  TorchScript, ONNX Runtime fp32 and int8;
+  TorchScript, ONNX Runtime fp32 and int8; under ``backbones`` several students side by side (the ``light``
+  preset: EfficientNet-Lite0 and MobileNetV2 beside R(2+1)D-18/34), GMACs, eager and ONNX Runtime latency;
 - ``data`` (:mod:`dlkdd.bench.data_path`): decode ms per clip, loader clips/s with 0/1/2 workers
   against the training step's clips/s;
 - ``precompute`` (:mod:`dlkdd.bench.precompute`): teacher precompute clips/s for K views and
@@ -105,8 +106,13 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
         if "inference" in todo:
             from dlkdd.bench.inference import bench_inference
 
-            result["inference"] = bench_inference(cfg, n, p.inference, dev, p.inference_repeats)
+            result["inference"] = bench_inference(cfg, n, p.inference, dev, p.inference_repeats, p.inference_variants)
             result["inference"]["device"] = str(dev)
+            if p.backbones:  # the preset's students side by side, eager and ONNX Runtime (dlkdd/bench/deploy.py)
+                from dlkdd.bench.deploy import bench_backbones
+
+                result["inference"]["backbones"] = bench_backbones(cfg, list(manifest.classes), work, p.backbones,
+                                                                   max(p.deploy_repeats, 5))
             if p.deploy_repeats:  # the exported formats, CPU batch 1 (dlkdd/bench/deploy.py)
                 from dlkdd.bench.deploy import bench_deploy
 

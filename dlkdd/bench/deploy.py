@@ -14,6 +14,15 @@ as many intra-op threads as torch has. ``max_abs_diff``: largest logit differenc
 the timed clip. ``int8_agreement``: :func:`dlkdd.deploy.quantize.agreement` of int8 vs fp32 ONNX
 Runtime (and fp32 vs eager) on the centred views of up to ``clips`` test videos of the preset's
 data (arid6 when present). Without the export extra the ONNX rows say ``not installed``.
+
+``bench_backbones(cfg, classes, work_dir, backbones, repeats)``: several students side by side at the
+preset's clip shape, ``backbones`` ``[(label, backbone, head), ...]`` (the ``light`` preset: the light
+trunks beside R(2+1)D-18/34): parameters, GMACs (FlopCounterMode, :func:`dlkdd.models.profile.count_flops`)
+and the batch-1 latency of torch eager and of ONNX Runtime fp32 (exported through the same
+:func:`dlkdd.deploy.export.export_model` as ``dlkdd export``), every runner timed round-robin in one run::
+
+    {"input_shape", "threads", "repeats", "rows": [{"label", "backbone", "head", "params", "gmacs",
+      "eager_ms", "onnx_ms", "onnx_status", "max_abs_diff"}, ...]}
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["bench_deploy", "deploy_table"]
+__all__ = ["bench_deploy", "deploy_table", "bench_backbones", "backbones_table"]
 
 
 def _test_clips(cfg: Any, limit: int) -> torch.Tensor | None:
@@ -59,16 +68,10 @@ def bench_deploy(cfg: Any, classes: Sequence[str], work_dir: str | Path, repeats
                  clips: int = 64) -> dict[str, Any]:
     from dlkdd.deploy.export import export_model
     from dlkdd.deploy.spec import MissingExtraError
-    from dlkdd.models.build import build_student, student_arch
-    from dlkdd.train.checkpoint import save_checkpoint
 
     work = Path(work_dir) / "deploy"
     work.mkdir(parents=True, exist_ok=True)
-    n = len(classes)
-    torch.manual_seed(0)
-    student = build_student(cfg, n).eval()
-    ckpt = {"kind": "student", "arch": student_arch(cfg, n), "config": cfg.to_dict(), "classes": list(classes)}
-    ckpt_path = save_checkpoint(work / "student.pt", model=student.state_dict(), **ckpt)
+    student, ckpt, ckpt_path = _student_checkpoint(cfg, classes, work / "student.pt")
     shape = (1, 3, cfg.clip.frames, cfg.clip.size, cfg.clip.size)
     threads = torch.get_num_threads()
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
@@ -126,6 +129,79 @@ def bench_deploy(cfg: Any, classes: Sequence[str], work_dir: str | Path, repeats
                                         "fp32_vs_eager": agreement(_logits(student, data), fp32_logits),
                                         "clip_shape": list(data.shape[1:]), "weights": "untrained (random init)"}
     return result
+
+
+def _student_checkpoint(cfg: Any, classes: Sequence[str], path: Path) -> tuple[Any, dict[str, Any], Path]:
+    """``(untrained student in eval mode, checkpoint fields, checkpoint path)`` of ``cfg``'s student."""
+    from dlkdd.models.build import build_student, student_arch
+    from dlkdd.train.checkpoint import save_checkpoint
+
+    n = len(classes)
+    torch.manual_seed(0)
+    student = build_student(cfg, n).eval()
+    ckpt = {"kind": "student", "arch": student_arch(cfg, n), "config": cfg.to_dict(), "classes": list(classes)}
+    return student, ckpt, save_checkpoint(path, model=student.state_dict(), **ckpt)
+
+
+def bench_backbones(cfg: Any, classes: Sequence[str], work_dir: str | Path, backbones: Sequence[Sequence[str]],
+                    repeats: int = 5) -> dict[str, Any]:
+    """See the module doc: each of ``backbones`` at ``cfg``'s clip shape, eager and ONNX Runtime, round-robin."""
+    from dlkdd.bench.presets import shape_config
+    from dlkdd.deploy.export import export_model
+    from dlkdd.deploy.spec import MissingExtraError
+    from dlkdd.models.profile import count_flops
+
+    work = Path(work_dir) / "backbones"
+    work.mkdir(parents=True, exist_ok=True)
+    shape = (1, 3, cfg.clip.frames, cfg.clip.size, cfg.clip.size)
+    threads = torch.get_num_threads()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    rows, runners, eager = [], {}, {}
+    for label, backbone, head in backbones:
+        c = shape_config(cfg, backbone, cfg.clip.frames, cfg.clip.size, head)
+        student, ckpt, path = _student_checkpoint(c, classes, work / f"{backbone}.pt")
+        row: dict[str, Any] = {"label": label, "backbone": backbone, "head": head,
+                               "params": sum(p.numel() for p in student.parameters()),
+                               "gmacs": count_flops(student, x) / 2e9, "onnx_status": "ok"}
+        rows.append(row)
+        eager[label] = runners[f"{label} eager"] = student
+        log.info("backbones bench: %s exported to ONNX", label)
+        try:
+            export_model(student, ckpt, work / f"{backbone}.onnx", "onnx", source=path, check=False)
+            runners[f"{label} onnx"] = _load(work / f"{backbone}.onnx", threads)
+        except MissingExtraError:
+            row["onnx_status"] = "not installed (pip install 'dlkdd[export]')"
+    times = _time_round_robin(runners, x, repeats)
+    with torch.inference_mode():
+        for row in rows:
+            row["eager_ms"] = times[f"{row['label']} eager"]
+            onnx = runners.get(f"{row['label']} onnx")
+            row["onnx_ms"] = times.get(f"{row['label']} onnx")
+            row["max_abs_diff"] = float((onnx(x) - eager[row["label"]](x)).abs().max()) if onnx else None
+    return {"input_shape": list(shape), "threads": threads, "repeats": repeats, "rows": rows}
+
+
+def backbones_table(res: dict[str, Any], paper: dict[str, Any] | None = None) -> list[str]:
+    """Markdown lines of :func:`bench_backbones`' table; ``paper``: a ``by_shape`` profile of the paper's student
+    (its GMACs ratio to each row)."""
+    shape = "x".join(str(v) for v in res["input_shape"])
+    first = res["rows"][0]
+    L = ["", f"#### Backbones side by side: batch {shape}, CPU, {res['threads']} thread(s)", "",
+         f"Median of {res['repeats']} round-robin calls each (every model and format in turn, after two warm-ups); "
+         f"'x' columns: this row / {first['label']}.", "",
+         "| student | params (M) | GMACs | eager (ms) | ONNX Runtime fp32 (ms) | GMACs x | eager x | ORT x | "
+         "max abs logit diff |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        ort = f"{r['onnx_ms']:,.1f}" if r["onnx_ms"] is not None else r["onnx_status"]
+        ort_x = f"{r['onnx_ms'] / first['onnx_ms']:.1f}x" if r["onnx_ms"] and first["onnx_ms"] else "-"
+        diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
+        L.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gmacs']:.2f} | {r['eager_ms']:,.1f} | {ort} | "
+                 f"{r['gmacs'] / first['gmacs']:.1f}x | {r['eager_ms'] / first['eager_ms']:.1f}x | {ort_x} | {diff} |")
+    if paper:
+        s, at = paper["student"], "x".join(map(str, res["input_shape"][1:]))
+        L += ["", f"{paper['label']} at {'x'.join(str(v) for v in paper['input_shape'][1:])}: {s['gmacs']:.1f} GMACs, "
+              f"{s['gmacs'] / first['gmacs']:.0f}x the GMACs of {first['label']} at {at}."]
+    return L
 
 
 def _load(path: Path, threads: int):

@@ -33,8 +33,12 @@ PAPER_TABLE5 = {
 }
 
 
-def profile_variants(cfg: Any, num_classes: int, device: Any, repeats: int) -> dict[str, Any]:
-    """Profiles of the three variants at ``cfg``'s backbone and clip shape (batch 1)."""
+VARIANTS = ("student", "enhanced", "two_stream")
+
+
+def profile_variants(cfg: Any, num_classes: int, device: Any, repeats: int,
+                     variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """Profiles of the ``variants`` (default all three) at ``cfg``'s backbone and clip shape (batch 1)."""
     from dlkdd.bench.models import TwoStream, bench_teacher
     from dlkdd.models.build import build_student
     from dlkdd.models.profile import profile_model
@@ -46,17 +50,21 @@ def profile_variants(cfg: Any, num_classes: int, device: Any, repeats: int) -> d
     out: dict[str, Any] = {"backbone": cfg.model.backbone, "head": cfg.model.head, "input_shape": list(shape),
                            "enhancer": note, "gamma": cfg.enhancer.gamma}
     for name, model in (("student", student), ("enhanced", teacher), ("two_stream", two)):
+        if name not in variants:
+            continue
         log.info("profiling %s (%s, %s)", name, cfg.model.backbone, shape)
         out[name] = profile_model(model, shape, device=device, repeats=repeats)
     s = out["student"]
-    for name in ("enhanced", "two_stream"):
+    for name in [v for v in ("enhanced", "two_stream") if v in out]:
         out[name]["gflops_vs_student"] = out[name]["gflops"] / s["gflops"]
         out[name]["latency_vs_student"] = out[name]["latency_ms"] / s["latency_ms"]
     return out
 
 
-def bench_inference(cfg: Any, num_classes: int, shapes: Any, device: Any, repeats: int) -> dict[str, Any]:
-    """``shapes``: ``[(label, backbone, frames, size), ...]``; the first is the preset's own.
+def bench_inference(cfg: Any, num_classes: int, shapes: Any, device: Any, repeats: int,
+                    variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """``shapes``: ``[(label, backbone, frames, size[, head]), ...]``; the first is the preset's own.
+    ``variants``: which of student / enhanced / two_stream to profile (the student always).
 
     Returns the first shape's ``student``/``enhanced``/``two_stream`` at the top level, every
     shape under ``by_shape`` and the paper's figures under ``paper_table5``.
@@ -64,14 +72,15 @@ def bench_inference(cfg: Any, num_classes: int, shapes: Any, device: Any, repeat
     from dlkdd.bench.presets import shape_config
 
     by_shape = []
-    for label, backbone, frames, size in shapes:
+    for label, backbone, frames, size, *head in shapes:
         # the paper's ARID has 11 classes; the FLOPs of the fc layer are negligible either way
         n = 11 if backbone.endswith("ig65m") and frames >= 64 else num_classes
-        r = profile_variants(shape_config(cfg, backbone, frames, size), n, device, repeats)
+        r = profile_variants(shape_config(cfg, backbone, frames, size, *head), n, device, repeats,
+                             tuple(dict.fromkeys(("student", *variants))))
         r["label"], r["num_classes"] = label, n
         by_shape.append(r)
     first = by_shape[0]
-    return {"student": first["student"], "enhanced": first["enhanced"], "two_stream": first["two_stream"],
+    return {**{v: first[v] for v in VARIANTS if v in first},
             "input_shape": first["input_shape"], "backbone": first["backbone"], "by_shape": by_shape,
             "paper_table5": PAPER_TABLE5,
             "units": "gflops: FlopCounterMode FLOPs (2 per MAC); gmacs = gflops/2 (the paper's 'GFLOPs' look like "

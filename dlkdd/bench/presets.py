@@ -5,6 +5,10 @@
 - ``mini``: ``configs/arid6-mini.yaml``'s settings - R(2+1)D-18 + BERT, 16x56x56, batch 8, on
   ``../shared/data/arid6`` when present (else a synthetic set); also profiles inference at the
   paper's shape (R(2+1)D-34 + BERT, 3x64x112x112, batch 1).
+- ``light``: the lightweight student of ``configs/arid6-light.yaml`` (issue 24) - EfficientNet-Lite0 + average
+  head, 16x112x112 - inference only on a CPU: GMACs, parameters and latency of each backbone at that clip
+  size beside R(2+1)D-18/34 (``backbones``: torch eager and ONNX Runtime fp32, timed round-robin in one
+  run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
 - ``paper``: the DL-KDD paper's R(2+1)D-34 (IG65M layout) + BERT, 64x112x112, batch 8
   (Chang, Chen & Tseng, DL-KDD, Sec. 4 and Table 5). The published IG65M weights are not loaded:
   costs do not depend on the weights' values. On a CPU only ``inference`` and ``data`` run by
@@ -38,13 +42,17 @@ class BenchPreset:
     stride: int
     batch: int
     normalize: str = "dataset"
+    head: str = "bert"
     kd_warmup: int = 1
     kd_steps: int = 5  # timed steps per variant (median reported)
     e2e_steps: int = 4  # timed steps per end-to-end variant (after 1 warm-up step)
     mem_steps: int = 2  # steps run by each peak-memory probe process
-    # inference: (label, backbone, frames, size) profiled at batch 1
-    inference: tuple[tuple[str, str, int, int], ...] = ()
+    # inference: (label, backbone, frames, size[, head]) profiled at batch 1 (head: the preset's when absent)
+    inference: tuple[tuple, ...] = ()
     inference_repeats: int = 3
+    inference_variants: tuple[str, ...] = ("student", "enhanced", "two_stream")  # dlkdd/bench/inference.py
+    # (label, backbone, head) side by side at the preset's clip size: eager + ONNX Runtime (dlkdd/bench/deploy.py)
+    backbones: tuple[tuple[str, str, str], ...] = ()
     deploy_repeats: int = 7  # timed calls per exported format (0: no deploy table); see dlkdd/bench/deploy.py
     deploy_clips: int = 64  # test clips for the int8 vs fp32 agreement
     decode_frames: tuple[int, ...] = (16, 64)
@@ -77,6 +85,15 @@ PRESETS: dict[str, BenchPreset] = {
         inference=(("mini: R(2+1)D-18+BERT", "r2plus1d_18", 16, 56),
                    ("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112)),
         inference_repeats=2, decode_clips=24, loader_clips=32, precompute_clips=12),
+    "light": BenchPreset(
+        name="light", backbone="efficientnet_lite0", head="avg", frames=16, size=112, resize=128, stride=2, batch=8,
+        normalize="inception",
+        inference=(("light: EfficientNet-Lite0+avg", "efficientnet_lite0", 16, 112, "avg"),
+                   ("paper: R(2+1)D-34+BERT", "r2plus1d_34_ig65m", 64, 112, "bert")),
+        inference_repeats=2, inference_variants=("student",), deploy_repeats=0,
+        backbones=(("EfficientNet-Lite0+avg", "efficientnet_lite0", "avg"), ("MobileNetV2+avg", "mobilenet_v2", "avg"),
+                   ("R(2+1)D-18+BERT", "r2plus1d_18", "bert"), ("R(2+1)D-34+BERT", "r2plus1d_34", "bert")),
+        cpu_parts=("inference",)),
     "paper": BenchPreset(
         name="paper", backbone="r2plus1d_34_ig65m", frames=64, size=112, resize=128, stride=1, batch=8,
         normalize="kinetics", kd_warmup=1, kd_steps=3, e2e_steps=2, mem_steps=1,
@@ -113,7 +130,7 @@ def bench_config(preset: BenchPreset, work_dir: str | Path, overrides: list[str]
         "name": f"bench-{preset.name}",
         "data": data,
         "clip": {"frames": preset.frames, "stride": preset.stride, "size": preset.size, "resize": preset.resize},
-        "model": {"backbone": preset.backbone, "head": "bert", "normalize": preset.normalize, "pretrained": ""},
+        "model": {"backbone": preset.backbone, "head": preset.head, "normalize": preset.normalize, "pretrained": ""},
         "enhancer": {"kind": "zerodce", "weights": str(Path("../shared/data/zerodce/Epoch99.pth").resolve())},
         "train": {"batch_size": preset.batch, "workers": 2, "lr": 1e-4},
         "cache": {"views": 8, "format": "zarr", "dir": str(Path(work_dir) / "cache")},
@@ -121,8 +138,9 @@ def bench_config(preset: BenchPreset, work_dir: str | Path, overrides: list[str]
     return config_from_dict(tree, list(overrides or [])), desc
 
 
-def shape_config(cfg: Any, backbone: str, frames: int, size: int):
-    """``cfg`` with another backbone and clip shape (for the inference profiles)."""
+def shape_config(cfg: Any, backbone: str, frames: int, size: int, head: str | None = None):
+    """``cfg`` with another backbone (and head) and clip shape (for the inference profiles)."""
     resize = max(cfg.clip.resize, size)
     return cfg.replace(**{"model.backbone": backbone, "clip.frames": frames, "clip.size": size, "clip.resize": resize,
+                          "model.head": head or cfg.model.head,
                           "model.normalize": "kinetics" if backbone.endswith("ig65m") else cfg.model.normalize})

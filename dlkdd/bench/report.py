@@ -72,6 +72,8 @@ def _inference(inf: dict[str, Any]) -> list[str]:
         shape = "x".join(str(v) for v in s["input_shape"][1:])
         for name, title in (("student", "student (dark clip)"), ("enhanced", "enhancement-based (ZeroDCE + classifier)"),
                             ("two_stream", "two-stream (original + gamma, shared weights)")):
+            if name not in s:  # a preset profiling the student only (light)
+                continue
             r = s[name]
             rows.append([f"{s['label']} {shape}", title, f"{r['params'] / 1e6:.2f} M", r["gflops"], r["gmacs"],
                          r["peak_mem_mb"], r["latency_ms"]])
@@ -80,7 +82,7 @@ def _inference(inf: dict[str, Any]) -> list[str]:
     L += ["", f"Paper ({p['source']}): student {p['student']['gflops']} GFLOPs / {p['student']['peak_mem_mb']:.0f} MB, "
           f"enhancement-based {p['enhanced']['gflops']} GFLOPs / {p['enhanced']['peak_mem_mb']:.0f} MB, "
           f"two-stream {p['two_stream']['note']} (~{p['two_stream']['gflops']:.0f})."]
-    for s in inf["by_shape"]:
+    for s in [s for s in inf["by_shape"] if "enhanced" in s and "two_stream" in s]:
         L.append(f"- {s['label']}: enhanced / student = {_f(s['enhanced']['gflops_vs_student'], 3)}x FLOPs, "
                  f"{_f(s['enhanced']['latency_vs_student'])}x latency; two-stream / student = "
                  f"{_f(s['two_stream']['gflops_vs_student'], 3)}x FLOPs, {_f(s['two_stream']['latency_vs_student'])}x latency.")
@@ -88,6 +90,11 @@ def _inference(inf: dict[str, Any]) -> list[str]:
         from dlkdd.bench.deploy import deploy_table
 
         L += deploy_table(inf["deploy"])
+    if inf.get("backbones"):
+        from dlkdd.bench.deploy import backbones_table
+
+        paper = [s for s in inf["by_shape"] if s["label"].startswith("paper")]
+        L += backbones_table(inf["backbones"], paper[0] if paper else None)
     return L
 
 

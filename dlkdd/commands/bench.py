@@ -11,8 +11,9 @@ from dlkdd.commands.common import friendly_errors, get_device
 
 
 @click.command("bench")
-@click.option("--preset", type=click.Choice(["tiny", "mini", "paper"]), default="mini", show_default=True,
-              help="tiny: seconds (tests); mini: arid6-mini settings; paper: R(2+1)D-34+BERT 64x112x112.")
+@click.option("--preset", type=click.Choice(["tiny", "mini", "light", "paper"]), default="mini", show_default=True,
+              help="tiny: seconds (tests); mini: arid6-mini settings; light: EfficientNet-Lite0 16x112x112 beside "
+                   "MobileNetV2 and R(2+1)D-18/34 (issue 24); paper: R(2+1)D-34+BERT 64x112x112.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default="bench-out/bench.json",
               show_default=True, help="JSON output; the Markdown report goes beside it with a .md suffix.")
 @click.option("--parts", default="", metavar="LIST",

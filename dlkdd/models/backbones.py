@@ -18,7 +18,9 @@ keeps torchvision's ``fc``; the built trunk's ``fc`` is ``nn.Identity``, so no p
 reach a state dict). It is passed so that the random initialisation of everything built after the
 trunk (the heads) stays what it was: a trunk without such a slot ignores it.
 ``load_pretrained(trunk, path)``: published or dlkdd weights from a file into the trunk (in place;
-returned); nothing is downloaded.
+returned); nothing is downloaded. ``path = "imagenet"``: the ImageNet file shipped in an installed
+package (the ``dlkdd[imagenet]`` extra), for trunks whose ``imagenet_normalize`` names the
+``model.normalize`` choice those weights were trained with (the classifier refuses any other).
 
 Adding a backbone: a module that builds the trunk, and one entry in :data:`BACKBONES`.
 """
@@ -30,7 +32,7 @@ from typing import Callable
 
 from torch import nn
 
-from dlkdd.models import r2plus1d
+from dlkdd.models import efficientnet_lite, mobilenet_v2, r2plus1d
 
 __all__ = ["BackboneSpec", "BACKBONES", "backbone_spec", "backbone_names"]
 
@@ -45,6 +47,7 @@ class BackboneSpec:
     min_frames: int
     load_pretrained: Callable[[nn.Module, str], nn.Module]
     summary: str
+    imagenet_normalize: str = ""  # the model.normalize its packaged ImageNet weights expect; "": it ships none
 
 
 def _r2plus1d_trunk(name: str, num_classes: int = 1) -> nn.Module:
@@ -59,11 +62,30 @@ def _r2plus1d(name: str, width: int, summary: str) -> BackboneSpec:
                         min_frames=1, load_pretrained=r2plus1d.load_pretrained, summary=summary)
 
 
+def _efficientnet_lite0(num_classes: int = 1) -> nn.Module:
+    return efficientnet_lite.build_efficientnet_lite0(shift=True)  # no fc: the head classifies
+
+
+def _mobilenet_v2(num_classes: int = 1) -> nn.Module:
+    return mobilenet_v2.build_mobilenet_v2(shift=True)
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "r2plus1d_18": _r2plus1d("r2plus1d_18", 64, "R(2+1)D-18, torchvision layout (Kinetics-400 weights load)"),
     "r2plus1d_34": _r2plus1d("r2plus1d_34", 64, "R(2+1)D-34, torchvision layout"),
     "r2plus1d_34_ig65m": _r2plus1d("r2plus1d_34_ig65m", 64, "R(2+1)D-34 of the IG65M release (Caffe2 layout)"),
     "r2plus1d_tiny": _r2plus1d("r2plus1d_tiny", 16, "quarter-width R(2+1)D-10 for tests and laptops; no weights"),
+    # per-frame 2D trunks (issue 24): T' = T, H' = ceil(H/32); TSM shift in the blocks at 1/16 and 1/32
+    "efficientnet_lite0": BackboneSpec(
+        build=_efficientnet_lite0, feature_dim=1280, temporal_stride=1, min_frames=1,
+        load_pretrained=efficientnet_lite.load_imagenet, imagenet_normalize="inception",
+        summary="EfficientNet-Lite0 per frame + TSM shift; ImageNet weights (dlkdd[imagenet]) want "
+                "model.normalize=inception"),
+    "mobilenet_v2": BackboneSpec(
+        build=_mobilenet_v2, feature_dim=1280, temporal_stride=1, min_frames=1,
+        load_pretrained=mobilenet_v2.load_imagenet, imagenet_normalize="imagenet",
+        summary="MobileNetV2 1.0 per frame + TSM shift; ImageNet weights (dlkdd[imagenet]) want "
+                "model.normalize=imagenet"),
 }
 
 

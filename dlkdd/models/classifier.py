@@ -129,8 +129,28 @@ def classifier_from_arch(arch: Mapping[str, Any]) -> Classifier:
 
 def build_classifier(model_cfg: Any, num_classes: int) -> Classifier:
     """Classifier from a :class:`dlkdd.config.ModelConfig`; loads ``model_cfg.pretrained`` (published
-    weights of the trunk or a dlkdd checkpoint, through the backbone's ``load_pretrained``) when set."""
+    weights of the trunk or a dlkdd checkpoint, through the backbone's ``load_pretrained``) when set.
+    ``pretrained: imagenet``: the trunk's packaged ImageNet weights, which need ``model_cfg.normalize``
+    to be the backbone table's ``imagenet_normalize`` (:class:`ConfigError` otherwise)."""
     model = classifier_from_arch(arch_dict(model_cfg, num_classes))
     if model_cfg.pretrained:
-        backbone_spec(model_cfg.backbone).load_pretrained(model.backbone, model_cfg.pretrained)
+        spec = backbone_spec(model_cfg.backbone)
+        if model_cfg.pretrained == "imagenet":
+            _check_imagenet_inputs(model_cfg, spec)
+        spec.load_pretrained(model.backbone, model_cfg.pretrained)
     return model
+
+
+def _check_imagenet_inputs(model_cfg: Any, spec: Any) -> None:
+    """ImageNet weights see inputs normalised as they were trained (the backbone table's
+    ``imagenet_normalize``): anything else would run them on inputs they never saw, silently."""
+    from dlkdd.config_sections import ConfigError
+
+    want = spec.imagenet_normalize
+    if not want:
+        raise ConfigError(f"config key 'model.pretrained': backbone {model_cfg.backbone} has no packaged ImageNet "
+                          f"weights; give a weights file")
+    if model_cfg.normalize != want:
+        raise ConfigError(f"config key 'model.normalize': the ImageNet weights of {model_cfg.backbone} expect "
+                          f"inputs normalised as '{want}', got '{model_cfg.normalize}' (--set model.normalize={want}; "
+                          f"for the teacher: model.teacher_normalize={want})")

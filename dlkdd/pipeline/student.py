@@ -13,7 +13,11 @@ logits come only from the cache: this module never builds or loads the teacher.
 - model: the ``build_student`` of ``model.teacher``'s family (:data:`dlkdd.models.families.FAMILIES`;
   DL-KDD and ActLumos: R(2+1)D-BERT, no enhancer); input: the family's ``dataset``.
 - loss: the family's ``objective(cfg, "student")``: :func:`dlkdd.train.objectives.build_objective` from
-  ``cfg.kd`` (terms ``task_loss`` CE and ``kd_loss`` KL, pure functions of :mod:`dlkdd.losses`).
+  ``cfg.kd`` (terms ``task_loss`` CE and ``kd_loss`` KL, pure functions of :mod:`dlkdd.losses`). With
+  ``kd.feature_weight > 0`` also ``feature_loss`` against the store's teacher features: the student is
+  trained as a :class:`~dlkdd.models.projector.ProjectedStudent` (a learned linear projection of its
+  pooled feature onto the teacher's; checkpoints hold the student alone). One cache only; a store
+  without features is refused.
 
 ``no_kd=True`` trains the same network with CE alone (the paper's "backbone only" row) on fresh
 random views (:class:`~dlkdd.data.views.RandomView`).
@@ -36,7 +40,8 @@ from dlkdd.cache.reader import StoreRows
 from dlkdd.cache.store import LogitStore
 from dlkdd.data.views import CenterView, RandomView, StoredView
 from dlkdd.errors import CacheError
-from dlkdd.models.families import family
+from dlkdd.models.families import family, family_of_arch
+from dlkdd.models.projector import FeatureProjector, ProjectedStudent
 from dlkdd.train import distributed as ddp
 from dlkdd.train.fit import FitRun, Stage, fit
 from dlkdd.train.rundir import claim_run_dir
@@ -131,11 +136,22 @@ def _train_student(cfg: Any, out_dir: str | Path, info: Any, targets: Targets, r
     extra.update(skipped_keys=data.skipped, num_skipped=len(data.skipped))
     n = len(data.classes)
     model = fam.build_student(cfg, n)
+    if kind == "student" and cfg.kd.feature_weight > 0:  # the feature term's projector trains beside it
+        model = _with_projector(model, fam.student_arch(cfg, n), extra["teacher_feature_dim"])
     val_ds = fam.dataset(cfg, data.test, CenterView(cfg.clip), kind) if data.test is not None else None
     log.info("%s: %d training clips, %d classes%s -> %s", kind, len(train_ds), n,
              "" if targets.no_kd else f", alpha {cfg.kd.alpha} gamma {cfg.kd.gamma} tau {cfg.kd.tau}", out_dir)
     stage = Stage(kind, fam.student_arch(cfg, n), data.classes, extra=extra, filename="student.pt")
     return fit(cfg, model, train_ds, val_ds, objective, out_dir, stage, FitRun(info, resume, progress))
+
+
+def _with_projector(student: Any, arch: dict[str, Any], teacher_dim: int) -> ProjectedStudent:
+    """The student with a :class:`FeatureProjector` from its pooled feature onto the stored teacher feature
+    (trained with it, never saved: :class:`ProjectedStudent`)."""
+    dim = family_of_arch(arch).feature_dim(arch)
+    log.info("feature term: the student's %d-d pooled feature is projected onto the teacher's stored %d-d one",
+             dim, teacher_dim)
+    return ProjectedStudent(student, FeatureProjector(dim, teacher_dim))
 
 
 def _student_data(cfg: Any, targets: Targets, info: Any, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
@@ -145,6 +161,9 @@ def _student_data(cfg: Any, targets: Targets, info: Any, progress: bool) -> tupl
         data = family(cfg.model.teacher).prepare_data(cfg, progress=progress and info.is_main)
         return data, RandomView(cfg.clip, seed=cfg.seed), {}
     if len(targets.caches) > 1:  # several cached teachers: one ensemble soft target
+        if cfg.kd.feature_weight > 0:
+            raise CacheError("the feature term (kd.feature_weight > 0) distils one cached teacher's features; "
+                             "with several --cache set kd.feature_weight=0")
         data, rows, extra = _ensemble_rows(cfg, list(targets.caches), targets.weights, progress and info.is_main,
                                            info.is_main, targets.config_path)
         return data, StoredView(rows, seed=cfg.seed), extra
@@ -155,6 +174,11 @@ def _one_cache(cfg: Any, cache: Any, info: Any, progress: bool, config_path: str
                ) -> tuple[Any, Any, dict[str, Any]]:
     """:func:`_student_data` for one cached teacher: the store must match the data; its skipped clips are dropped."""
     store = LogitStore.open(cache)
+    if cfg.kd.feature_weight > 0 and not store.feature_dim:  # before any decoding
+        store.close()
+        raise CacheError(f"{cache}: holds no teacher features, which the feature term (kd.feature_weight "
+                         f"{cfg.kd.feature_weight:g}) needs: re-run dlkdd cache-logits with --features (or "
+                         f"cache.features: true), or set kd.feature_weight=0")
     # the cache was built on the clips that decoded: the same skipped keys apply here
     skipped = list(store.meta.get("skipped_keys") or [])
     data = family(cfg.model.teacher).prepare_data(cfg, progress=progress and info.is_main, scan=not skipped)
@@ -168,6 +192,8 @@ def _one_cache(cfg: Any, cache: Any, info: Any, progress: bool, config_path: str
         extra["soft_targets"] = _report_soft_targets(store, data.train, cfg.kd.tau)
     extra["cache"] = str(cache)
     extra["teacher_sha256"] = store.meta.get("teacher_sha256")
+    if cfg.kd.feature_weight > 0:
+        extra["teacher_feature_dim"] = store.feature_dim
     store.close()
     return data, StoredView(StoreRows(data.train, cache), seed=cfg.seed), extra
 

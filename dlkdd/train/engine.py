@@ -38,19 +38,31 @@ from dlkdd.train.objectives import logits_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Objective", "EpochRun", "autocast_dtype", "prepare_model", "to_device", "train_one_epoch", "evaluate", "set_epoch",
-           "steps_per_epoch", "topk_correct"]
+__all__ = ["Objective", "EpochRun", "autocast_dtype", "prepare_model", "channels_last", "to_device", "train_one_epoch",
+           "evaluate", "set_epoch", "steps_per_epoch", "topk_correct"]
 
 Objective = Callable[[nn.Module, dict, int], "tuple[dict[str, Any], torch.Tensor | None]"]
 
 
 # ----------------------------------------------------------------------------------- helpers
 def prepare_model(model: nn.Module, device: str | torch.device) -> nn.Module:
-    """Move ``model`` to ``device`` (channels_last_3d memory format on CUDA). Call before :func:`wrap_ddp`."""
+    """Move ``model`` to ``device`` (channels-last memory formats on CUDA). Call before :func:`wrap_ddp`."""
     device = torch.device(device)
     model = model.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = channels_last(model)
+    return model
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """3-D convolutions' weights to ``channels_last_3d``, 2-D ones' to ``channels_last`` (in place; returned).
+    Per module: ``model.to(memory_format=channels_last_3d)`` raises on the 4-D weights of a per-frame 2-D
+    trunk (``efficientnet_lite0``, ``mobilenet_v2``)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
+        elif isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
     return model
 
 

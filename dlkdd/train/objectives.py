@@ -9,7 +9,8 @@ pure functions of :mod:`dlkdd.losses`; ``batch["video"]`` is ``(B,3,T,H,W)``, ``
 - :class:`TermsObjective` - ``L = sum_i w_i(epoch) * term_i``, a list of named, weighted
   :class:`LossTerm` (each wrapping a pure function of :mod:`dlkdd.losses`), every term logged by name.
 - :func:`build_objective` - the one builder of the student's objective from ``cfg.kd``: the terms of
-  :data:`KD_TERMS` (``task_loss`` CE and ``kd_loss`` KL today). :class:`DistillationObjective` is that
+  :data:`KD_TERMS` (``task_loss`` CE, ``kd_loss`` KL and, with ``kd.feature_weight > 0``, ``feature_loss``
+  on ``batch["teacher_features"]`` ``(B,D_t)``). :class:`DistillationObjective` is that
   objective from explicit numbers: ``L = CE(y, z_s) + alpha_0 gamma^epoch KL(p_t^tau || p_s^tau)``.
 - :class:`SupConObjective` - ActLumos teacher: ``L = CE(y, z) + w * SupCon(proj(feature), y)``;
   the model must accept ``return_features=True`` and return ``(logits, embedding (B,D))``.
@@ -26,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlkdd.losses import cross_entropy, info_nce, kd_alpha, kd_loss, kd_loss_from_probs, supcon_loss
+from dlkdd.errors import CacheError
+from dlkdd.losses import cross_entropy, feature_loss, info_nce, kd_alpha, kd_loss, kd_loss_from_probs, supcon_loss
 
 __all__ = ["logits_of", "LossTerm", "TermsObjective", "KD_TERMS", "build_objective", "task_term", "kd_term",
-           "supcon_term", "CrossEntropyObjective", "DistillationObjective", "SupConObjective", "InfoNCEObjective"]
+           "feature_term", "supcon_term", "CrossEntropyObjective", "DistillationObjective", "SupConObjective",
+           "InfoNCEObjective"]
 
 
 def logits_of(out: Any) -> torch.Tensor:
@@ -126,6 +129,20 @@ def _kd_term(outputs: dict, batch: dict, tau: float, tau2_scale: bool) -> torch.
     return kd_loss(outputs["logits"], batch["teacher_logits"], tau, tau2_scale)
 
 
+def _feature_term(outputs: dict, batch: dict) -> torch.Tensor:
+    # outputs["features"]: the student's pooled feature already projected onto the teacher's space
+    # (dlkdd.models.projector.ProjectedStudent); clips whose stored features are all zero are left out
+    teacher = batch.get("teacher_features")
+    if teacher is None:
+        raise CacheError("the feature term (kd.feature_weight > 0): the batch has no 'teacher_features'; the "
+                         "logit store must hold the teacher's features (re-run dlkdd cache-logits with --features)")
+    student = outputs["features"]
+    keep = teacher.detach().abs().amax(dim=1) > 0
+    if not bool(keep.any()):
+        return student.sum() * 0.0  # no clip with features: no signal, but the graph stays whole (DDP)
+    return feature_loss(student[keep], teacher[keep])
+
+
 def _supcon_term(outputs: dict, batch: dict, temperature: float) -> torch.Tensor:
     return supcon_loss(F.normalize(outputs["features"].float(), dim=1), batch["label"], temperature)
 
@@ -139,6 +156,14 @@ def kd_term(alpha: float, gamma: float, tau: float, tau2_scale: bool = False) ->
     """``kd_loss = KL(p_t^tau || p_s^tau)`` weighted by ``alpha_t = alpha gamma^epoch`` (logged ``alpha``, ``tau``)."""
     return LossTerm("kd_loss", partial(_kd_term, tau=float(tau), tau2_scale=bool(tau2_scale)),
                     partial(kd_alpha, float(alpha), float(gamma)), weight_name="alpha", logged=(("tau", float(tau)),))
+
+
+def feature_term(weight: float) -> LossTerm:
+    """``feature_loss = mean_b |u_b - v_b|^2`` of the L2-normalised projected student feature ``u`` and stored
+    teacher feature ``v`` (:func:`dlkdd.losses.feature_loss`, FitNets), over the clips whose stored feature
+    is not all zero; the model must return ``(logits, projected feature (B,D_t))``
+    (:class:`dlkdd.models.projector.ProjectedStudent`)."""
+    return LossTerm("feature_loss", _feature_term, partial(_constant, float(weight)), needs_features=True)
 
 
 def supcon_term(weight: float, temperature: float) -> LossTerm:
@@ -155,12 +180,18 @@ def _kd_of(kd: Any) -> LossTerm:
     return kd_term(kd.alpha, kd.gamma, kd.tau, kd.tau2_scale)
 
 
+def _feature_of(kd: Any) -> LossTerm | None:
+    weight = float(getattr(kd, "feature_weight", 0.0))
+    return feature_term(weight) if weight > 0 else None
+
+
 # The distillation terms built from ``cfg.kd``: name -> builder (KDConfig -> LossTerm, or None when off).
 # A new term: a pure function in dlkdd/losses.py, an adapter and a builder above, one entry here (and its
 # kd.* keys in dlkdd/config_sections.KDConfig).
 KD_TERMS: dict[str, Callable[[Any], LossTerm | None]] = {
     "task": _task_of,
     "kd": _kd_of,
+    "feature": _feature_of,
 }
 
 

@@ -1,19 +1,15 @@
-"""Cost of the lightweight students beside R(2+1)D (issue 24), side by side, one process.
+"""Static int8 of the EfficientNet-Lite0 student (issue 24): what ``dlkdd bench`` does not cover.
 
-    PYTHONPATH=. .venv/bin/python tests/tools/bench_light_students.py --out /tmp/light-scratch/bench.json
+    PYTHONPATH=. .venv/bin/python tests/tools/bench_light_students.py --out /tmp/light-scratch/int8.json
 
-Parts (all CPU, one torch / ONNX Runtime intra-op thread):
-- ``cost``: params and GMACs (dlkdd.models.profile.count_flops) of EfficientNet-Lite0 / MobileNetV2 +
-  average head at 16x112x112 and 8x112x112, R(2+1)D-18 + BERT at 16x112x112, R(2+1)D-34 + BERT at
-  64x112x112 (the paper's student; the IG65M variant differs only in its mid-plane rounding);
-- ``latency``: batch-1 clips at 16x112x112, EfficientNet-Lite0 + avg vs R(2+1)D-18 + BERT: torch eager
-  and ONNX Runtime fp32 (+ static int8 of the light model, QDQ, calibrated on 16 arid6 training clips,
-  stem / first 3 blocks / head conv left in fp32),
-  timed round robin (each repeat runs every variant once);
-- ``train``: training-step clips/s at 8x112x112 (batch 4, SGD, CE + KD against random teacher logits),
-  round robin.
-The light classifier here is normalise -> trunk.features -> AvgHead (the real Classifier wiring of
-the backbone table is the lead's).
+Params, GMACs and eager / ONNX Runtime fp32 latency of every backbone beside R(2+1)D-18/34 are
+``dlkdd bench --preset light --threads 1``; the training epoch rate is ``dlkdd student --no-kd`` on
+``configs/arid6-light.yaml`` vs ``configs/arid6-mini.yaml`` (BENCHMARKS.md, "Lightweight students").
+This script adds ONNX Runtime *static* int8 (QDQ, calibrated on 16 centred arid6 training clips; the
+stem, the first 3 blocks and the head conv left in fp32) of the EfficientNet-Lite0 + avg student at
+16x112x112, timed round robin beside its fp32 export and R(2+1)D-18 + BERT (one thread), and its
+agreement with fp32 on 8 other training clips. The students are built through the backbone table
+(``dlkdd.models.build.build_student``), ImageNet weights on the light one.
 """
 from __future__ import annotations
 
@@ -25,59 +21,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from dlkdd.losses import kd_loss
-from dlkdd.models import efficientnet_lite as effnet
-from dlkdd.models import mobilenet_v2 as mnv2
-from dlkdd.models.bert_head import AvgHead
-from dlkdd.models.classifier import Classifier
-from dlkdd.models.profile import count_flops
 
 NUM_CLASSES = 6
 
 
-class LightClassifier(nn.Module):
-    """(B,3,T,H,W) in [0,1] -> normalise -> per-frame trunk -> average head -> logits."""
+def light(name: str = "efficientnet_lite0") -> nn.Module:
+    from dlkdd.config import load_config
+    from dlkdd.models.build import build_student
 
-    def __init__(self, trunk: nn.Module, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1))
-        self.trunk = trunk
-        self.head = AvgHead(trunk.feature_dim, NUM_CLASSES, head_dropout=0.5)
-
-    def forward(self, x):
-        return self.head(self.trunk.features((x - self.mean) / self.std))
-
-
-def light(name: str, shift: bool = True) -> nn.Module:
-    if name == "efficientnet_lite0":
-        trunk = effnet.load_imagenet(effnet.build_efficientnet_lite0(shift=shift))
-        return LightClassifier(trunk, effnet.INPUT_MEAN, effnet.INPUT_STD)
-    return LightClassifier(mnv2.load_imagenet(mnv2.build_mobilenet_v2(shift=shift)), mnv2.INPUT_MEAN, mnv2.INPUT_STD)
+    return build_student(load_config("configs/arid6-light.yaml", [f"model.backbone={name}"]), NUM_CLASSES)
 
 
 def r2plus1d(name: str) -> nn.Module:
-    return Classifier(name, NUM_CLASSES, head="bert")
+    from dlkdd.config import load_config
+    from dlkdd.models.build import build_student
 
-
-def cost() -> list[dict]:
-    rows = []
-    for label, build, t in [("EfficientNet-Lite0 (TSM) + avg", lambda: light("efficientnet_lite0"), 16),
-                            ("EfficientNet-Lite0 (TSM) + avg", lambda: light("efficientnet_lite0"), 8),
-                            ("MobileNetV2 (TSM) + avg", lambda: light("mobilenet_v2"), 16),
-                            ("MobileNetV2 (TSM) + avg", lambda: light("mobilenet_v2"), 8),
-                            ("R(2+1)D-18 + BERT", lambda: r2plus1d("r2plus1d_18"), 16),
-                            ("R(2+1)D-18 + BERT", lambda: r2plus1d("r2plus1d_18"), 8),
-                            ("R(2+1)D-34 + BERT (paper's student)", lambda: r2plus1d("r2plus1d_34"), 64)]:
-        m = build().eval()
-        flops = count_flops(m, torch.rand(1, 3, t, 112, 112))
-        rows.append({"model": label, "clip": f"{t}x112x112", "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
-                     "gmacs": flops / 2e9})
-        print(rows[-1], flush=True)
-    return rows
+    return build_student(load_config("configs/arid6-mini.yaml", [f"model.backbone={name}"]), NUM_CLASSES)
 
 
 def _export(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
@@ -173,47 +133,19 @@ def latency(frames: int, repeats: int, work: Path) -> dict:
             "int8_vs_fp32": err}
 
 
-def train_step(frames: int, batch: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    models = {"efficientnet_lite0": light("efficientnet_lite0").train(), "r2plus1d_18": r2plus1d("r2plus1d_18").train()}
-    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-    x = torch.rand(batch, 3, frames, 112, 112)
-    y = torch.randint(0, NUM_CLASSES, (batch,))
-    zt = torch.randn(batch, NUM_CLASSES)
-
-    def step(k):
-        opts[k].zero_grad(set_to_none=True)
-        z = models[k](x)
-        loss = F.cross_entropy(z, y) + kd_loss(z, zt, 5.0)
-        loss.backward()
-        opts[k].step()
-
-    ms = _round_robin({k: (lambda k=k: step(k)) for k in models}, steps)
-    return {"clip": f"{frames}x112x112", "batch": batch, "step_ms": ms,
-            "clips_per_s": {k: batch / (v / 1000) for k, v in ms.items()}}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--parts", default="cost,latency,train")
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    out = Path(a.out)
-    res = json.loads(out.read_text()) if out.exists() else {}
-    for part in a.parts.split(","):
-        t0 = time.time()
-        with tempfile.TemporaryDirectory(prefix="light-bench-") as tmp:
-            if part == "cost":
-                res["cost"] = cost()
-            elif part == "latency":
-                res["latency"] = latency(16, a.repeats, Path(tmp))
-            elif part == "train":
-                res["train"] = train_step(8, 4, a.repeats)
-        res.setdefault("seconds", {})[part] = time.time() - t0
-        print(part, json.dumps(res[part], indent=1), flush=True)
-        out.write_text(json.dumps(res, indent=1))  # resumable: each part saved as it ends
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="light-bench-") as tmp:
+        res = {"latency": latency(16, a.repeats, Path(tmp))}
+    res["seconds"] = time.time() - t0
+    print(json.dumps(res, indent=1), flush=True)
+    Path(a.out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
