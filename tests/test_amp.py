@@ -264,3 +264,26 @@ def test_evaluate_cli_amp_option_is_recorded(tiny_teacher, tmp_path):
                                   "--json", str(out), "--no-progress"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["amp"] == "bf16"
+
+
+def test_auto_uses_fp32_where_the_bf16_probe_fails(monkeypatch):
+    """A CPU with the bf16 flags whose bf16 convolution gradients are wrong (found on an AMD EPYC: a
+    (3,1,1) Conv3d's weight gradient non-finite on 2 frames) trains in fp32 under amp=auto; bf16 still forces it."""
+    monkeypatch.delenv(amp_mod.ENV_OVERRIDE, raising=False)
+    monkeypatch.setattr(amp_mod, "cpu_native_bf16", lambda *a, **k: True)
+    for err, expected in ((float("inf"), None), (0.5, None), (0.003, torch.bfloat16)):
+        amp_mod.cpu_bf16_sound.cache_clear()
+        monkeypatch.setattr(amp_mod, "_probe_error", lambda err=err: err)
+        assert autocast_dtype("auto", "cpu") is expected
+        assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    amp_mod.cpu_bf16_sound.cache_clear()
+    monkeypatch.setenv(amp_mod.ENV_OVERRIDE, "1")  # the override decides alone: no probe
+    monkeypatch.setattr(amp_mod, "_probe_error", lambda: float("inf"))
+    assert autocast_dtype("auto", "cpu") is torch.bfloat16
+    amp_mod.cpu_bf16_sound.cache_clear()
+
+
+def test_the_bf16_probe_measures_against_fp32():
+    """The probe runs here and returns a relative error (inf when bf16 gradients are non-finite)."""
+    err = amp_mod._probe_error()
+    assert err >= 0.0 and (err == float("inf") or err < 1.0)

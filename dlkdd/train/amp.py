@@ -14,11 +14,18 @@ Autocast keeps weights, optimizer state and losses in fp32; only the autocast-li
 (convolutions, matmuls) run in bf16. Logits come out as bf16 and are cast to float32 by the
 callers before any loss, softmax or storage.
 
-``DLKDD_CPU_BF16=1|0`` overrides the CPU detection (tests, or a CPU that misreports its flags).
+A CPU that has the flags is also *checked* before ``auto`` picks bf16 (:func:`cpu_bf16_sound`): on an
+AMD EPYC with ``avx512_bf16`` (torch 2.13.0+cpu, December 2026) the weight gradient of a temporal (3,1,1)
+Conv3d on a 2-frame input came out non-finite under bf16 autocast, so R(2+1)D training stopped with a
+non-finite loss at step 1 or 2 (``make demo`` on arid6), while an earlier machine of the same name trained
+correctly in bf16. ``auto`` falls back to fp32 there and says why; ``bf16`` still forces it.
+
+``DLKDD_CPU_BF16=1|0`` overrides the CPU detection and the check (tests, or a CPU that misreports its flags).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -28,7 +35,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AMP_CHOICES", "ENV_OVERRIDE", "cpu_flags", "cpu_native_bf16", "autocast_dtype", "amp_name",
+__all__ = ["AMP_CHOICES", "ENV_OVERRIDE", "cpu_flags", "cpu_native_bf16", "cpu_bf16_sound", "autocast_dtype", "amp_name",
            "resolve_amp", "autocast", "infer"]
 
 AMP_CHOICES = ("auto", "bf16", "fp32")
@@ -76,10 +83,56 @@ def cpu_native_bf16(capability: str | None = None, flags: Iterable[str] | None =
     return any(f in flags for f in _X86_BF16)
 
 
+# relative error of the bf16 probe's gradients against fp32 above which bf16 is not used by ``auto``
+# (bf16 keeps 8 bits of mantissa: correct kernels land near 1e-2 on this probe)
+PROBE_TOLERANCE = 0.1
+
+
+def _probe_error() -> float:
+    """Max relative error (inf if non-finite) of the input and weight gradients of a temporal (3,1,1)
+    Conv3d on a 2-frame input, under bf16 autocast against fp32 - the op found wrong on one CPU."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 16, 3, 1, 1, generator=g) * 0.1
+    x0 = torch.randn(8, 16, 2, 7, 7, generator=g)
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        conv = torch.nn.Conv3d(16, 16, (3, 1, 1), padding=(1, 0, 0), bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(w)
+        x = x0.clone().requires_grad_(True)
+        with autocast(dtype, "cpu"):
+            y = conv(x)
+        y.float().square().sum().backward()
+        grads.append((conv.weight.grad, x.grad))
+    err = 0.0
+    for ref, got in zip(grads[0], grads[1]):
+        if not bool(torch.isfinite(got).all()):
+            return float("inf")
+        err = max(err, float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
+    return err
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_sound() -> bool:
+    """Whether this CPU's bf16 autocast computes a temporal convolution's gradients correctly
+    (:func:`_probe_error` within :data:`PROBE_TOLERANCE`; a few ms, once per process)."""
+    try:
+        err = _probe_error()
+    except RuntimeError as e:  # no bf16 kernel at all
+        log.debug("bf16 probe failed: %s", e)
+        return False
+    if err > PROBE_TOLERANCE:
+        log.warning("this CPU's bf16 convolution gradients are wrong (relative error %s in dlkdd's probe): "
+                    "amp=auto uses fp32", "non-finite" if err == float("inf") else f"{err:.3g}")
+        return False
+    return True
+
+
 def autocast_dtype(amp: str, device: str | torch.device, native_bf16: bool | None = None) -> torch.dtype | None:
     """The autocast dtype of ``amp`` on ``device``: ``torch.bfloat16`` or None (fp32, no autocast).
 
-    ``native_bf16``: whether the CPU computes bf16 natively (default :func:`cpu_native_bf16`).
+    ``native_bf16``: whether the CPU computes bf16 natively and correctly (default: :func:`cpu_native_bf16`
+    and :func:`cpu_bf16_sound`, the latter skipped where ``DLKDD_CPU_BF16`` decides).
     """
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be auto, bf16 or fp32, got {amp!r}")
@@ -90,9 +143,17 @@ def autocast_dtype(amp: str, device: str | torch.device, native_bf16: bool | Non
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.bfloat16
-    if kind == "cpu" and (cpu_native_bf16() if native_bf16 is None else native_bf16):
+    if kind == "cpu" and (_cpu_bf16() if native_bf16 is None else native_bf16):
         return torch.bfloat16
     return None
+
+
+def _cpu_bf16() -> bool:
+    """``auto`` on this CPU: native bf16 (:func:`cpu_native_bf16`) whose kernels pass :func:`cpu_bf16_sound`;
+    ``DLKDD_CPU_BF16`` decides alone where set."""
+    if os.environ.get(ENV_OVERRIDE, "").strip() in ("0", "1"):
+        return cpu_native_bf16()
+    return cpu_native_bf16() and cpu_bf16_sound()
 
 
 def amp_name(dtype: torch.dtype | None) -> str:
@@ -107,7 +168,10 @@ def resolve_amp(amp: str, device: str | torch.device, what: str = "training") ->
     if amp != "auto":
         why = f"amp={amp}"
     elif kind == "cpu":
-        why = "amp=auto, CPU " + ("with" if name == "bf16" else "without") + " native bf16"
+        if name == "bf16" or not cpu_native_bf16():
+            why = "amp=auto, CPU " + ("with" if name == "bf16" else "without") + " native bf16"
+        else:
+            why = "amp=auto, CPU with native bf16 whose convolution gradients failed dlkdd's check"
     else:
         why = f"amp=auto on {kind}"
     log.info("%s precision: %s (%s)", what, "bf16 autocast" if name == "bf16" else "fp32", why)
