@@ -201,3 +201,25 @@ def test_cache_bench_command(tmp_path):
     assert r.exit_code != 0 and "inside --out" in r.output
     r = CliRunner().invoke(main, [*args[:-3], "--json", str(out), "--overwrite"])
     assert r.exit_code != 0 and str(out) in r.output
+
+
+def test_shard_files_take_the_umask_mode_and_a_truncated_shard_is_named_damaged(tmp_path):
+    """Shards are written like zarr's own files (mode 0666 & ~umask, not mkstemp's 0600: a store built by one
+    user is read by another), through one fixed temporary name (no stray files after a write); adding rows to
+    a truncated shard is the one-line "damaged" error, not a ValueError traceback."""
+    import os
+
+    n = 256
+    p = tmp_path / "s.zarr"
+    old = os.umask(0o022)
+    try:
+        with LogitStore.create(p, _keys(n), V, C, {"classes": ["a", "b", "c"]}) as s:
+            s.write_fields(np.arange(0, n, 2), {k: v[::2] for k, v in _data(n).items()})
+    finally:
+        os.umask(old)
+    shards = [f for f in (p / "logits").rglob("*") if f.is_file() and f.name != "zarr.json"]
+    assert shards and all(f.stat().st_mode & 0o777 == 0o644 for f in shards)
+    assert not [f for f in p.rglob(".*") if f.is_file()]  # no temporary files left behind
+    shards[0].write_bytes(b"")
+    with LogitStore.open(p, "r+") as s, pytest.raises(CacheError, match="damaged"):
+        s.write_fields(np.arange(1, n, 2), {k: v[1::2] for k, v in _data(n).items()})

@@ -29,7 +29,6 @@ checksum.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +133,19 @@ class RowFile:
                 old = None
             new = (self._shard if self.sharded else self._plain_chunk)(old, rows[sel] - int(s) * self.rpc, data[sel])
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            # one writer per shard (ranks own whole shards, a lock refuses a second run): a fixed temporary name,
+            # so a write killed here leaves at most one stray file per shard, replaced by the next write; opened
+            # with the umask's mode (as zarr's files), synced before the rename (no empty shard after a crash)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(new)
+                    f.flush()
+                    os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
 
     def _plain_chunk(self, old: bytes | None, js: np.ndarray, data: np.ndarray) -> bytes:

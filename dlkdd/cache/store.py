@@ -208,7 +208,9 @@ class LogitStore:
                           f"{config_args()} --teacher {teacher} --out {self._path} --overwrite`")
 
     def _read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows of one array; a read failure (truncated/corrupt chunk, bit flip) is :meth:`damaged`."""
+        """Rows of one array; a read failure (truncated/corrupt chunk, a bit flip in a shard's crc32c-checked
+        index) is :meth:`damaged`. Row bytes themselves carry no checksum: a flipped bit there reads as a
+        finite number (NaN/inf are caught by the callers)."""
         try:
             return self._backend_now().read_rows(name, rows)
         except CacheError:
@@ -414,8 +416,11 @@ class LogitStore:
         arrays = {n: self._prep(n, data[n], (B, V, *shp), dt, idx) for n, (shp, dt) in fields.items()}
         if B == 0:
             return
-        for n, a in arrays.items():
-            b.write_rows(n, idx, a)
+        try:
+            for n, a in arrays.items():
+                b.write_rows(n, idx, a)
+        except ValueError as e:  # a truncated shard to add rows to
+            raise self.damaged("cannot add rows to it", e) from e
         b.flush()
         b.write_rows("done", idx, np.ones(B, dtype=bool))  # done strictly after the data
         b.flush()
