@@ -219,6 +219,8 @@ def test_cross_architecture_student_with_the_feature_term(work, cfg):
     ckpt = load_checkpoint(out / "student.pt")
     assert ckpt["arch"]["backbone"] == "efficientnet_lite0"
     assert not any(k.startswith(("projector.", "student.")) for k in ckpt["model"])
+    last = load_checkpoint(out / "last.pt")  # the projector is kept apart, for an exact resume
+    assert sorted(last["train_state"]) == ["proj.bias", "proj.weight"]
     from dlkdd.models.build import model_from_checkpoint
 
     model_from_checkpoint(ckpt)  # loads strictly as a plain student
@@ -295,3 +297,25 @@ def test_channels_last_of_the_cuda_path_takes_2d_and_3d_trunks(name):
             assert m.weight.is_contiguous(memory_format=torch.channels_last_3d)
         elif isinstance(m, torch.nn.Conv2d) and m.weight.shape[2:] != (1, 1):
             assert m.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_resumed_feature_term_run_continues_with_its_trained_projector(tmp_path):
+    """``last.pt`` keeps the projector (``train_state``) apart from the student's weights; resuming loads it,
+    so the optimizer's moments apply to the projector they were computed for (not a fresh one)."""
+    import torch
+
+    from dlkdd.models.projector import FeatureProjector, ProjectedStudent
+    from dlkdd.train.checkpoint import resume_state, save_checkpoint
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return ProjectedStudent(torch.nn.Linear(4, 3), FeatureProjector(4, 5))
+
+    a = net(0)
+    save_checkpoint(tmp_path / "last.pt", kind="student", model=a.state_dict(), epoch=0,
+                    train_state=a.train_state_dict())
+    b = net(1)
+    assert not torch.equal(a.projector.proj.weight, b.projector.proj.weight)
+    resume_state(tmp_path / "last.pt", b, kind="student")
+    assert torch.equal(a.projector.proj.weight, b.projector.proj.weight)
+    assert torch.equal(a.student.weight, b.student.weight)

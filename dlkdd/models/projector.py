@@ -54,3 +54,11 @@ class ProjectedStudent(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return self.student.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def train_state_dict(self) -> dict:
+        """The projector's weights, kept in ``last.pt`` beside the student's (``train_state``) so that a
+        resumed run continues with the projector the optimizer's moments belong to."""
+        return self.projector.state_dict()
+
+    def load_train_state_dict(self, state: dict) -> None:
+        self.projector.load_state_dict(state)

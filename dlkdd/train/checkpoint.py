@@ -5,7 +5,9 @@ A checkpoint is a dict saved with ``torch.save`` and loaded with ``torch.load(we
 ``dlkdd_version``, ``kind`` (teacher | student | baseline | pretrain | enhancer), ``arch`` (enough to
 rebuild the model), ``config`` (resolved dict), ``classes``, ``model`` (state dict), ``enhancer``
 (state dict or None), ``optimizer``, ``scheduler``, ``epoch`` (0-based index of the last completed
-epoch), ``rng``, ``metrics``, ``history``, ``best_top1``, ``extra``.
+epoch), ``rng``, ``metrics``, ``history``, ``best_top1``, ``extra``, ``train_state`` (``last.pt`` only:
+the state of what trains beside the model and is not part of it, e.g. the feature term's projector,
+:meth:`dlkdd.models.projector.ProjectedStudent.train_state_dict`; None otherwise).
 
 Everything stored must be weights_only-loadable: tensors, str/int/float/bool/None, lists, tuples,
 dicts. :func:`to_plain` converts numpy arrays/scalars and paths; :func:`get_rng_state` returns the
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CHECKPOINT_FIELDS = ("schema_version", "dlkdd_version", "kind", "arch", "config", "classes", "model",
                      "enhancer", "optimizer", "scheduler", "epoch", "rng", "metrics", "history",
-                     "best_top1", "extra")
+                     "best_top1", "extra", "train_state")
 KINDS = ("teacher", "student", "baseline", "pretrain", "enhancer")
 
 __all__ = ["SCHEMA_VERSION", "CHECKPOINT_FIELDS", "save_checkpoint", "load_checkpoint", "check_compatible",
@@ -280,6 +282,8 @@ def resume_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: tor
     if report:
         raise CheckpointError(f"{path}: model weights do not fit this model: {report}{_arch_hint(ckpt.get('arch'))}")
     model.load_state_dict(ckpt["model"])
+    if ckpt.get("train_state") is not None and hasattr(model, "load_train_state_dict"):
+        model.load_train_state_dict(ckpt["train_state"])  # e.g. the feature term's projector: exact resume
     if optimizer is not None and ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:

@@ -174,7 +174,9 @@ class _Fit:
 
     def _save(self, epoch: int, improved: bool) -> None:
         last = self.out_dir / "last.pt"
+        train_state = getattr(self.net, "train_state_dict", None)  # trains beside the model, saved apart from it
         save_checkpoint(last, **self.static, model=self.net.state_dict(), optimizer=self.optimizer.state_dict(),
+                        train_state=train_state() if train_state is not None else None,
                         scheduler=self.scheduler.state_dict() if self.scheduler is not None else None, epoch=epoch,
                         rng=get_rng_state(), metrics={"train": self.train_m, "val": self.val},
                         history=self.logger.history, best_top1=self.best_top1,
