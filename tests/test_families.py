@@ -157,3 +157,16 @@ def test_a_family_name_is_compared_nowhere_but_in_its_module_and_the_table():
                 enumerate(p.read_text().splitlines(), 1) if pat.search(line)
                 and not str(p.relative_to(root)).startswith(homes)]
         assert not hits, f"{name!r} compared outside its module: {hits}"
+
+
+def test_a_checkpoint_of_an_unknown_family_is_refused_not_rebuilt_as_dlkdd():
+    """No ``family`` (old checkpoints) and ``pretrain`` rebuild as DL-KDD; a name the table lacks is one
+    CheckpointError naming it (was: a DL-KDD classifier, then a misleading "weights do not fit")."""
+    from dlkdd.errors import CheckpointError
+    from dlkdd.models.families import FAMILIES, family_of_arch
+
+    assert family_of_arch({}) is FAMILIES["dlkdd"]
+    assert family_of_arch({"family": "pretrain"}) is FAMILIES["dlkdd"]
+    assert family_of_arch({"family": "pose"}) is FAMILIES["pose"]
+    with pytest.raises(CheckpointError, match="'x3d_future'"):
+        family_of_arch({"family": "x3d_future"})

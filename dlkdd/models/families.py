@@ -40,6 +40,15 @@ def family(name: str) -> Family:
 
 def family_of_arch(arch: Mapping[str, Any]) -> Family:
     """The family that rebuilds a checkpoint of ``arch``. A checkpoint without ``family`` (written before
-    families existed) or of a family this table lacks (``pretrain``: a classifier arch) is DL-KDD's, as
-    before."""
-    return FAMILIES.get(str(arch.get("family", "dlkdd")), FAMILIES["dlkdd"])
+    families existed) or of the ``pretrain`` stage (a classifier arch) is DL-KDD's, as before; any other
+    name this table lacks (a newer dlkdd's family, a typo) is a :class:`~dlkdd.errors.CheckpointError`
+    rather than a DL-KDD classifier that its weights do not fit."""
+    name = str(arch.get("family", "dlkdd"))
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name == "pretrain":
+        return FAMILIES["dlkdd"]
+    from dlkdd.errors import CheckpointError
+
+    raise CheckpointError(f"the checkpoint is of model family {name!r}, which this dlkdd does not know (it knows "
+                          f"{', '.join(FAMILIES)}): use the dlkdd version that wrote it")
