@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from pathlib import Path
 import torch
 
 from dlkdd.cache.store import LogitStore
@@ -235,3 +236,16 @@ def test_a_pose_student_refuses_a_store_it_cannot_replay():
         check_stored_windows(rows({"family": "dlkdd"}), poses)
     with pytest.raises(CacheError, match="pose.stride 4"):
         check_stored_windows(rows({"family": "pose", "pose_spec": {"stride": 4}}), poses)
+
+
+def test_pretrain_refuses_a_pose_config_in_one_line(tmp_path):
+    """InfoNCE pre-training is for video students: a pose config is refused before any work (was an
+    IndexError traceback from feeding video to the skeleton network)."""
+    from dlkdd.config import load_config
+    from dlkdd.errors import DataError
+    from dlkdd.pipeline.pretrain import pretrain_student
+
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "arid6-pose.yaml"))
+    with pytest.raises(DataError, match="pre-training"):
+        pretrain_student(cfg, tmp_path / "pt")
+    assert not (tmp_path / "pt").exists()

@@ -65,6 +65,13 @@ def pretrain_student(cfg: Any, out_dir: str | Path, device: str = "auto", resume
     schedule, workers); ``model.pretrained`` (if set) is the starting point. Returns the final
     metrics (``train``: loss, pos_sim, pair_acc of the last epoch; ``history``: every epoch).
     """
+    from dlkdd.errors import DataError
+    from dlkdd.models.families import family
+
+    reason = family(cfg.model.teacher).no_video_reason
+    if reason:  # InfoNCE pre-training works on video clips; a pose run's student takes keypoints
+        raise DataError(f"model.teacher={cfg.model.teacher}: {reason}; self-supervised pre-training (`dlkdd "
+                        f"pretrain`) is for video students: use a dlkdd or actlumos config")
     info = ddp.init_distributed(resolve_device(device))
     run_cfg = cfg.replace(**{"train.epochs": cfg.pretrain.epochs, "train.lr": cfg.pretrain.lr})
     try:
