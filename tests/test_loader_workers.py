@@ -74,3 +74,18 @@ def test_a_worker_killed_by_the_system_is_one_line():
 
     with pytest.raises(click.ClickException, match=r"pid\(s\) 4242.*/dev/shm.*--workers 0"):
         run()
+
+
+@pytest.mark.timeout(120)
+def test_an_unpicklable_sample_is_named_as_such_not_as_a_shared_memory_problem():
+    """A dataset whose samples cannot be pickled gets the dataset's fix, not /dev/shm or ulimit advice."""
+    from torch.utils.data import DataLoader
+
+    from dlkdd.data.workers import worker_context
+    from dlkdd.errors import ResourceError
+
+    loader = DataLoader([{"f": lambda: 0}] * 2, batch_size=1, num_workers=1, collate_fn=lambda b: b[0],
+                        multiprocessing_context=worker_context())
+    with pytest.raises(ResourceError, match="cannot be pickled") as e:
+        list(loader)
+    assert "/dev/shm" not in str(e.value)

@@ -16,6 +16,7 @@ as ``DataLoader(..., multiprocessing_context=worker_context())`` (with ``num_wor
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import multiprocessing.queues
 from typing import Any
 
@@ -38,9 +39,14 @@ class _LoudQueue(multiprocessing.queues.Queue):
         from dlkdd.errors import ResourceError
 
         first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        # a sample holding something unpicklable is the dataset's fault, not the machine's; anything else (the
+        # tensors' move to /dev/shm failing: space, file-size limit) gets the SHARE_FIX advice
+        unpicklable = isinstance(e, (pickle.PicklingError, TypeError, AttributeError)) and "pickle" in first.lower()
+        fix = ("the batch cannot be pickled: every sample field must be a tensor, number, string or list/dict of "
+               "them") if unpicklable else SHARE_FIX
         try:
             raise ResourceError(f"a data-loading worker could not pass a batch to the main process "
-                                f"({type(e).__name__}: {first}): {SHARE_FIX}") from None
+                                f"({type(e).__name__}: {first}): {fix}") from None
         except ResourceError:
             wrapped = ExceptionWrapper(where=f"in DataLoader worker process {get_worker_info().id}")
         self.put((obj[0], wrapped))  # plain strings: this one pickles
