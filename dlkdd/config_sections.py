@@ -7,10 +7,11 @@ loads them from YAML (:func:`dlkdd.config.load_config`); import them from :mod:`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from dlkdd.errors import DlkddError
 
-__all__ = ["ConfigError", "DataConfig", "ClipConfig", "ModelConfig", "EnhancerConfig", "TrainConfig", "KDConfig",
+__all__ = ["ConfigError", "table_entry", "DataConfig", "ClipConfig", "ModelConfig", "EnhancerConfig", "TrainConfig", "KDConfig",
            "CacheConfig", "ActLumosConfig", "PretrainConfig", "PoseConfig", "KINETICS_MEAN", "KINETICS_STD",
            "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "NORMALIZE_CHOICES"]
 
@@ -20,6 +21,14 @@ class ConfigError(ValueError, DlkddError):
 
     Also a :class:`~dlkdd.errors.DlkddError`, so a bad config met anywhere (e.g. the config
     stored in a checkpoint) is a one-line CLI error, never a traceback."""
+
+
+def table_entry(table: Mapping[str, Any], name: str, key: str, what: str) -> Any:
+    """``table[name]``, the entry of an extension table (backbones, families); an unknown ``name`` is a
+    :class:`ConfigError` naming the config ``key`` and listing the table."""
+    if name not in table:
+        raise ConfigError(f"config key {key!r}: unknown {what} {name!r}; choose one of {', '.join(table)}")
+    return table[name]
 
 
 # Mean and std (RGB, on [0,1] inputs) of the normalisations a classifier can use.

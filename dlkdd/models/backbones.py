@@ -95,10 +95,6 @@ def backbone_names() -> tuple[str, ...]:
 
 def backbone_spec(name: str) -> BackboneSpec:
     """The spec of ``name``; an unknown name is a :class:`~dlkdd.config_sections.ConfigError` listing the table."""
-    spec = BACKBONES.get(name)
-    if spec is None:
-        from dlkdd.config_sections import ConfigError
+    from dlkdd.config_sections import table_entry
 
-        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r}; choose one of "
-                          f"{', '.join(BACKBONES)}")
-    return spec
+    return table_entry(BACKBONES, name, "model.backbone", "backbone")

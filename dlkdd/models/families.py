@@ -29,13 +29,9 @@ FAMILIES: dict[str, Family] = {
 
 def family(name: str) -> Family:
     """The family ``name`` (``model.teacher``); unknown -> ConfigError listing the table."""
-    fam = FAMILIES.get(name)
-    if fam is None:
-        from dlkdd.config_sections import ConfigError
+    from dlkdd.config_sections import table_entry
 
-        raise ConfigError(f"config key 'model.teacher': unknown model family {name!r}; choose one of "
-                          f"{', '.join(FAMILIES)}")
-    return fam
+    return table_entry(FAMILIES, name, "model.teacher", "model family")
 
 
 def family_of_arch(arch: Mapping[str, Any]) -> Family:
