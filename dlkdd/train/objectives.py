@@ -213,9 +213,6 @@ class DistillationObjective(TermsObjective):
         super().__init__([task_term(), kd_term(alpha, gamma, tau, tau2_scale)])
         self.alpha, self.gamma, self.tau, self.tau2_scale = float(alpha), float(gamma), float(tau), bool(tau2_scale)
 
-    def alpha_at(self, epoch: int) -> float:
-        return kd_alpha(self.alpha, self.gamma, epoch)
-
 
 class SupConObjective(TermsObjective):
     """``L = CE(y, z) + weight * SupCon(normalize(embedding), y; temperature)`` (ActLumos, Khosla et al. 2020).
