@@ -232,10 +232,10 @@ REPORTS = [
 ]
 
 
-def report(out: Path, finished: list[Run]) -> None:
+def report(out: Path, finished: list[Run], reports: list | None = None) -> None:
     """``dlkdd compare`` of the finished runs of each report's arms (an arm needs at least one run):
     ``OUT/<stem>.{txt,json,png}`` per report of :data:`REPORTS`."""
-    for stem, arms, against in REPORTS:
+    for stem, arms, against in (REPORTS if reports is None else reports):
         groups, present = [], []
         for arm in arms:
             prefix = f"{arm}-s"
@@ -255,6 +255,43 @@ def report(out: Path, finished: list[Run]) -> None:
         text = subprocess.run(cmd, capture_output=True, text=True)
         (out / f"{stem}.txt").write_text(text.stdout + text.stderr)
         print(text.stdout + text.stderr)  # noqa: T201
+
+
+def work(runs: list[Run], out: Path) -> None:
+    """Run every run of ``runs`` not done yet, dependencies first, claiming each by a lock so that
+    several workers can share ``out``; a failed run is logged and what needs it is skipped."""
+    by_name = {r.name: r for r in runs}
+
+    def done(name: str) -> bool:
+        r = by_name.get(name)
+        return r is not None and (out / r.name / r.done_file).exists()
+
+    failed: set[str] = set()
+    while True:
+        pending = [r for r in runs if not done(r.name) and r.name not in failed]
+        if not pending:
+            break
+        ready = [r for r in pending if all(done(n) for n in r.needs)]
+        ran = False
+        for r in ready:
+            if busy(out / r.name):  # e.g. started by a worker that was stopped; it finishes on its own
+                continue
+            lock = out / "locks" / f"{r.name}.lock"
+            if not claim(lock):
+                continue
+            try:
+                if not done(r.name) and execute(r, out) != 0:
+                    failed.add(r.name)
+                    log.error("%s failed: see %s", r.name, out / "logs" / f"{r.name}.log")
+            finally:
+                lock.unlink(missing_ok=True)
+            ran = True
+            break
+        if not ran:
+            if all(any(n in failed for n in r.needs) for r in pending):
+                break  # what is left waits on a failed run
+            time.sleep(20)
+    log.info("worker done; failed: %s", sorted(failed) or "none")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,32 +322,7 @@ def main(argv: list[str] | None = None) -> None:
             state = "done" if done(r.name) else ("partial" if (out / r.name).exists() else "todo")
             print(f"{state:8s} {r.name}")  # noqa: T201
         return
-    failed: set[str] = set()
-    while True:
-        pending = [r for r in runs if not done(r.name) and r.name not in failed]
-        if not pending:
-            break
-        ready = [r for r in pending if all(done(n) for n in r.needs)]
-        ran = False
-        for r in ready:
-            if busy(out / r.name):  # e.g. started by a worker that was stopped; it finishes on its own
-                continue
-            lock = out / "locks" / f"{r.name}.lock"
-            if not claim(lock):
-                continue
-            try:
-                if not done(r.name) and execute(r, out) != 0:
-                    failed.add(r.name)
-                    log.error("%s failed: see %s", r.name, out / "logs" / f"{r.name}.log")
-            finally:
-                lock.unlink(missing_ok=True)
-            ran = True
-            break
-        if not ran:
-            if all(any(n in failed for n in r.needs) for r in pending):
-                break  # what is left waits on a failed run
-            time.sleep(20)
-    log.info("worker done; failed: %s", sorted(failed) or "none")
+    work(runs, out)
 
 
 if __name__ == "__main__":
