@@ -22,8 +22,10 @@ from dlkdd.commands.common import friendly_errors, get_device
 def predict(checkpoint, videos, topk, window_stride, as_json, amp):
     """Top-k labels with probabilities for one or more videos (sliding windows on long ones).
 
-    CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript)."""
-    from dlkdd.pipeline.evaluate import PredictOptions, format_predictions, load_model, predict_video
+    CHECKPOINT: a dlkdd checkpoint, or a model exported by `dlkdd export` (ONNX / TorchScript). A pose
+    checkpoint poses the videos first as its training data was (its enhancer, BlazePose; in the pose
+    environment when mediapipe is not importable here)."""
+    from dlkdd.pipeline.evaluate import PredictOptions, format_predictions, load_model, predict_videos
     from dlkdd.utils import resolve_device
 
     if topk < 1:
@@ -38,13 +40,13 @@ def predict(checkpoint, videos, topk, window_stride, as_json, amp):
 
     opts = PredictOptions(topk=topk, window_stride=window_stride, amp=amp)
     results, failed = [], []
-    for v in videos:  # a bad video is reported; the others are still scored
-        try:
-            results.append(predict_video(model, ckpt, v, dev, opts))
-        except DlkddError as e:
+    for r in predict_videos(model, ckpt, videos, dev, opts):  # a bad video is reported; the others are still scored
+        if isinstance(r, DlkddError):
             if len(videos) == 1:
-                raise
-            failed.append(str(e))
+                raise r
+            failed.append(str(r))
+        else:
+            results.append(r)
     if results:
         click.echo(json.dumps(results, indent=2, allow_nan=False) if as_json else format_predictions(results))
     if failed:

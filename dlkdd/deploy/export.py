@@ -40,7 +40,7 @@ from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly"]
+__all__ = ["FORMATS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly", "check_export"]
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
@@ -172,7 +172,7 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
             _export_torchscript(wrapper, example, spec, tmp)
         result = dict(spec, path=str(out), bytes=tmp.stat().st_size, check=None)
         if check:
-            result["check"] = _check(tmp, model, example, spec, tol)
+            result["check"] = check_export(tmp, model, example, spec, tol)
     atomic_write_text(sidecar_path(out), spec_to_json(spec) + "\n")
     return result
 
@@ -187,7 +187,7 @@ def _check_exportable(model: nn.Module, source: Any) -> None:
                           "trace to TorchScript nor convert to ONNX; export the student, which has no enhancer")
 
 
-def _check(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, Any], tol: float) -> dict[str, Any]:
+def check_export(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, Any], tol: float) -> dict[str, Any]:
     """Logits of the written file vs the eager model on ``example``; fp32 beyond ``tol`` raises."""
     from dlkdd.deploy.runtime import load_exported
 
@@ -199,7 +199,7 @@ def _check(path: Path, model: nn.Module, example: torch.Tensor, spec: dict[str, 
     log.info("check: max |logit difference| %.3g vs the checkpoint on a random %s clip", diff, tuple(example.shape))
     if spec.get("quantization") is None and not diff <= tol:
         raise ExportError(f"the exported {spec['runtime']} model's logits differ from the checkpoint's by {diff:.3g} "
-                          f"(> {tol:g}) on a random clip; not written")
+                          f"(> {tol:g}) on a random {spec['input']['name']}; not written")
     return {"max_abs_diff": diff, "input_shape": list(example.shape)}
 
 
@@ -216,8 +216,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out: str | os.PathLike, fmt:
     if ckpt.get("kind") in _NOT_CLASSIFIERS:
         raise ExportError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint is not a classifier; export a student, "
                           "baseline or teacher checkpoint")
-    reason = family_of_arch(ckpt.get("arch") or {}).no_video_reason
-    if reason:  # a family whose models do not take video clips (pose): no video input to export
-        raise ExportError(f"{ckpt_path}: {reason}; it is not exported yet: use the checkpoint with `dlkdd evaluate`")
     model = model_from_checkpoint(ckpt, str(ckpt_path))
-    return export_model(model, ckpt, out, fmt, source=ckpt_path, source_sha256=sha256_file(ckpt_path), **kwargs)
+    opts = kwargs.pop("opts", None) or ExportOptions(**kwargs)
+    own = family_of_arch(ckpt.get("arch") or {}).own_export(model, ckpt, ckpt_path, out, fmt, opts)
+    if own is not None:  # a family whose model does not take video clips (pose: keypoints)
+        return own
+    return export_model(model, ckpt, out, fmt, source=ckpt_path, source_sha256=sha256_file(ckpt_path), opts=opts)

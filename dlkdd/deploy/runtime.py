@@ -57,6 +57,11 @@ class ExportedModel:
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`ExportError` when ``x`` does not fit the exported graph."""
         shape = tuple(x.shape)
+        if self.spec["input"].get("name") == "keypoints":  # a pose family's skeleton network (dlkdd.pose.export)
+            if len(shape) != 4 or shape[2:] != (33, 4) or shape[1] < self.spec["dynamic"]["frames"]["min"]:
+                raise ExportError(f"{self.path.name}: expects keypoints (B,T,33,4) with T >= "
+                                  f"{self.spec['dynamic']['frames']['min']}, got {shape}")
+            return
         if len(shape) != 5 or shape[1] != 3:
             raise ExportError(f"{self.path.name}: expects clips (B,3,T,H,W), got {shape}")
         lo, hi = self.spec["dynamic"]["frames"]["min"], self.spec["dynamic"]["frames"]["max"]

@@ -24,8 +24,10 @@ What a family decides:
 - what a logit store records of the teacher: ``feature_dim(arch)`` (width of the cached
   ``return_features`` output) and ``enhancer_label(arch)`` (``teacher_enhancer`` in the store's metadata);
 - the flows a family runs itself because its input is not decoded video (None: the common stage):
-  ``own_logit_cache(...)`` (cache-logits) and ``own_evaluation(...)`` (``dlkdd evaluate``);
-  ``no_video_reason`` ("" = its checkpoints take video clips): why ``export`` and ``predict`` refuse them.
+  ``own_logit_cache(...)`` (cache-logits), ``own_evaluation(...)`` (``dlkdd evaluate``),
+  ``own_predictions(...)`` (``dlkdd predict``: new videos through the family's own input, e.g. posed first)
+  and ``own_export(...)`` (``dlkdd export``: a model whose input is not a video clip);
+  ``no_video_reason`` ("" = its checkpoints take video clips): what its models take instead.
 """
 from __future__ import annotations
 
@@ -107,6 +109,17 @@ class Family:
 
     def own_evaluation(self, ckpt: dict, ckpt_path: Any, manifest: Any, device: Any, opts: Any) -> Any:
         """The metrics when the family scores ``manifest`` itself; None: the common evaluation of decoded clips."""
+        return None
+
+    def own_predictions(self, model: Any, ckpt: dict, paths: Any, device: Any, opts: Any) -> Any:
+        """Per video of ``paths`` the result dict of :func:`dlkdd.pipeline.evaluate.predict_video` (or the
+        :class:`~dlkdd.errors.DlkddError` that kept it from being scored) when the family predicts itself;
+        None: the common prediction from decoded clips."""
+        return None
+
+    def own_export(self, model: Any, ckpt: dict, ckpt_path: Any, out: Any, fmt: str, opts: Any) -> Any:
+        """The export's result dict when the family exports its model itself (its input is not a video
+        clip); None: the common export of ``clip (B,3,T,S,S) -> logits``."""
         return None
 
 

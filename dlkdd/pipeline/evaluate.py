@@ -34,7 +34,8 @@ from dlkdd.utils import resolve_device, save_figure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalOptions", "PredictOptions", "load_model", "evaluate_checkpoint", "plot_confusion", "predict_video", "format_predictions", "window_starts",
+__all__ = ["EvalOptions", "PredictOptions", "load_model", "evaluate_checkpoint", "plot_confusion", "predict_video",
+           "predict_videos", "format_predictions", "window_starts",
            "check_finite_outputs", "check_clip_fits", "LOGIT_LIMIT"]
 
 
@@ -189,10 +190,11 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: P
     or its fields as keywords."""
     o = opts if opts is not None else PredictOptions(**options)
     topk, window_stride, max_windows, clip_cfg, amp = o.topk, o.window_stride, o.max_windows, o.clip_cfg, o.amp
-    reason = family_of_arch(ckpt.get("arch") or {}).no_video_reason
-    if reason:  # a family whose models do not take video clips (pose)
-        raise DataError(f"{ckpt.get('_path', 'the checkpoint')}: {reason}; `dlkdd predict` does not run it on videos "
-                        "yet: score them with `dlkdd evaluate CKPT --root R --list L --mapping M`")
+    own = family_of_arch(ckpt.get("arch") or {}).own_predictions(model, ckpt, [path], device, o)
+    if own is not None:  # a family whose models do not take video clips (pose: the video is posed first)
+        if isinstance(own[0], Exception):
+            raise own[0]
+        return own[0]
     cc = _clip_cfg(ckpt, clip_cfg)
     check_clip_fits(model, ckpt.get("arch"), cc, ckpt.get("_path", "the checkpoint"))
     classes = list(ckpt.get("classes") or [])
@@ -231,6 +233,25 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: P
             "scored": {"windows": len(starts), "start_s": round(starts[0] / fps, 3),
                        "end_s": round(min(info.num_frames, starts[-1] + span) / fps, 3),
                        "duration_s": round(info.num_frames / fps, 3)}}
+
+
+def predict_videos(model: Any, ckpt: dict, paths: Sequence[str | Path], device: Any,
+                   opts: PredictOptions | None = None) -> list[dict[str, Any] | Exception]:
+    """:func:`predict_video` of each video, or the :class:`~dlkdd.errors.DlkddError` that kept it from being
+    scored; a family that predicts itself gets all the videos at once (the pose family poses them in one go)."""
+    from dlkdd.errors import DlkddError
+
+    o = opts if opts is not None else PredictOptions()
+    own = family_of_arch(ckpt.get("arch") or {}).own_predictions(model, ckpt, list(paths), device, o)
+    if own is not None:
+        return own
+    out: list[dict[str, Any] | Exception] = []
+    for p in paths:
+        try:
+            out.append(predict_video(model, ckpt, p, device, o))
+        except DlkddError as e:
+            out.append(e)
+    return out
 
 
 def window_starts(num_frames: int, span: int, hop: int, max_windows: int = 64) -> list[int]:

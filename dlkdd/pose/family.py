@@ -13,8 +13,11 @@ keypoints ``(B, T, 33, 4)`` -> logits ``(B, C)``) and whose input is windows of 
   cache -> :class:`~dlkdd.pose.dataset.CacheWindows`; stored views replay as they are);
 - the objectives are the DL-KDD ones (CE; ``cfg.kd``'s CE + alpha_t KL);
 - its own flows for what differs: ``own_logit_cache`` (K windows per clip keyed by the windows,
-  :func:`dlkdd.pose.stages.precompute_logits`) and ``own_evaluation`` (a new list is posed first,
-  :func:`dlkdd.pose.stages.evaluate_checkpoint`); ``no_video_reason``: export and predict refuse.
+  :func:`dlkdd.pose.stages.precompute_logits`), ``own_evaluation`` (a new list is posed first,
+  :func:`dlkdd.pose.stages.evaluate_checkpoint`), ``own_predictions`` (new videos posed as the training data
+  was, then windows scored: :func:`dlkdd.pose.infer.predict_pose_videos`) and ``own_export`` (the skeleton
+  network with a keypoint input: :func:`dlkdd.pose.export.export_skeleton`); ``no_video_reason``: pre-training
+  (video students only) refuses the family.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class PoseFamily(Family):
 
     name = "pose"
     no_video_reason = ("a pose checkpoint (skeleton network on BlazePose keypoints) takes keypoints from the pose "
-                       "stage (mediapipe), not video")
+                       "stage (mediapipe), not video clips")
 
     # -- models
     def teacher_arch(self, cfg: Any, num_classes: int) -> dict[str, Any]:
@@ -109,6 +112,19 @@ class PoseFamily(Family):
         from dlkdd.pose.stages import evaluate_checkpoint
 
         return evaluate_checkpoint(ckpt, ckpt_path, manifest, device, opts.clips, opts.progress)
+
+    def own_predictions(self, model: Any, ckpt: dict, paths: Any, device: Any, opts: Any) -> list:
+        """The videos posed as the checkpoint's training data was, then windows scored
+        (:func:`dlkdd.pose.infer.predict_pose_videos`)."""
+        from dlkdd.pose.infer import predict_pose_videos
+
+        return predict_pose_videos(model, ckpt, paths, device, opts)
+
+    def own_export(self, model: Any, ckpt: dict, ckpt_path: Any, out: Any, fmt: str, opts: Any) -> dict[str, Any]:
+        """The skeleton network, ``keypoints (B,T,33,4) -> logits`` (:func:`dlkdd.pose.export.export_skeleton`)."""
+        from dlkdd.pose.export import export_skeleton
+
+        return export_skeleton(model, ckpt, ckpt_path, out, fmt, opts)
 
 
 POSE = PoseFamily()
