@@ -100,3 +100,36 @@ def test_evaluate_poses_a_new_list_with_the_pose_env(posed, monkeypatch):
     assert m["n"] == 3 and m["pose_store"].startswith(str(posed / "cache" / "pose"))
     with PoseStore.open(m["pose_store"]) as s, PoseStore.open(posed / "one.zarr") as ref:
         assert np.array_equal(s.read_all()["keypoints"], ref.read_all()["keypoints"])  # the same poses
+
+
+def test_predict_poses_new_videos_with_the_pose_env(posed, monkeypatch):
+    """``predict`` on a pose checkpoint from an environment without mediapipe: one pose-environment call poses
+    a real clip and an empty room (BlazePose, gamma as the teacher's training data); nobody in the room is a
+    note, not a crash."""
+    import sys
+
+    import torch
+
+    from dlkdd.config import load_config
+    from dlkdd.pipeline.evaluate import PredictOptions, load_model, predict_videos
+    from dlkdd.pose.skeleton import SkeletonNet
+    from dlkdd.pose.stages import pose_arch
+    from dlkdd.train.checkpoint import save_checkpoint
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.setenv("DLKDD_POSE_PYTHON", str(PY))
+    cfg = load_config(REPO / "configs" / "arid6-pose.yaml", ["pose.max_frames=12", f"cache.dir={posed / 'cache'}"])
+    classes = ["Jump", "Run", "Sit", "Stand", "Turn", "Walk"]
+    torch.manual_seed(0)
+    net = SkeletonNet(len(classes), cfg.pose.net, cfg.pose.width, cfg.pose.dropout)
+    save_checkpoint(posed / "p.pt", kind="teacher", arch=pose_arch(cfg, len(classes), "gamma"),
+                    model=net.state_dict(), config=cfg.to_dict(), classes=classes)
+    model, ck = load_model(posed / "p.pt")
+    turn, empty = posed / "Turn" / "Turn_1_42.mp4", posed / "Jump" / "Empty_1.mp4"
+    a, b = predict_videos(model, ck, [turn, empty], "cpu", PredictOptions(topk=2))
+    with PoseStore.open(posed / "one.zarr") as s:  # the same poses as the pose stage stored (its first 12 rows)
+        ref = s.read_all()
+    assert a["pose"] == {"enhancer": "gamma", "posed_frames": 12, "person_frames": int(ref["mask"][0][:12].sum()),
+                         "stride": 2}
+    assert a["pose"]["person_frames"] > 0 and "only the first 24" in a["note"] and len(a["top"]) == 2
+    assert b["pose"]["person_frames"] == 0 and "found nobody" in b["note"]

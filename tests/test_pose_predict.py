@@ -176,3 +176,35 @@ def test_export_the_skeleton_network_with_a_keypoint_input(ckpt, stand_in, tmp_p
     a = predict_video(*load_model(ckpt / "teacher.pt"), _clip(), "cpu")
     b = predict_video(*load_model(out), _clip(), "cpu")
     assert a["top"][0]["label"] == b["top"][0]["label"] and abs(a["top"][0]["prob"] - b["top"][0]["prob"]) < 1e-4
+
+
+def test_bench_pose_part_on_a_real_clip_with_a_stand_in(monkeypatch, tmp_path):
+    """`dlkdd bench --preset pose` (here: one clip, a tiny video student, the stand-in for BlazePose): every stage
+    timed, the total is their sum, the report has the section; without mediapipe and without a stand-in the
+    part is refused in one line naming the pose environment."""
+    import dataclasses
+
+    from dlkdd.bench import run_bench
+    from dlkdd.bench import presets
+    from dlkdd.bench.report import markdown_report
+
+    shared_path("arid6", "arid6_train.txt")
+    monkeypatch.chdir(REPO)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.setitem(presets.PRESETS, "pose", dataclasses.replace(
+        presets.PRESETS["pose"], pose_clips=1, pose_student=("tiny", "r2plus1d_tiny", 4, 32, "avg")))
+    with pytest.raises(ValueError, match=r"\.venv-pose/bin/dlkdd bench --preset pose"):
+        run_bench("pose", device="cpu", work_dir=tmp_path)
+    r = run_bench("pose", device="cpu", work_dir=tmp_path, pose_estimator=(StandIn(), "ab" * 32),
+                  overrides=["enhancer.weights=" + str(tmp_path / "none.pth")])
+    assert r["parts"] == ["pose"] and "arid6" in r["dataset"]
+    (c,) = r["pose"]["clips"]
+    assert c["posed"] == min(64, -(-c["frames"] // 2)) and c["windows"] >= 1
+    for k in ("decode_ms", "gamma_ms_per_frame", "zerodce_ms_per_frame", "blazepose_gamma_ms", "blazepose_none_ms",
+              "skeleton_ms"):
+        assert c[k] > 0, k
+    assert abs(c["total_ms"] - (c["decode_ms"] + c["gamma_ms_per_frame"] * c["posed"] + c["blazepose_gamma_ms"]
+                                + c["skeleton_ms"])) < 1e-6
+    assert "random init" in r["pose"]["enhancers"]["zerodce"] and r["pose"]["video_student"]["forward_ms"] > 0
+    md = markdown_report(r)
+    assert "### Posing at inference" in md and "frames/s" in md and "total with ZeroDCE" in md

@@ -18,6 +18,9 @@
   clips, against the same steps in memory: data-wait and decode shares, fp32 / bf16 step ratio;
 - ``dlkdd cache bench`` (:mod:`dlkdd.bench.store`, not a part of this command): a logit store's write / read
   speed, files and bytes at N clips, through the code precompute and the student's loader use;
+- ``pose`` (:mod:`dlkdd.bench.pose`; not in the default parts but the ``pose`` preset's): what posing costs
+  when a pose checkpoint predicts a new video - decode, enhancer, BlazePose (frames/s), the skeleton network,
+  total per clip and window - beside the R(2+1)D student's per-clip latency (needs the pose environment);
 - ``machine`` (:mod:`dlkdd.bench.machine`), ``preset``, ``parts``, ``settings``, ``dataset`` (which data), ``seconds``.
 """
 from __future__ import annotations
@@ -35,23 +38,33 @@ __all__ = ["run_bench", "resolve_parts"]
 
 def resolve_parts(parts: str | Sequence[str] | None, preset: Any, cuda: bool) -> list[str]:
     """The parts to run: ``parts`` as given (comma list), else the preset's default for the device."""
-    from dlkdd.bench.presets import ALL_PARTS
+    from dlkdd.bench.presets import ALL_PARTS, PARTS
 
     if parts in (None, "", ()):
-        return list(ALL_PARTS if cuda else preset.cpu_parts)
+        return list(preset.only_parts or (ALL_PARTS if cuda else preset.cpu_parts))
     names = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
-    bad = [p for p in names if p not in ALL_PARTS]
+    bad = [p for p in names if p not in PARTS]
     if bad:
-        raise ValueError(f"unknown benchmark part(s) {bad}; choose from {', '.join(ALL_PARTS)}")
-    return [p for p in ALL_PARTS if p in names]
+        raise ValueError(f"unknown benchmark part(s) {bad}; choose from {', '.join(PARTS)}")
+    return [p for p in PARTS if p in names]
+
+
+def check_pose_env(todo: Sequence[str], estimator: Any = None) -> None:
+    """The ``pose`` part runs BlazePose: refuse in one line, before any work, where mediapipe is missing."""
+    from dlkdd.pose.infer import has_mediapipe
+
+    if "pose" in todo and estimator is None and not has_mediapipe():
+        raise ValueError("the pose part runs BlazePose (mediapipe), which this environment lacks: run it in the "
+                         "pose environment, `.venv-pose/bin/dlkdd bench --preset pose` (create it with `make pose-env`)")
 
 
 def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, device: str = "auto",
               steps: int | None = None, overrides: Sequence[str] = (), work_dir: str | Path | None = None,
-              seed: int | None = None, threads: int | None = None) -> dict[str, Any]:
+              seed: int | None = None, threads: int | None = None, pose_estimator: Any = None) -> dict[str, Any]:
     """Run the benchmark; see the module doc. ``steps`` overrides the preset's timed KD steps;
     ``threads``: torch intra-op threads (default: torch's; on a CPU shared with other jobs, 1 is
-    faster and steadier than oversubscribed OpenMP threads)."""
+    faster and steadier than oversubscribed OpenMP threads). ``pose_estimator``: a stand-in for BlazePose in
+    the ``pose`` part (tests; :func:`dlkdd.bench.pose.bench_pose`)."""
     import torch
 
     from dlkdd.bench.machine import machine_info
@@ -67,6 +80,7 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
     if threads:
         torch.set_num_threads(int(threads))
     todo = resolve_parts(parts, p, dev.type == "cuda")
+    check_pose_env(todo, pose_estimator)
     t_start = time.perf_counter()
     tmp = None
     if work_dir is None:
@@ -140,6 +154,11 @@ def run_bench(preset: str = "mini", parts: str | Sequence[str] | None = None, de
             result["epoch"] = bench_student_epoch(cfg, manifest, work, dev, int(steps) if steps else p.epoch_steps,
                                                   p.epoch_workers, p.epoch_rounds)
             done("epoch")
+        if "pose" in todo:
+            from dlkdd.bench.pose import bench_pose
+
+            result["pose"] = bench_pose(cfg, manifest, p.pose_clips, student=p.pose_student, estimator=pose_estimator)
+            done("pose")
         result["seconds"] = time.perf_counter() - t_start
         return result
     finally:

@@ -9,6 +9,10 @@
   head, 16x112x112 - inference only on a CPU: GMACs, parameters and latency of each backbone at that clip
   size beside R(2+1)D-18/34 (``backbones``: torch eager and ONNX Runtime fp32, timed round-robin in one
   run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
+- ``pose``: what posing costs at inference (the ``pose`` part, :mod:`dlkdd.bench.pose`): decode, enhancer,
+  BlazePose and the skeleton network per real arid6 clip at ``configs/arid6-pose.yaml``'s pose settings, beside
+  the R(2+1)D-18 student's per-clip latency at 16x112x112; BlazePose needs mediapipe: run it with
+  ``.venv-pose/bin/dlkdd bench --preset pose``.
 - ``paper``: the DL-KDD paper's R(2+1)D-34 (IG65M layout) + BERT, 64x112x112, batch 8
   (Chang, Chen & Tseng, DL-KDD, Sec. 4 and Table 5). The published IG65M weights are not loaded:
   costs do not depend on the weights' values. On a CPU only ``inference`` and ``data`` run by
@@ -26,9 +30,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchPreset", "PRESETS", "ALL_PARTS", "bench_config", "shape_config", "ARID6"]
+__all__ = ["BenchPreset", "PRESETS", "ALL_PARTS", "PARTS", "bench_config", "shape_config", "ARID6"]
 
 ALL_PARTS = ("kd", "inference", "data", "precompute", "epoch")
+#: every part ``--parts`` takes: ALL_PARTS and ``pose`` (BlazePose: the pose environment; the ``pose`` preset's)
+PARTS = ALL_PARTS + ("pose",)
 ARID6 = Path("../shared/data/arid6")
 
 
@@ -65,6 +71,11 @@ class BenchPreset:
     epoch_workers: tuple[int, ...] = (0, 1, 2)
     epoch_rounds: int = 2
     cpu_parts: tuple[str, ...] = ALL_PARTS  # default parts on a machine without CUDA
+    only_parts: tuple[str, ...] = ()  # default parts on any machine (the pose preset)
+    # the pose part (dlkdd/bench/pose.py): clips timed, the pose section (configs/arid6-pose.yaml's), the student
+    pose_clips: int = 3
+    pose: dict[str, Any] = field(default_factory=dict)
+    pose_student: tuple | None = None
     synth: dict[str, Any] = field(default_factory=lambda: {"classes": 6, "clips_per_class": 8, "frames": 72,
                                                            "size": (120, 160)})
     use_arid6: bool = True
@@ -94,6 +105,11 @@ PRESETS: dict[str, BenchPreset] = {
         backbones=(("EfficientNet-Lite0+avg", "efficientnet_lite0", "avg"), ("MobileNetV2+avg", "mobilenet_v2", "avg"),
                    ("R(2+1)D-18+BERT", "r2plus1d_18", "bert"), ("R(2+1)D-34+BERT", "r2plus1d_34", "bert")),
         cpu_parts=("inference",)),
+    "pose": BenchPreset(
+        name="pose", backbone="r2plus1d_18", frames=16, size=112, resize=128, stride=4, batch=1, head="avg",
+        only_parts=("pose",), cpu_parts=("pose",), pose_clips=6,
+        pose={"stride": 2, "max_frames": 64, "video": True, "net": "tcn", "width": 64},
+        pose_student=("R(2+1)D-18 + average head", "r2plus1d_18", 16, 112, "avg")),
     "paper": BenchPreset(
         name="paper", backbone="r2plus1d_34_ig65m", frames=64, size=112, resize=128, stride=1, batch=8,
         normalize="kinetics", kd_warmup=1, kd_steps=3, e2e_steps=2, mem_steps=1,
@@ -135,6 +151,8 @@ def bench_config(preset: BenchPreset, work_dir: str | Path, overrides: list[str]
         "train": {"batch_size": preset.batch, "workers": 2, "lr": 1e-4},
         "cache": {"views": 8, "format": "zarr", "dir": str(Path(work_dir) / "cache")},
     }
+    if preset.pose:
+        tree["pose"] = dict(preset.pose)
     return config_from_dict(tree, list(overrides or [])), desc
 
 

@@ -161,8 +161,10 @@ def markdown_report(result: dict[str, Any]) -> str:
          f"Absolute times hold for this machine only; the ratios were measured in one run.", ""]
     if not m.get("gpu"):
         L += ["No GPU was available: every figure below is a CPU figure.", ""]
+    from dlkdd.bench.pose import pose_table
+
     for key, fn in (("kd_step", _kd), ("inference", _inference), ("data", _data), ("precompute", _precompute),
-                    ("epoch", _epoch)):
+                    ("epoch", _epoch), ("pose", pose_table)):
         if result.get(key):
             L += fn(result[key]) + [""]
     L.append(f"Total benchmark time: {result['seconds']:.0f} s.")

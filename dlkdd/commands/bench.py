@@ -11,14 +11,16 @@ from dlkdd.commands.common import friendly_errors, get_device
 
 
 @click.command("bench")
-@click.option("--preset", type=click.Choice(["tiny", "mini", "light", "paper"]), default="mini", show_default=True,
+@click.option("--preset", type=click.Choice(["tiny", "mini", "light", "pose", "paper"]), default="mini",
+              show_default=True,
               help="tiny: seconds (tests); mini: arid6-mini settings; light: EfficientNet-Lite0 16x112x112 beside "
-                   "MobileNetV2 and R(2+1)D-18/34 (issue 24); paper: R(2+1)D-34+BERT 64x112x112.")
+                   "MobileNetV2 and R(2+1)D-18/34 (issue 24); pose: what posing costs at inference (BlazePose: run "
+                   "it with .venv-pose/bin/dlkdd); paper: R(2+1)D-34+BERT 64x112x112.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default="bench-out/bench.json",
               show_default=True, help="JSON output; the Markdown report goes beside it with a .md suffix.")
 @click.option("--parts", default="", metavar="LIST",
-              help="Comma list of kd,inference,data,precompute,epoch (default: all; paper preset on CPU: "
-                   "inference,data).")
+              help="Comma list of kd,inference,data,precompute,epoch,pose (default: all but pose; paper preset on "
+                   "CPU: inference,data; pose preset: pose).")
 @click.option("--steps", type=int, default=None, help="Timed steps per KD variant and per student-epoch variant (default: the preset's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting of the preset's config, e.g. --set train.workers=0 (repeatable).")
