@@ -10,4 +10,7 @@
 - :mod:`dlkdd.pose.dataset`: windows of stored poses as training / evaluation samples (no video).
 - :mod:`dlkdd.pose.family`: everything a stage needs to know about the family, in one object.
 - :mod:`dlkdd.pose.stages`: the family's teacher, cache-logits, student and evaluate.
+- :mod:`dlkdd.pose.infer`: ``predict`` - new videos posed as a checkpoint's training data was, windows scored
+  (in-process, or ``python -m dlkdd.pose.infer`` in the pose environment).
+- :mod:`dlkdd.pose.export`: the skeleton network exported with a keypoint input ``(B,T,33,4)``.
 """

@@ -36,6 +36,8 @@ from dlkdd.predictions import eval_view_spec
 from dlkdd.pose.dataset import CacheWindows, PoseDataset, WindowGrid, load_poses
 from dlkdd.pose.extract import enhancer_of_spec as _enhancer
 from dlkdd.pose.extract import store_dir as _store_dir
+from dlkdd.pose.infer import POSE_PYTHON, pose_python  # the pose environment's python (DLKDD_POSE_PYTHON overrides)
+from dlkdd.pose.infer import has_mediapipe as _has_mediapipe
 from dlkdd.pose.skeleton import skeleton_arch
 from dlkdd.pose.store import find_store, pose_spec
 from dlkdd.train.engine import evaluate
@@ -45,9 +47,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["pose_arch", "find_poses", "ensure_store", "precompute_logits", "check_stored_windows",
            "evaluate_checkpoint", "POSE_PYTHON"]
-
-#: the pose environment's python (``make pose-env``); DLKDD_POSE_PYTHON overrides it
-POSE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pose" / "bin" / "python"
 
 
 def pose_arch(cfg: Any, num_classes: int, kind: str) -> dict[str, Any]:
@@ -136,10 +135,6 @@ def check_stored_windows(rows: Any, poses: Any) -> None:
         raise CacheError(f"{path}: its windows were cut at pose.stride {stride}, the student's poses at {poses.stride}")
 
 
-def _pose_python() -> str:
-    return os.environ.get("DLKDD_POSE_PYTHON") or str(POSE_PYTHON)
-
-
 def ensure_store(cfg: Any, manifest: Any, kind: str, progress: bool = True) -> Any:
     """The poses of ``manifest`` (enhancer ``kind``): the complete store if there is one, else made now by the
     pose stage - in this process where mediapipe imports, else by the pose environment's python (a
@@ -155,7 +150,7 @@ def ensure_store(cfg: Any, manifest: Any, kind: str, progress: bool = True) -> A
         cmd = ["-m", "dlkdd", "pose", "--config", str(cfg_path), "--manifest", str(man_path), "--enhancer", kind]
         if not progress:
             cmd.append("--no-progress")
-        py = sys.executable if _has_mediapipe() else _pose_python()
+        py = sys.executable if _has_mediapipe() else str(pose_python())
         if not Path(py).exists():
             raise CacheError(f"no pose store for these {len(manifest)} clips, and no pose environment to make one "
                              f"({py} is missing): create it with `make pose-env`")
@@ -167,15 +162,6 @@ def ensure_store(cfg: Any, manifest: Any, kind: str, progress: bool = True) -> A
             err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("W0000", "INFO:", "WARNING:"))]
             raise CacheError(f"the pose stage failed ({py} -m dlkdd pose): {err[-1] if err else r.returncode}")
     return find_poses(cfg, manifest, kind, "test")
-
-
-def _has_mediapipe() -> bool:
-    try:
-        import importlib.util
-
-        return importlib.util.find_spec("mediapipe") is not None
-    except (ImportError, ValueError):  # ValueError: sys.modules["mediapipe"] is None (blocked)
-        return False
 
 
 def _write_job(cfg: Any, manifest: Any, cfg_path: Path, man_path: Path) -> None:
