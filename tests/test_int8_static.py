@@ -140,7 +140,8 @@ def test_sidecar_records_the_calibration_and_the_check(int8_files):
     q = spec["int8"]
     assert (q["method"], q["format"], q["calibrator"]) == ("static", "QDQ", "MinMax")
     assert q["calibration"]["clips"] == CALIB and q["calibration"]["of"] == 104
-    assert q["calibration"]["list"].endswith("arid6_train.txt") and q["calibration"]["clip"] == {"frames": 4, "size": 32}
+    assert q["calibration"]["list"].endswith("arid6_train.txt")
+    assert q["calibration"]["clip"] == {"frames": 4, "size": 32}
     assert q["fp32_modules"][0] == "model.backbone._conv_stem" and q["check"]["n"] == 8
     assert q["check"]["rel_logit_error"] <= MAX_REL_ERR and 0.5 <= q["check"]["top1_agreement"] <= 1
     from dlkdd.deploy.runtime import load_exported
@@ -218,3 +219,25 @@ def test_evaluate_and_predict_take_the_int8_file(int8_files, tmp_path):
     r = CliRunner().invoke(main, ["--device", "cpu", "predict", str(out), str(video)])
     assert r.exit_code == 0, r.output
     assert any(c in r.output for c in CLASSES)
+
+
+@pytest.mark.slow
+def test_bench_backbones_times_static_int8_beside_fp32(tmp_path):
+    """``dlkdd bench --preset light``'s table: a static int8 column for trunks with a recipe, timed in the same
+    round-robin loop as fp32; a trunk without one says so."""
+    from dlkdd.bench.deploy import backbones_table, bench_backbones
+    from dlkdd.config import config_from_dict
+
+    cfg = config_from_dict({"clip": CLIP, "data": _data(shared_path("arid6")),
+                            "model": {"backbone": "mobilenet_v2", "head": "avg", "pretrained": "",
+                                      "normalize": "dataset"}})
+    res = bench_backbones(cfg, CLASSES, tmp_path, [("M", "mobilenet_v2", "avg"), ("T", "r2plus1d_tiny", "avg")],
+                          repeats=1, int8_calib_clips=CALIB)
+    m, t = res["rows"]
+    assert m["int8_status"] == "ok" and m["int8_ms"] > 0 and m["int8_check"]["n"] == 8
+    assert t["int8_status"] == "no recipe" and t["int8_ms"] is None and t["onnx_ms"] > 0
+    assert (tmp_path / "backbones" / "mobilenet_v2-int8.onnx").is_file()
+    table = "\n".join(backbones_table(res))
+    assert "| ORT static int8 (ms) | int8 speed-up |" in table
+    assert f"| {m['onnx_ms']:,.1f} | {m['int8_ms']:,.1f} | {m['onnx_ms'] / m['int8_ms']:.2f}x |" in table
+    assert "| no recipe | - |" in table and "M top-1 agreement" in table

@@ -7,8 +7,8 @@
   paper's shape (R(2+1)D-34 + BERT, 3x64x112x112, batch 1).
 - ``light``: the lightweight student of ``configs/arid6-light.yaml`` (issue 24) - EfficientNet-Lite0 + average
   head, 16x112x112 - inference only on a CPU: GMACs, parameters and latency of each backbone at that clip
-  size beside R(2+1)D-18/34 (``backbones``: torch eager and ONNX Runtime fp32, timed round-robin in one
-  run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
+  size beside R(2+1)D-18/34 (``backbones``: torch eager, ONNX Runtime fp32 and static int8, timed round-robin
+  in one run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
 - ``paper``: the DL-KDD paper's R(2+1)D-34 (IG65M layout) + BERT, 64x112x112, batch 8
   (Chang, Chen & Tseng, DL-KDD, Sec. 4 and Table 5). The published IG65M weights are not loaded:
   costs do not depend on the weights' values. On a CPU only ``inference`` and ``data`` run by

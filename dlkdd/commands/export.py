@@ -53,7 +53,8 @@ def export(checkpoint, fmt, out, int8, calib_clips, calib_list, opset, no_check,
     r = export_checkpoint(checkpoint, out, fmt, opset=opset, int8=int8, check=not no_check, tol=tol,
                           calib_clips=calib_clips, calib_list=calib_list)
     frames = r["dynamic"]["frames"]
-    click.echo(f"{r['path']}: {fmt}{f' int8 ({int8})' if int8 else ''}, {r['bytes'] / 2**20:.1f} MiB, {r['num_classes']} classes, "
+    kind = f"{fmt} int8 ({int8})" if int8 else fmt
+    click.echo(f"{r['path']}: {kind}, {r['bytes'] / 2**20:.1f} MiB, {r['num_classes']} classes, "
                f"input clip (B,3,T,{r['input']['size']},{r['input']['size']}) in [0,1], "
                f"T {frames['min']}..{frames['max'] if frames['max'] is not None else 'any'} "
                f"(trained at {r['clip']['frames']})")

@@ -45,7 +45,8 @@ from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "INT8_METHODS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly"]
+__all__ = ["FORMATS", "INT8_METHODS", "ExportOptions", "export_checkpoint", "export_model", "static_int8_copy",
+           "LogitsOnly"]
 
 FORMATS = ("onnx", "torchscript")
 INT8_METHODS = ("dynamic", "static")
@@ -206,6 +207,20 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
             result["check"] = _check(tmp, model, example, spec, tol)
     atomic_write_text(sidecar_path(out), spec_to_json(spec) + "\n")
     return result
+
+
+def static_int8_copy(model: nn.Module, ckpt: dict[str, Any], src: str | os.PathLike, dst: str | os.PathLike,
+                     calib_clips: int = 16, calib_list: str | os.PathLike | None = None,
+                     source: Any = "checkpoint") -> dict[str, Any]:
+    """Static int8 of ``src`` (an fp32 ONNX export of ``model``, rebuilt from ``ckpt``) to ``dst``, as
+    ``dlkdd export --int8 static`` makes it; returns its spec (``int8``: calibration and check)."""
+    from dlkdd.deploy.quantize import calibration_clips, fp32_nodes, quantize_static_onnx
+    from dlkdd.deploy.runtime import load_exported
+
+    keep = _static_recipe(LogitsOnly(model), ckpt, source)
+    calib, held, info = calibration_clips(ckpt.get("config") or {}, calib_clips, calib_list=calib_list)
+    spec = dict(load_exported(src).spec)
+    return quantize_static_onnx(src, dst, spec, calib, held, fp32_nodes(src, keep), dict(info, fp32_modules=keep))
 
 
 def _static_recipe(wrapper: nn.Module, ckpt: dict[str, Any], source: Any) -> list[str]:
