@@ -145,7 +145,7 @@ def quantize_static_onnx(src: str | os.PathLike, dst: str | os.PathLike, spec: M
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = (({"clip": c[None].numpy()}) for c in calib)
+            self.it = ({"clip": c[None].numpy()} for c in calib)
 
         def get_next(self):
             return next(self.it, None)
