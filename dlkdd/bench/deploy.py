@@ -18,11 +18,17 @@ data (arid6 when present). Without the export extra the ONNX rows say ``not inst
 ``bench_backbones(cfg, classes, work_dir, backbones, repeats)``: several students side by side at the
 preset's clip shape, ``backbones`` ``[(label, backbone, head), ...]`` (the ``light`` preset: the light
 trunks beside R(2+1)D-18/34): parameters, GMACs (FlopCounterMode, :func:`dlkdd.models.profile.count_flops`)
-and the batch-1 latency of torch eager and of ONNX Runtime fp32 (exported through the same
-:func:`dlkdd.deploy.export.export_model` as ``dlkdd export``), every runner timed round-robin in one run::
+and the batch-1 latency of torch eager, of ONNX Runtime fp32 (exported through the same
+:func:`dlkdd.deploy.export.export_model` as ``dlkdd export``) and, for trunks with a static int8 recipe
+in the backbone table, of ONNX Runtime static int8 (:func:`dlkdd.deploy.export.static_int8_copy`, what
+``dlkdd export --int8 static`` writes: calibrated on ``int8_calib_clips`` centred clips of the preset's
+training list, checked on others), every runner timed round-robin in one run::
 
     {"input_shape", "threads", "repeats", "rows": [{"label", "backbone", "head", "params", "gmacs",
-      "eager_ms", "onnx_ms", "onnx_status", "max_abs_diff"}, ...]}
+      "eager_ms", "onnx_ms", "onnx_status", "max_abs_diff", "int8_ms", "int8_status", "int8_check"}, ...]}
+
+``int8_status``: ``ok``, ``no recipe`` (the trunk has none: ``dlkdd export --int8 static`` refuses it)
+or the error; ``int8_check``: the export's agreement of int8 with fp32 on the held training clips.
 """
 from __future__ import annotations
 
@@ -144,11 +150,12 @@ def _student_checkpoint(cfg: Any, classes: Sequence[str], path: Path) -> tuple[A
 
 
 def bench_backbones(cfg: Any, classes: Sequence[str], work_dir: str | Path, backbones: Sequence[Sequence[str]],
-                    repeats: int = 5) -> dict[str, Any]:
+                    repeats: int = 5, int8_calib_clips: int = 16) -> dict[str, Any]:
     """See the module doc: each of ``backbones`` at ``cfg``'s clip shape, eager and ONNX Runtime, round-robin."""
     from dlkdd.bench.presets import shape_config
     from dlkdd.deploy.export import export_model
     from dlkdd.deploy.spec import MissingExtraError
+    from dlkdd.models.backbones import backbone_spec
     from dlkdd.models.profile import count_flops
 
     work = Path(work_dir) / "backbones"
@@ -162,7 +169,8 @@ def bench_backbones(cfg: Any, classes: Sequence[str], work_dir: str | Path, back
         student, ckpt, path = _student_checkpoint(c, classes, work / f"{backbone}.pt")
         row: dict[str, Any] = {"label": label, "backbone": backbone, "head": head,
                                "params": sum(p.numel() for p in student.parameters()),
-                               "gmacs": count_flops(student, x) / 2e9, "onnx_status": "ok"}
+                               "gmacs": count_flops(student, x) / 2e9, "onnx_status": "ok",
+                               "int8_status": "no recipe", "int8_check": None}
         rows.append(row)
         eager[label] = runners[f"{label} eager"] = student
         log.info("backbones bench: %s exported to ONNX", label)
@@ -170,15 +178,36 @@ def bench_backbones(cfg: Any, classes: Sequence[str], work_dir: str | Path, back
             export_model(student, ckpt, work / f"{backbone}.onnx", "onnx", source=path, check=False)
             runners[f"{label} onnx"] = _load(work / f"{backbone}.onnx", threads)
         except MissingExtraError:
-            row["onnx_status"] = "not installed (pip install 'dlkdd[export]')"
+            row["onnx_status"] = row["int8_status"] = "not installed (pip install 'dlkdd[export]')"
+            continue
+        if backbone_spec(backbone).int8_fp32_modules is not None:
+            row.update(_static_int8_row(student, ckpt, work / f"{backbone}.onnx", work / f"{backbone}-int8.onnx",
+                                        int8_calib_clips, path))
+            if row["int8_status"] == "ok":
+                runners[f"{label} int8"] = _load(work / f"{backbone}-int8.onnx", threads)
     times = _time_round_robin(runners, x, repeats)
     with torch.inference_mode():
         for row in rows:
             row["eager_ms"] = times[f"{row['label']} eager"]
             onnx = runners.get(f"{row['label']} onnx")
             row["onnx_ms"] = times.get(f"{row['label']} onnx")
+            row["int8_ms"] = times.get(f"{row['label']} int8")
             row["max_abs_diff"] = float((onnx(x) - eager[row["label"]](x)).abs().max()) if onnx else None
     return {"input_shape": list(shape), "threads": threads, "repeats": repeats, "rows": rows}
+
+
+def _static_int8_row(student: Any, ckpt: dict[str, Any], src: Path, dst: Path, calib_clips: int,
+                     source: Path) -> dict[str, Any]:
+    """``{"int8_status", "int8_check"}`` of the static int8 copy of ``src`` (an error is a status, not a stop)."""
+    from dlkdd.deploy.export import static_int8_copy
+    from dlkdd.errors import DlkddError
+
+    try:
+        spec = static_int8_copy(student, ckpt, src, dst, calib_clips, source=source)
+    except DlkddError as e:
+        log.warning("backbones bench: no static int8 for %s: %s", source.stem, e)
+        return {"int8_status": str(e).splitlines()[0][:200], "int8_check": None}
+    return {"int8_status": "ok", "int8_check": spec["int8"]["check"]}
 
 
 def backbones_table(res: dict[str, Any], paper: dict[str, Any] | None = None) -> list[str]:
@@ -189,14 +218,25 @@ def backbones_table(res: dict[str, Any], paper: dict[str, Any] | None = None) ->
     L = ["", f"#### Backbones side by side: batch {shape}, CPU, {res['threads']} thread(s)", "",
          f"Median of {res['repeats']} round-robin calls each (every model and format in turn, after two warm-ups); "
          f"'x' columns: this row / {first['label']}.", "",
-         "| student | params (M) | GMACs | eager (ms) | ONNX Runtime fp32 (ms) | GMACs x | eager x | ORT x | "
-         "max abs logit diff |", "|---|---|---|---|---|---|---|---|---|"]
+         "| student | params (M) | GMACs | eager (ms) | ONNX Runtime fp32 (ms) | ORT static int8 (ms) | "
+         "int8 speed-up | GMACs x | eager x | ORT x | max abs logit diff |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         ort = f"{r['onnx_ms']:,.1f}" if r["onnx_ms"] is not None else r["onnx_status"]
         ort_x = f"{r['onnx_ms'] / first['onnx_ms']:.1f}x" if r["onnx_ms"] and first["onnx_ms"] else "-"
         diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
-        L.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gmacs']:.2f} | {r['eager_ms']:,.1f} | {ort} | "
-                 f"{r['gmacs'] / first['gmacs']:.1f}x | {r['eager_ms'] / first['eager_ms']:.1f}x | {ort_x} | {diff} |")
+        q_ms = r.get("int8_ms")
+        q = f"{q_ms:,.1f}" if q_ms is not None else r.get("int8_status", "-")
+        q_x = f"{r['onnx_ms'] / q_ms:.2f}x" if q_ms and r["onnx_ms"] else "-"
+        L.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gmacs']:.2f} | {r['eager_ms']:,.1f} | {ort} | {q} | "
+                 f"{q_x} | {r['gmacs'] / first['gmacs']:.1f}x | {r['eager_ms'] / first['eager_ms']:.1f}x | {ort_x} | "
+                 f"{diff} |")
+    checks = [(r["label"], r["int8_check"]) for r in res["rows"] if r.get("int8_check")]
+    if checks:
+        each = "; ".join(f"{label} top-1 agreement {100 * c['top1_agreement']:.0f}% of {c['n']}, relative logit error "
+                         f"{c['rel_logit_error']:.3f}" for label, c in checks)
+        L += ["", "Static int8 (`dlkdd export --int8 static`: QDQ, calibrated on centred training clips, the backbone "
+              f"table's early modules in fp32) vs fp32 on held training clips (the bench's untrained weights): {each}. "
+              "int8 speed-up: fp32 ms / int8 ms, same round-robin run."]
     if paper:
         s, at = paper["student"], "x".join(map(str, res["input_shape"][1:]))
         L += ["", f"{paper['label']} at {'x'.join(str(v) for v in paper['input_shape'][1:])}: {s['gmacs']:.1f} GMACs, "

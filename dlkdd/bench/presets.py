@@ -7,8 +7,8 @@
   paper's shape (R(2+1)D-34 + BERT, 3x64x112x112, batch 1).
 - ``light``: the lightweight student of ``configs/arid6-light.yaml`` (issue 24) - EfficientNet-Lite0 + average
   head, 16x112x112 - inference only on a CPU: GMACs, parameters and latency of each backbone at that clip
-  size beside R(2+1)D-18/34 (``backbones``: torch eager and ONNX Runtime fp32, timed round-robin in one
-  run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
+  size beside R(2+1)D-18/34 (``backbones``: torch eager, ONNX Runtime fp32 and static int8, timed round-robin
+  in one run) and R(2+1)D-34 + BERT at the paper's 64x112x112.
 - ``pose``: what posing costs at inference (the ``pose`` part, :mod:`dlkdd.bench.pose`): decode, enhancer,
   BlazePose and the skeleton network per real arid6 clip at ``configs/arid6-pose.yaml``'s pose settings, beside
   the R(2+1)D-18 student's per-clip latency at 16x112x112; BlazePose needs mediapipe: run it with

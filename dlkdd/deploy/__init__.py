@@ -9,8 +9,8 @@ teacher with its enhancer inside) into one self-describing file and loads such f
 - :mod:`dlkdd.deploy.export`: ``export_checkpoint(ckpt, out, "onnx" | "torchscript")``;
 - :mod:`dlkdd.deploy.runtime`: ``load_exported(path)`` -> a callable ``clip (B,3,T,H,W) float in
   [0,1] -> logits (B,C)`` with ``.classes`` and ``.clip``, the interface ``dlkdd predict`` uses;
-- :mod:`dlkdd.deploy.quantize`: ONNX Runtime dynamic int8 quantisation and its agreement with
-  the fp32 model.
+- :mod:`dlkdd.deploy.quantize`: ONNX Runtime int8 quantisation (dynamic, or static calibrated on
+  training clips) and its agreement with the fp32 model.
 
 The ONNX side needs the optional extra ``pip install 'dlkdd[export]'`` (onnx, onnxruntime,
 onnxscript); TorchScript needs only torch.

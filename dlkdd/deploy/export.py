@@ -15,12 +15,17 @@ spec of :mod:`dlkdd.deploy.spec` embedded in it and written beside it as ``<file
   ops, so batch, frames, height and width all stay free; the shape checks of the Python forward
   (``Classifier.forward``, ``BertHead.forward``) become constants in the trace, which is why
   :class:`dlkdd.deploy.runtime.ExportedModel` re-checks inputs against the spec.
-- ``int8=True`` (ONNX): ONNX Runtime dynamic quantisation of the exported graph
+- ``int8="dynamic"`` (or ``True``; ONNX): ONNX Runtime dynamic quantisation of the exported graph
   (:mod:`dlkdd.deploy.quantize`).
+- ``int8="static"`` (ONNX): ONNX Runtime static quantisation (QDQ) calibrated on ``calib_clips``
+  centred training clips of the checkpoint's own config (its ``data`` list, or ``calib_list``), decoded
+  at its clip spec; the trunk's ``int8_fp32_modules`` (the backbone table) stay fp32, and a trunk
+  without that recipe is refused. The int8 file is checked against the fp32 export on held training
+  clips (top-1 agreement, relative logit error, in the spec's ``int8``); clear disagreement is refused.
 
 After writing, the file is loaded back with its runtime and run on a random clip next to the
 checkpoint's model: ``max_abs_diff`` of the logits is returned, and an fp32 export that differs
-by more than ``tol`` is refused (the file is not kept).
+by more than ``tol`` is refused (the file is not kept); int8 files are not held to ``tol``.
 """
 from __future__ import annotations
 
@@ -40,9 +45,11 @@ from dlkdd.deploy.spec import ExportError, build_spec, require_export_extra, sid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "ExportOptions", "export_checkpoint", "export_model", "LogitsOnly", "check_export"]
+__all__ = ["FORMATS", "INT8_METHODS", "ExportOptions", "export_checkpoint", "export_model", "static_int8_copy",
+           "LogitsOnly", "check_export"]
 
 FORMATS = ("onnx", "torchscript")
+INT8_METHODS = ("dynamic", "static")
 OPSET = 18
 _NOT_CLASSIFIERS = ("enhancer", "pretrain")
 
@@ -128,13 +135,27 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, spec: dict[st
 
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
-    """``opset`` (ONNX), ``int8`` (ONNX Runtime dynamic quantisation), ``check`` the written file against
-    the model, accepting a largest logit difference of ``tol`` (fp32)."""
+    """``opset`` (ONNX), ``int8`` (ONNX Runtime quantisation: None, ``"dynamic"`` (``True`` too) or
+    ``"static"``), ``check`` the written file against the model, accepting a largest logit difference of
+    ``tol`` (fp32). Static int8: ``calib_clips`` training clips calibrate, from ``calib_list`` when given
+    (else the checkpoint config's ``data.train_list``)."""
 
     opset: int = OPSET
-    int8: bool = False
+    int8: bool | str | None = None
     check: bool = True
     tol: float = 1e-4
+    calib_clips: int = 16
+    calib_list: str | None = None
+
+    @property
+    def int8_method(self) -> str | None:
+        if self.int8 is True:
+            return "dynamic"
+        if self.int8 in (None, False, ""):
+            return None
+        if self.int8 not in INT8_METHODS:
+            raise ExportError(f"unknown int8 method {self.int8!r}; choose {' or '.join(INT8_METHODS)}")
+        return str(self.int8)
 
 
 def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike, fmt: str, *,
@@ -146,15 +167,20 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
     from dlkdd.utils import atomic_path, atomic_write_text
 
     o = opts if opts is not None else ExportOptions(**options)
-    opset, int8, check, tol = o.opset, o.int8, o.check, o.tol
+    opset, int8, check, tol = o.opset, o.int8_method, o.check, o.tol
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
     if int8 and fmt != "onnx":
-        raise ExportError("--int8 is ONNX Runtime dynamic quantisation: use it with --format onnx")
+        raise ExportError("--int8 is ONNX Runtime quantisation: use it with --format onnx")
     model = model.eval().cpu()
     _check_exportable(model, source)
     spec = build_spec(ckpt, model, fmt, source, source_sha256, spatial_dynamic=fmt == "torchscript")
     wrapper = LogitsOnly(model).eval()
+    if int8 == "static":  # before the slow export: the recipe, then the calibration clips
+        from dlkdd.deploy.quantize import calibration_clips
+
+        keep_modules = _static_recipe(wrapper, ckpt, source)
+        calib, held, calib_info = calibration_clips(ckpt.get("config") or {}, o.calib_clips, calib_list=o.calib_list)
     example = _example(spec)
     out = Path(out)
     log.info("exporting %s (%s, %s head, %d classes) to %s at input (B,3,T,%d,%d)", source, spec["arch"]["backbone"],
@@ -163,11 +189,17 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
     with atomic_path(out, needed=needed) as tmp:
         if fmt == "onnx":
             _export_onnx(wrapper, example, spec, tmp, opset)
-            if int8:
+            if int8 == "dynamic":
                 from dlkdd.deploy.quantize import quantize_onnx
 
                 spec["quantization"] = "int8-dynamic"
                 quantize_onnx(tmp, tmp, spec)
+            elif int8 == "static":
+                from dlkdd.deploy.quantize import fp32_nodes, quantize_static_onnx
+
+                names = fp32_nodes(tmp, keep_modules)
+                spec = quantize_static_onnx(tmp, tmp, spec, calib, held, names,
+                                            dict(calib_info, fp32_modules=list(keep_modules)))
         else:
             _export_torchscript(wrapper, example, spec, tmp)
         result = dict(spec, path=str(out), bytes=tmp.stat().st_size, check=None)
@@ -175,6 +207,44 @@ def export_model(model: nn.Module, ckpt: dict[str, Any], out: str | os.PathLike,
             result["check"] = check_export(tmp, model, example, spec, tol)
     atomic_write_text(sidecar_path(out), spec_to_json(spec) + "\n")
     return result
+
+
+def static_int8_copy(model: nn.Module, ckpt: dict[str, Any], src: str | os.PathLike, dst: str | os.PathLike,
+                     calib_clips: int = 16, calib_list: str | os.PathLike | None = None,
+                     source: Any = "checkpoint") -> dict[str, Any]:
+    """Static int8 of ``src`` (an fp32 ONNX export of ``model``, rebuilt from ``ckpt``) to ``dst``, as
+    ``dlkdd export --int8 static`` makes it; returns its spec (``int8``: calibration and check)."""
+    from dlkdd.deploy.quantize import calibration_clips, fp32_nodes, quantize_static_onnx
+    from dlkdd.deploy.runtime import load_exported
+
+    keep = _static_recipe(LogitsOnly(model), ckpt, source)
+    calib, held, info = calibration_clips(ckpt.get("config") or {}, calib_clips, calib_list=calib_list)
+    spec = dict(load_exported(src).spec)
+    return quantize_static_onnx(src, dst, spec, calib, held, fp32_nodes(src, keep), dict(info, fp32_modules=keep))
+
+
+def _static_recipe(wrapper: nn.Module, ckpt: dict[str, Any], source: Any) -> list[str]:
+    """Full module paths (in ``wrapper``) of the trunk modules that static int8 keeps fp32: the backbone
+    table's ``int8_fp32_modules`` under the trunk's own path; refused for a trunk without a recipe."""
+    from dlkdd.models.backbones import backbone_spec
+
+    name = str((ckpt.get("arch") or {}).get("backbone", "r2plus1d_18"))
+    modules = backbone_spec(name).int8_fp32_modules
+    if modules is None:
+        raise ExportError(f"{source}: no static int8 recipe for backbone {name} (none measured faster than fp32; "
+                          "dynamic int8 ran 5x slower than fp32 on R(2+1)D-18, BENCHMARKS.md): export fp32, or "
+                          "--int8 dynamic for a 4x smaller file")
+    trunks = [n for n, _ in wrapper.named_modules() if n.rsplit(".", 1)[-1] == "backbone"]
+    if len(trunks) != 1:
+        raise ExportError(f"{source}: static int8 needs one trunk module named 'backbone' in the model, found "
+                          f"{len(trunks)}")
+    full = [f"{trunks[0]}.{m}" for m in modules]
+    present = {n for n, _ in wrapper.named_modules()}
+    stale = [m for m in full if m not in present]
+    if stale:  # the table names modules the trunk no longer has: the recipe would silently keep less in fp32
+        raise ExportError(f"the backbone table's int8_fp32_modules of {name} name module(s) the model lacks: "
+                          f"{', '.join(stale)}")
+    return full
 
 
 def _check_exportable(model: nn.Module, source: Any) -> None:

@@ -5,7 +5,7 @@ normalisation and, for a teacher, the enhancer are inside the graph) and returns
 float32 ``(B,C)``. Its spec is a JSON object::
 
     {"format": "dlkdd-export", "spec_version": 1, "dlkdd_version": str,
-     "runtime": "onnx" | "torchscript", "quantization": null | "int8-dynamic",
+     "runtime": "onnx" | "torchscript", "quantization": null | "int8-dynamic" | "int8-static",
      "kind": "student" | "baseline" | "teacher" | ..., "classes": [str, ...], "num_classes": C,
      "clip": {"frames", "stride", "size", "resize", ...},      # dlkdd.config.ClipConfig fields
      "input": {"name": "clip", "layout": "B,3,T,H,W", "dtype": "float32", "range": [0, 1],
@@ -13,7 +13,14 @@ float32 ``(B,C)``. Its spec is a JSON object::
      "output": {"name": "logits", "dtype": "float32", "shape": ["batch", C]},
      "dynamic": {"batch": true, "frames": {"min": int, "max": int | null}, "spatial": bool,
                  "note": str},
-     "arch": {"backbone", "head", "family", "enhancer"}, "source": {"checkpoint", "sha256"}}
+     "arch": {"backbone", "head", "family", "enhancer"}, "source": {"checkpoint", "sha256"},
+     "int8": {...}}                                             # only int8-static, see below
+
+``int8`` (``dlkdd export --int8 static``, :mod:`dlkdd.deploy.quantize`): ``method``, ``format`` (QDQ),
+``weights``, ``activations``, ``calibrator``, ``calibration`` {``list``, ``clips``, ``of``, ``view``,
+``clip``}, ``fp32_modules`` (the module paths kept fp32), ``fp32_nodes`` (their node count),
+``check_clips`` and ``check`` (int8 vs fp32 on held training clips: ``n``, ``top1_agreement``,
+``rel_logit_error``, ``max_abs_logit_error``, ...).
 
 It is stored in the ONNX model's ``metadata_props`` under the key ``dlkdd`` (with ``classes`` and
 ``clip`` also as their own keys, readable by any ONNX tool), inside a TorchScript archive as the

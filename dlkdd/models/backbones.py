@@ -22,6 +22,14 @@ returned); nothing is downloaded. ``path = "imagenet"``: the ImageNet file shipp
 package (the ``dlkdd[imagenet]`` extra), for trunks whose ``imagenet_normalize`` names the
 ``model.normalize`` choice those weights were trained with (the classifier refuses any other).
 
+``int8_fp32_modules``: the trunk's static int8 recipe (``dlkdd export --int8 static``,
+:mod:`dlkdd.deploy.quantize`): the trunk's module paths (``named_modules`` names; a path also covers
+the modules under it) whose ONNX nodes stay fp32 while the rest is quantised. ``None``: no recipe was
+measured faster than fp32 for this trunk, so static int8 is refused (BENCHMARKS.md, "Lightweight
+students"). The light trunks keep the stem, the first 3 blocks (full resolution, where the dark
+frames' small values live) and the 1x1 head conv in fp32: quantising every conv left the pooled
+features at cosine 0.94 to fp32, this recipe at 0.998, still 1.6-1.8x faster.
+
 Adding a backbone: a module that builds the trunk, and one entry in :data:`BACKBONES`.
 """
 from __future__ import annotations
@@ -48,6 +56,7 @@ class BackboneSpec:
     load_pretrained: Callable[[nn.Module, str], nn.Module]
     summary: str
     imagenet_normalize: str = ""  # the model.normalize its packaged ImageNet weights expect; "": it ships none
+    int8_fp32_modules: tuple[str, ...] | None = None  # static int8 recipe: trunk modules kept fp32; None: refused
 
 
 def _r2plus1d_trunk(name: str, num_classes: int = 1) -> nn.Module:
@@ -79,11 +88,15 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec(
         build=_efficientnet_lite0, feature_dim=1280, temporal_stride=1, min_frames=1,
         load_pretrained=efficientnet_lite.load_imagenet, imagenet_normalize="inception",
+        # stem conv (+ its bn), blocks 0-2 (1/2 and 1/4 resolution), head conv (+ its bn)
+        int8_fp32_modules=("_conv_stem", "_bn0", "_blocks.0", "_blocks.1", "_blocks.2", "_conv_head", "_bn1"),
         summary="EfficientNet-Lite0 per frame + TSM shift; ImageNet weights (dlkdd[imagenet]) want "
                 "model.normalize=inception"),
     "mobilenet_v2": BackboneSpec(
         build=_mobilenet_v2, feature_dim=1280, temporal_stride=1, min_frames=1,
         load_pretrained=mobilenet_v2.load_imagenet, imagenet_normalize="imagenet",
+        # the same cut as EfficientNet-Lite0: stem, the 16- and 24-channel blocks, the 1x1 head conv
+        int8_fp32_modules=("layers.0", "layers.1", "layers.2", "layers.3", "layers.18"),
         summary="MobileNetV2 1.0 per frame + TSM shift; ImageNet weights (dlkdd[imagenet]) want "
                 "model.normalize=imagenet"),
 }

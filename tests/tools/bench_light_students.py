@@ -10,6 +10,9 @@ stem, the first 3 blocks and the head conv left in fp32) of the EfficientNet-Lit
 16x112x112, timed round robin beside its fp32 export and R(2+1)D-18 + BERT (one thread), and its
 agreement with fp32 on 8 other training clips. The students are built through the backbone table
 (``dlkdd.models.build.build_student``), ImageNet weights on the light one.
+
+The recipe found here is now wired: ``dlkdd export --int8 static`` (the fp32 modules per trunk in the
+backbone table's ``int8_fp32_modules``) and the static int8 column of ``dlkdd bench --preset light``.
 """
 from __future__ import annotations
 
