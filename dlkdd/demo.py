@@ -104,7 +104,8 @@ def _run_pose(out: Path, seed: int, epochs: int | None, device: str, progress: b
     text += [f"- {k}: `{p}`" for k, p in _artifacts(out, store, pose=True)]
     return _write_summary(out, text, {"dataset": dataset, "pipeline": "pose", "config": str(cfg_path),
                                       "overrides": overrides, "times_s": times, "results": _results(rows),
-                                      "num_classes": len(test.classes), "rgb": {"source": rgb_note, "results": _results(rgb)}, "cache": str(store)})
+                                      "num_classes": len(test.classes), "cache": str(store),
+                                      "rgb": {"source": rgb_note, "results": _results(rgb)}})
 
 
 def _arid6_data() -> list[str]:
@@ -334,8 +335,10 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo, with --rgb runs/demo-rgb)")
-    ap.add_argument("--rgb", action="store_true", help="the RGB pipeline (ZeroDCE + R(2+1)D-BERT) instead of the pose one")
-    ap.add_argument("--rgb-from", default=str(RGB_FROM), help="the `make demo-rgb` output whose rows the pose demo shows")
+    ap.add_argument("--rgb", action="store_true", 
+                    help="the RGB pipeline (ZeroDCE + R(2+1)D-BERT) instead of the pose one")
+    ap.add_argument("--rgb-from", default=str(RGB_FROM), 
+                    help="the `make demo-rgb` output whose rows the pose demo shows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     ap.add_argument("--device", default="auto")
