@@ -335,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo, with --rgb runs/demo-rgb)")
-    ap.add_argument("--rgb", action="store_true", 
+    ap.add_argument("--rgb", action="store_true",
                     help="the RGB pipeline (ZeroDCE + R(2+1)D-BERT) instead of the pose one")
-    ap.add_argument("--rgb-from", default=str(RGB_FROM), 
+    ap.add_argument("--rgb-from", default=str(RGB_FROM),
                     help="the `make demo-rgb` output whose rows the pose demo shows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
