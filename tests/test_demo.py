@@ -84,7 +84,7 @@ def _check_pose_demo(out: Path, res: dict, num_classes: int) -> str:
     assert len(stores) == 4
     for s in stores:
         with PoseStore.open(s) as p:
-            assert p.meta["complete"] and p.meta["spec"]["stride"] == 4 and p.meta["spec"]["max_frames"] == 8
+            assert p.meta["complete"] and p.meta["spec"]["stride"] == 2 and p.meta["spec"]["max_frames"] == 8
             assert p.meta["spec"]["enhancer"]["kind"] in ("gamma", "none")
     assert "pose store complete" in (out / "pose-gamma.log").read_text()
     t, s = load_checkpoint(out / "teacher" / "teacher.pt"), load_checkpoint(out / "student" / "student.pt")
