@@ -94,7 +94,16 @@ def _run_pose(out: Path, seed: int, epochs: int | None, device: str, progress: b
     log.info("pose demo on %s with %s (+ %s)", dataset, cfg_path, " ".join(overrides))
     kinds = [cfg.enhancer.kind, cfg.pose.student_enhancer]
     times = {"pose stage": _pose_stage(cfg_path, overrides, kinds, out, store_dir(cfg), progress)}
-    runs, store = _run_stages(cfg, out, device, progress, times)
+    import torch
+
+    threads = torch.get_num_threads()
+    # the skeleton network is tiny: one thread trains it faster than two (a 30-epoch teacher on the shared 2-core
+    # machine: 9.4 s against 33.9 s, the same model; BENCHMARKS.md, "`make demo`")
+    torch.set_num_threads(1)
+    try:
+        runs, store = _run_stages(cfg, out, device, progress, times)
+    finally:
+        torch.set_num_threads(threads)
     test = manifest_from_config(cfg.data, "test", check_files=False)
     rows = _score_rows(runs, out, list(test.classes), [(POSE_NAMES[k], k) for k in ("teacher", "baseline", "student")])
     rgb, rgb_note = _rgb_rows(rgb_from)
