@@ -36,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 ARID6 = REPO.parent / "shared" / "data" / "arid6"
 # the RGB demo: lighter than the accuracy preset (it shows the pipeline; BENCHMARKS.md holds the accuracy runs)
 RGB_OVERRIDES = ["train.epochs=2", "cache.views=2", "train.eval_every=2"]
-DEMO_OVERRIDES = RGB_OVERRIDES  # the name before the pose demo
 # the pose demo: the preset's pose sampling (every 2nd frame; arid6's clips have at most 100 frames, so
 # max_frames 64 poses them whole) and 30 epochs instead of 40. Posing every 4th frame would halve the pose
 # stage, but BlazePose's tracking across 4-frame gaps costs the teacher its lead (3 seeds, 40 epochs: teacher
