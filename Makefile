@@ -42,7 +42,7 @@ CACHEOPTS := $(if $(CACHES),$(foreach c,$(CACHES),--cache $(c)) $(foreach w,$(CA
 STUDENT_OUT ?= $(OUT)/student$(if $(CACHES),-ens$(words $(CACHES)),)$(if $(ALPHA),-a$(ALPHA),)$(if $(GAMMA),-g$(GAMMA),)$(if $(TAU),-t$(TAU),)$(if $(SEED),-s$(SEED),)
 
 .PHONY: gpu-wheels gpu-check pose-env pose
-.PHONY: help install test demo teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
+.PHONY: help install test demo demo-rgb teacher cache-logits student baseline evaluate enhancer pretrain bench data-check synth clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -70,8 +70,14 @@ test: $(TEST_STAMP) $(POSE_STAMP) ## Run the test suite (creates .venv and .venv
 	DLKDD_POSE_PYTHON=$(abspath $(POSE_VENV))/bin/python \
 	  $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-demo: $(STAMP) ## The whole pipeline on arid6 (or a synthetic set): teacher, cache, student, baseline
+# `make demo` on arid6 is the pose pipeline: it needs the pose environment too (created where absent); without
+# ../shared/data/arid6 it runs the RGB pipeline on a synthetic set (no people to pose) and needs .venv only
+DEMO_NEEDS := $(STAMP) $(if $(wildcard ../shared/data/arid6/arid6_train.txt),$(POSE_STAMP),)
+demo: $(DEMO_NEEDS) ## arid6: pose stage, pose teacher -> cache -> student + baseline, beside the RGB rows (else RGB on synthetic)
 	$(BIN)/python -m dlkdd.demo --out runs/demo $(SEEDOPT)
+
+demo-rgb: $(STAMP) ## The RGB pipeline (ZeroDCE + R(2+1)D-BERT teacher, cache, student, baseline) -> runs/demo-rgb
+	$(BIN)/python -m dlkdd.demo --rgb --out runs/demo-rgb $(SEEDOPT)
 
 data-check: $(STAMP) ## Decode every clip of CONFIG, list bad ones, print statistics
 	$(BIN)/dlkdd data check --config $(CONFIG) $(SETOPTS)
