@@ -1,6 +1,7 @@
 """The students of issues 22 and 24 on arid6's group-disjoint split: video students of the pose teacher
 (RGB and frame differences, the pose + RGB ensemble) and the lightweight EfficientNet-Lite0 student from
-the RGB teacher's cache, the pose teacher's cache and without distillation. Resumable, as
+the RGB teacher's cache, the pose teacher's cache and without distillation; and (``pose``) the pose preset's
+teacher / dark-pose student / dark-pose baseline on both folds of the recording-disjoint cross-validation. Resumable, as
 :mod:`experiments.study` (the same runner: one ``dlkdd`` process per run, ``O_EXCL`` claims, two workers)::
 
     OMP_NUM_THREADS=1 python -m experiments students --out runs/students --worker 0 &
@@ -42,8 +43,13 @@ REPORTS = [
     ("video", ["rgb-baseline", "rgb-pose", "rgb-ens", "diff-baseline", "diff-pose", "pose8-teacher"],
      ["rgb-baseline", "diff-baseline"]),
     ("light", ["light-baseline", "light-rgb", "light-pose"], ["light-baseline"]),
+    ("pose", ["pose-baseline", "pose-student", "pose-teacher"], ["pose-baseline"]),
+    ("poseB", ["poseB-baseline", "poseB-student", "poseB-teacher"], ["poseB-baseline"]),
 ]
-ARMS = ["video", "light"]
+ARMS = ["video", "light", "pose"]
+LISTS = "../shared/data/arid6"
+#: fold B of the 2-fold recording-disjoint cross-validation: the lists swapped
+FOLD_B = [f"data.train_list={LISTS}/arid6_test.txt", f"data.test_list={LISTS}/arid6_train.txt"]
 
 
 def _run(kind: str, config: str, name: str, sets: list[str], seed: int, out: Path, extra: list[str] | None = None,
@@ -68,6 +74,13 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     video, light = "video" in arms, "light" in arms
     store = lambda name: str(out / name / "store.zarr")  # noqa: E731
     runs: list[Run] = []
+    for fold, sets in (("pose", []), ("poseB", FOLD_B)) if "pose" in arms else ():  # the preset, both folds
+        for s in seeds:
+            runs.append(_run("teacher", POSE, f"{fold}-teacher-s{s}", sets, s, out))
+            runs.append(_cache(POSE, f"cache-{fold}-s{s}", sets, f"{fold}-teacher-s{s}", out))
+            runs.append(_run("student", POSE, f"{fold}-student-s{s}", sets, s, out,
+                             ["--cache", store(f"cache-{fold}-s{s}")], [f"cache-{fold}-s{s}"]))
+            runs.append(_run("student", POSE, f"{fold}-baseline-s{s}", sets, s, out, ["--no-kd"]))
     for s in seeds:
         runs.append(_run("teacher", POSE, f"pose8-teacher-s{s}", W8, s, out))
         if video:
