@@ -18,7 +18,8 @@ teacher"):
 - the video students are ``configs/arid6-mini.yaml`` (8x56x56, every 4th frame, 10 epochs) with
   ``VIDEO_NET``; their pose cache is that teacher's logits at the mini clip spec (``cache-pose8-56``);
 - the RGB teacher (``rgb-teacher``, ZeroDCE + the same network, seed 0 only: every student seed shares its
-  cache) teaches the ensemble (``--cache`` pose + ``--cache`` RGB, equal weights) and the light students;
+  cache) teaches the ensemble (``--cache`` pose + ``--cache`` RGB, equal weights; its cache scores the pose
+  cache's windows, ``cache-logits --views-from``) and the light students;
 - the light students are ``configs/arid6-light.yaml`` at 8x112x112 every 4th frame (the preset has 16
   frames every 2nd: the same 1 s span, half the frames), 6 epochs; from the pose cache logits only (the
   skeleton network stores no features), from the RGB cache logits + the feature term.
@@ -60,12 +61,14 @@ def _run(kind: str, config: str, name: str, sets: list[str], seed: int, out: Pat
     return Run(name, argv + list(extra or []), "teacher.pt" if kind == "teacher" else "student.pt", list(needs or []))
 
 
-def _cache(config: str, name: str, sets: list[str], teacher: str, out: Path) -> Run:
+def _cache(config: str, name: str, sets: list[str], teacher: str, out: Path, views_from: str | None = None) -> Run:
     argv = ["cache-logits", "--config", config, "--teacher", str(out / teacher / "teacher.pt"),
             "--out", str(out / name / "store.zarr"), "--path-file", str(out / name / "path.txt"), "--no-progress"]
     for s in sets:
         argv += ["--set", s]
-    return Run(name, argv, "path.txt", [teacher], resumable=False)
+    if views_from:  # score the windows another store holds (an ensemble needs the same views in every cache)
+        argv += ["--views-from", str(out / views_from / "store.zarr")]
+    return Run(name, argv, "path.txt", [teacher] + ([views_from] if views_from else []), resumable=False)
 
 
 def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
@@ -91,6 +94,9 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
     runs.append(_run("teacher", MINI, rgb, VIDEO_NET, RGB_SEED, out))
     if video:
         runs.append(_cache(MINI, "cache-rgb-56", VIDEO_NET, rgb, out))
+        # the RGB teacher on the pose teacher's windows (posed-frame starts, whole frame; the same for every
+        # pose seed: they come from cache.seed), so the two caches can teach one student
+        runs.append(_cache(MINI, "cache-rgb-56-posewin", VIDEO_NET, rgb, out, f"cache-pose8-56-s{seeds[0]}"))
     if light:
         runs.append(_cache(MINI, "cache-rgb-112", VIDEO_NET + ["clip.size=112", "clip.resize=128",
                                                                  "cache.features=true"], rgb, out))
@@ -110,7 +116,8 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
             runs.append(_run("student", MINI, f"diff-pose-s{s}", VIDEO_NET + ["model.input=diff"], s, out, pose,
                              [f"cache-pose8-56-s{s}"]))
             runs.append(_run("student", MINI, f"rgb-ens-s{s}", VIDEO_NET, s, out,
-                             pose + ["--cache", store("cache-rgb-56")], [f"cache-pose8-56-s{s}", "cache-rgb-56"]))
+                             pose + ["--cache", store("cache-rgb-56-posewin")],
+                             [f"cache-pose8-56-s{s}", "cache-rgb-56-posewin"]))
     return runs
 
 

@@ -284,3 +284,51 @@ def test_a_video_student_distils_the_pose_teacher_cross_modal(tmp_path, monkeypa
     ck = load_checkpoint(tmp_path / "S" / "student.pt")
     assert ck["arch"]["backbone"] == "r2plus1d_tiny" and ck["arch"].get("family", "dlkdd") == "dlkdd"
     assert ck["extra"]["cache"] == str(store) and np.isfinite(res["train"]["kd_loss"])
+
+
+def test_an_rgb_teacher_scores_the_pose_windows_and_both_caches_teach_one_student(tmp_path, monkeypatch):
+    """The pose + RGB ensemble: ``cache-logits --views-from`` makes an RGB teacher score exactly the pose
+    teacher's stored windows (posed-frame starts, whole frames), so ``student --cache POSE --cache RGB`` takes
+    both; without it the two caches' views differ and the student refuses them."""
+    from dlkdd.data.synth import make_synthetic
+    from dlkdd.pipeline.cache_logits import precompute_logits
+    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.teacher import train_teacher
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    paths = make_synthetic(tmp_path / "syn", classes=2, clips_per_class=4, frames=24, size=(48, 64))
+    data = [f"data.root={paths['root']}", f"data.train_list={paths['train_list']}",
+            f"data.test_list={paths['test_list']}", f"data.mapping={paths['mapping']}", f"cache.dir={tmp_path / 'c'}"]
+    clip = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=1", "train.batch_size=2",
+            "train.workers=0", "cache.views=2", "train.amp=fp32"]
+    pose = load_config("configs/arid6-pose.yaml", [*data, *clip, "pose.width=8", "pose.stride=2"])
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        man = manifest_from_config(pose.data, split)
+        for kind in ("gamma", "none"):
+            spec = pose_spec(pose.pose, enhancer_of_spec(pose, kind), SHA)
+            with PoseStore.create(store_path(store_dir(pose), man.sha256(), spec), man.keys(), pose.pose.max_frames,
+                                  {"spec": spec, "manifest_sha256": man.sha256(), "classes": man.classes}) as s:
+                for i, e in enumerate(man):
+                    s.write(i, _skeleton(e.label, 12, rng), np.ones(12, bool), 24)
+                s.set_meta(complete=True)
+    train_teacher(pose, tmp_path / "PT", device="cpu", progress=False)
+    pose_store = precompute_logits(pose, tmp_path / "PT" / "teacher.pt", out=tmp_path / "P.zarr", progress=False)
+
+    video = load_config("configs/arid6-mini.yaml", [*data, *clip, "model.backbone=r2plus1d_tiny", "enhancer.kind=gamma",
+                                                   "model.normalize=kinetics"])
+    train_teacher(video, tmp_path / "RT", device="cpu", progress=False)
+    own = precompute_logits(video, tmp_path / "RT" / "teacher.pt", out=tmp_path / "R.zarr", progress=False)
+    with pytest.raises(Exception, match="other views"):  # the RGB teacher's own views are not the pose windows
+        train_student(video, tmp_path / "S0", cache=[str(pose_store), str(own)], device="cpu", progress=False)
+
+    rgb = precompute_logits(video, tmp_path / "RT" / "teacher.pt", out=tmp_path / "RW.zarr", progress=False,
+                            views_from=pose_store)
+    with LogitStore.open(pose_store) as p, LogitStore.open(rgb) as r:
+        assert np.array_equal(p.read_all()[1], r.read_all()[1])  # the very same windows
+        assert r.meta["views_from"] == str(pose_store)
+        assert not np.allclose(p.read_all()[0], r.read_all()[0])  # scored by another teacher
+    res = train_student(video, tmp_path / "S", cache=[str(pose_store), str(rgb)], device="cpu", progress=False)
+    assert np.isfinite(res["train"]["kd_loss"])
+    with pytest.raises(CacheError, match="views-from"):  # the source store cannot be overwritten by itself
+        precompute_logits(video, tmp_path / "RT" / "teacher.pt", out=pose_store, progress=False, views_from=pose_store)

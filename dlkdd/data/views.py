@@ -364,6 +364,20 @@ class CacheViews(_Policy):
         return clip_views(key, info.num_frames, info.height, info.width, self.clip_cfg, self.k, self.seed)
 
 
+class StoredViews(_Policy):
+    """The views another logit store holds for each clip (``views`` ``{key: (K,P) array}``), stacked: a second
+    teacher scores exactly the windows a first one stored, so their caches can teach one student together
+    (``cache-logits --views-from``; e.g. an RGB teacher on the pose teacher's posed-frame windows)."""
+
+    layout = "stack"
+
+    def __init__(self, views: dict[str, np.ndarray]):
+        self.stored = views
+
+    def views(self, index: int, key: str, info: Any, epoch: int) -> list[View]:
+        return [View.from_array(a) for a in self.stored[key]]
+
+
 class TwoViews(_Policy):
     """Two random views of each clip (:func:`two_views` from ``view_rng(seed, epoch, index)``)."""
 

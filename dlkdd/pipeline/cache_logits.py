@@ -22,6 +22,7 @@ depend only on ``(cache.seed, key)``, never on the rank.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from dlkdd.cache.parts import merge_parts, parts_dir, shard_rows
 from dlkdd.cache.store import LogitStore, StoreLayout
 from dlkdd.data.formats import data_format
 from dlkdd.data.prepare import prepare_data
-from dlkdd.data.views import CacheViews
+from dlkdd.data.views import CacheViews, StoredViews
 from dlkdd.data.workers import worker_context
 from dlkdd.cache.clips import ClipStore, clip_store_path, dequantize, quantize, zarr_available
 from dlkdd.errors import CacheError
@@ -101,15 +102,26 @@ class _Job:
     path: Path
     info: Any  # this process (dlkdd.train.distributed.init_distributed)
     progress: bool
+    stored_views: dict[str, Any] | None = None  # --views-from: {key: (K,P) views} of another store
+    views_from: str | None = None
 
     def meta(self) -> dict[str, Any]:
-        return _meta(self.cfg, self.ckpt, self.teacher_path, self.teacher_sha, self.manifest, self.views,
-                     self.skipped, self.info.device)
+        m = _meta(self.cfg, self.ckpt, self.teacher_path, self.teacher_sha, self.manifest, self.views,
+                  self.skipped, self.info.device)
+        if self.views_from:
+            m["views_from"] = self.views_from
+        return m
 
 
 def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None = None, fmt: str | None = None,
-                      device: str = "auto", progress: bool = True, overwrite: bool = False) -> Path:
+                      device: str = "auto", progress: bool = True, overwrite: bool = False,
+                      views_from: str | Path | None = None) -> Path:
     """Build (or reuse, or resume) the logit store of ``teacher_path`` on ``cfg``'s training set.
+
+    ``views_from``: another complete store of the same clips and clip spec; this teacher then scores exactly
+    the views that store holds (its K replaces ``cache.views``), so both stores can teach one student as an
+    ensemble (``student --cache A --cache B`` needs the same views in every cache) - e.g. an RGB teacher on
+    the pose teacher's posed-frame windows.
 
     Returns the store path. The views per clip are ``cfg.cache.views``, the stored features
     ``cfg.cache.features``, the decoding workers ``cfg.train.workers``. A complete store with matching
@@ -128,7 +140,7 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         return own
     info = ddp.init_distributed(resolve_device(device))
     try:
-        job = _job(cfg, teacher_path, out, fmt, info, progress)
+        job = _job(cfg, teacher_path, out, fmt, info, progress, views_from)
         reuse = info.is_main and not overwrite and _existing(job) == "reuse"  # read-only: no lock needed
         if ddp.broadcast_object(reuse):
             if info.is_main:
@@ -148,7 +160,8 @@ def precompute_logits(cfg: Any, teacher_path: str | Path, out: str | Path | None
         ddp.cleanup()
 
 
-def _job(cfg: Any, teacher_path: Path, out: str | Path | None, fmt: str, info: Any, progress: bool) -> _Job:
+def _job(cfg: Any, teacher_path: Path, out: str | Path | None, fmt: str, info: Any, progress: bool,
+         views_from: str | Path | None = None) -> _Job:
     """Load and check the teacher against the data; decide the store path."""
     k = int(cfg.cache.views)
     teacher_sha = sha256_file(teacher_path)
@@ -160,11 +173,31 @@ def _job(cfg: Any, teacher_path: Path, out: str | Path | None, fmt: str, info: A
     if list(ckpt.get("classes") or []) != list(manifest.classes):
         raise CacheError(f"{teacher_path}: the teacher's classes {ckpt.get('classes')} differ from the data's "
                          f"{list(manifest.classes)}")
+    stored = None
+    if views_from is not None:
+        stored = _stored_views(views_from, manifest, cfg)
+        k = len(next(iter(stored.values())))
+        cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, views=k))
     path = Path(out) if out else store_path_for(cfg, teacher_sha, manifest.sha256(), k, fmt)
     if out and path.suffix not in (".zarr", ".h5", ".hdf5"):
         raise CacheError(f"--out {path}: a store path ends in .zarr or .h5")
+    if views_from is not None and path.resolve() == Path(views_from).resolve():
+        raise CacheError(f"--out {path} is the --views-from store: choose another --out")
     return _Job(cfg, teacher_path, ckpt, teacher_sha, manifest, list(data.skipped), k, bool(cfg.cache.features),
-                fmt, path, info, progress)
+                fmt, path, info, progress, stored, str(views_from) if views_from is not None else None)
+
+
+def _stored_views(src: str | Path, manifest: Any, cfg: Any) -> dict[str, Any]:
+    """``{key: (K,P) views}`` of the complete store ``src``, which must hold exactly ``manifest``'s clips
+    with ``cfg``'s clip spec and view seed (then a student of ``cfg`` accepts both stores)."""
+    if not Path(src).exists():
+        raise CacheError(f"--views-from {src}: no such store (build it with `dlkdd cache-logits` first)")
+    with LogitStore.open(src) as s:
+        diffs = store_differences(s, manifest, cfg, views=s.views_per_clip)
+        if diffs:
+            raise CacheError(f"--views-from {src} does not match this run: {'; '.join(diffs)}")
+        _, views = s.read_all()
+        return {k: views[i] for i, k in enumerate(s.keys)}
 
 
 def _existing(job: _Job) -> str | None:
@@ -326,7 +359,9 @@ def _loader(job: _Job, mine: list[int]) -> DataLoader:
     cfg = job.cfg
     workers = int(cfg.train.workers)
     fam = family_of_arch(job.ckpt.get("arch") or {})
-    ds = Subset(fam.dataset(cfg, job.manifest, CacheViews(cfg.clip, job.views, seed=cfg.cache.seed)), mine)
+    policy = (StoredViews(job.stored_views) if job.stored_views is not None
+              else CacheViews(cfg.clip, job.views, seed=cfg.cache.seed))
+    ds = Subset(fam.dataset(cfg, job.manifest, policy), mine)
     return DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
                       prefetch_factor=4 if workers else None,
                       multiprocessing_context=worker_context() if workers else None)
