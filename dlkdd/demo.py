@@ -132,9 +132,9 @@ def _pose_stage(cfg_path: Path, overrides: list[str], kinds: list[str], out: Pat
     so two processes use both. Each writes its log to ``OUT/pose-<kind>.log``; with ``progress``, the clips
     posed so far (the stores under ``pose_dir``) are logged every 20 s. Returns the seconds taken."""
     from dlkdd.pose.blazepose import POSE_ENV_HINT, PoseEnvError
-    from dlkdd.pose.stages import _pose_python
+    from dlkdd.pose.infer import pose_python
 
-    py = _pose_python()
+    py = str(pose_python())
     if not Path(py).exists():
         raise PoseEnvError(f"the pose demo needs the pose environment ({py} is missing): `{POSE_ENV_HINT}`, "
                            f"or `make demo` (it creates it), or `make demo-rgb` for the RGB pipeline only")

@@ -41,8 +41,8 @@ RGB_SEED = 0
 
 #: (stem, arms in order, arms every later one is compared with) for ``--report``
 REPORTS = [
-    ("video", ["rgb-baseline", "rgb-pose", "rgb-ens", "diff-baseline", "diff-pose", "pose8-teacher"],
-     ["rgb-baseline", "diff-baseline"]),
+    ("video", ["rgb-baseline", "rgb-pose", "rgb-ens", "diff-baseline", "diff-pose"], ["rgb-baseline", "diff-baseline"]),
+    ("pose8", ["pose8-teacher"], []),  # scored on whole frames: not on the video students' test crops
     ("light", ["light-baseline", "light-rgb", "light-pose"], ["light-baseline"]),
     ("pose", ["pose-baseline", "pose-student", "pose-teacher"], ["pose-baseline"]),
     ("poseB", ["poseB-baseline", "poseB-student", "poseB-teacher"], ["poseB-baseline"]),
