@@ -249,23 +249,19 @@ def test_pretrain_refuses_a_pose_config_in_one_line(tmp_path):
     assert not (tmp_path / "pt").exists()
 
 
-def test_a_video_student_distils_the_pose_teacher_cross_modal(tmp_path, monkeypatch):
-    """DL-KDD across modalities: the pose teacher's cached logits (one per stored window, a ``View`` of the
-    video) teach an R(2+1)D student that sees the dark RGB frames of exactly those windows - one epoch on a
-    synthetic set posed by a stand-in (no mediapipe)."""
-    from dlkdd.data.synth import make_synthetic
-    from dlkdd.pipeline.cache_logits import precompute_logits
-    from dlkdd.pipeline.student import train_student
-    from dlkdd.pipeline.teacher import train_teacher
 
-    monkeypatch.setitem(sys.modules, "mediapipe", None)
+def _posed_synthetic_set(tmp_path: Path, seed: int) -> tuple:
+    """A synthetic 2-class set, posed by a stand-in (no mediapipe): its four pose stores complete. Returns the pose
+    preset's config for it and the data / clip overrides (``key=value``) a video config of the same set needs."""
+    from dlkdd.data.synth import make_synthetic
+
     paths = make_synthetic(tmp_path / "syn", classes=2, clips_per_class=4, frames=24, size=(48, 64))
     data = [f"data.root={paths['root']}", f"data.train_list={paths['train_list']}",
             f"data.test_list={paths['test_list']}", f"data.mapping={paths['mapping']}", f"cache.dir={tmp_path / 'c'}"]
     clip = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=1", "train.batch_size=2",
             "train.workers=0", "cache.views=2", "train.amp=fp32"]
     pose = load_config("configs/arid6-pose.yaml", [*data, *clip, "pose.width=8", "pose.stride=2"])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for split in ("train", "test"):
         man = manifest_from_config(pose.data, split)
         for kind in ("gamma", "none"):
@@ -275,6 +271,18 @@ def test_a_video_student_distils_the_pose_teacher_cross_modal(tmp_path, monkeypa
                 for i, e in enumerate(man):
                     s.write(i, _skeleton(e.label, 12, rng), np.ones(12, bool), 24)
                 s.set_meta(complete=True)
+    return pose, data, clip
+
+def test_a_video_student_distils_the_pose_teacher_cross_modal(tmp_path, monkeypatch):
+    """DL-KDD across modalities: the pose teacher's cached logits (one per stored window, a ``View`` of the
+    video) teach an R(2+1)D student that sees the dark RGB frames of exactly those windows - one epoch on a
+    synthetic set posed by a stand-in (no mediapipe)."""
+    from dlkdd.pipeline.cache_logits import precompute_logits
+    from dlkdd.pipeline.student import train_student
+    from dlkdd.pipeline.teacher import train_teacher
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    pose, data, clip = _posed_synthetic_set(tmp_path, seed=0)
     train_teacher(pose, tmp_path / "T", device="cpu", progress=False)
     store = precompute_logits(pose, tmp_path / "T" / "teacher.pt", out=tmp_path / "C.zarr", progress=False)
 
@@ -290,28 +298,12 @@ def test_an_rgb_teacher_scores_the_pose_windows_and_both_caches_teach_one_studen
     """The pose + RGB ensemble: ``cache-logits --views-from`` makes an RGB teacher score exactly the pose
     teacher's stored windows (posed-frame starts, whole frames), so ``student --cache POSE --cache RGB`` takes
     both; without it the two caches' views differ and the student refuses them."""
-    from dlkdd.data.synth import make_synthetic
     from dlkdd.pipeline.cache_logits import precompute_logits
     from dlkdd.pipeline.student import train_student
     from dlkdd.pipeline.teacher import train_teacher
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)
-    paths = make_synthetic(tmp_path / "syn", classes=2, clips_per_class=4, frames=24, size=(48, 64))
-    data = [f"data.root={paths['root']}", f"data.train_list={paths['train_list']}",
-            f"data.test_list={paths['test_list']}", f"data.mapping={paths['mapping']}", f"cache.dir={tmp_path / 'c'}"]
-    clip = ["clip.frames=4", "clip.stride=2", "clip.size=32", "clip.resize=40", "train.epochs=1", "train.batch_size=2",
-            "train.workers=0", "cache.views=2", "train.amp=fp32"]
-    pose = load_config("configs/arid6-pose.yaml", [*data, *clip, "pose.width=8", "pose.stride=2"])
-    rng = np.random.default_rng(1)
-    for split in ("train", "test"):
-        man = manifest_from_config(pose.data, split)
-        for kind in ("gamma", "none"):
-            spec = pose_spec(pose.pose, enhancer_of_spec(pose, kind), SHA)
-            with PoseStore.create(store_path(store_dir(pose), man.sha256(), spec), man.keys(), pose.pose.max_frames,
-                                  {"spec": spec, "manifest_sha256": man.sha256(), "classes": man.classes}) as s:
-                for i, e in enumerate(man):
-                    s.write(i, _skeleton(e.label, 12, rng), np.ones(12, bool), 24)
-                s.set_meta(complete=True)
+    pose, data, clip = _posed_synthetic_set(tmp_path, seed=1)
     train_teacher(pose, tmp_path / "PT", device="cpu", progress=False)
     pose_store = precompute_logits(pose, tmp_path / "PT" / "teacher.pt", out=tmp_path / "P.zarr", progress=False)
 

@@ -210,26 +210,16 @@ def predict_video(model: Any, ckpt: dict, path: str | Path, device: Any, opts: P
     x = torch.stack(load_clips(path, views, cc.size)).to(device)
     logits = infer(model, x, x.shape[0], autocast_dtype(_amp_of(ckpt, amp), device), device)
     check_finite_outputs(logits, ckpt.get("_path", "the checkpoint"), [str(path)] * len(logits))
-    probs = logits.softmax(-1)
     k = min(topk, len(classes))
-
-    def top(p: torch.Tensor) -> list[dict[str, Any]]:
-        v, i = p.topk(k)
-        return [{"label": classes[j], "prob": float(q)} for q, j in zip(v.tolist(), i.tolist())]
-
     fps = info.fps or 30.0
-    windows = []
-    if len(starts) > 1:
-        for s, p in zip(starts, probs):
-            windows.append({"start_s": round(s / fps, 3), "end_s": round((s + span) / fps, 3),
-                            "top": top(p)[:min(k, 3)]})
+    windows = window_tops(starts, span, logits.softmax(-1), classes, k, fps)
     note = None
     if info.num_frames < span:  # the clip repeats the video's frames (data.views), which the model never saw
         note = (f"the video has {info.num_frames} frame(s), the model's clips span {span} "
                 f"({cc.frames} frames every {cc.stride}): its frames are looped to fill one clip")
         log.warning("%s: %s", path, note)
     return {"video": str(path), "frames": info.num_frames, "fps": fps, "note": note,
-            "top": top(logits.mean(0).softmax(-1)), "windows": windows,
+            "top": top_labels(logits.mean(0).softmax(-1), classes, k), "windows": windows,
             "scored": {"windows": len(starts), "start_s": round(starts[0] / fps, 3),
                        "end_s": round(min(info.num_frames, starts[-1] + span) / fps, 3),
                        "duration_s": round(info.num_frames / fps, 3)}}
@@ -252,6 +242,22 @@ def predict_videos(model: Any, ckpt: dict, paths: Sequence[str | Path], device: 
         except DlkddError as e:
             out.append(e)
     return out
+
+
+def top_labels(p: torch.Tensor, classes: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` most probable classes of the probabilities ``p`` (C,): ``[{"label", "prob"}]``."""
+    v, i = p.topk(k)
+    return [{"label": classes[j], "prob": float(q)} for q, j in zip(v.tolist(), i.tolist())]
+
+
+def window_tops(starts: Sequence[int], span: int, probs: torch.Tensor, classes: Sequence[str], k: int,
+                fps: float) -> list[dict[str, Any]]:
+    """Per sliding window (first video frame ``starts[w]``, ``span`` frames, probabilities ``probs[w]``): its time
+    range in seconds and top classes (3 at most); ``[]`` for a single window (the video's own top says it all)."""
+    if len(starts) <= 1:
+        return []
+    return [{"start_s": round(s / fps, 3), "end_s": round((s + span) / fps, 3), "top": top_labels(p, classes, k)[:min(k, 3)]}
+            for s, p in zip(starts, probs)]
 
 
 def window_starts(num_frames: int, span: int, hop: int, max_windows: int = 64) -> list[int]:

@@ -186,7 +186,7 @@ def _rows_of(view: Any, frames: int, stride: int, rows: int) -> np.ndarray:
 def predict_posed(model: Any, ckpt: dict, cfg: Any, kind: str, path: Any, posed: Posed, info: Any, device: Any,
                   opts: Any) -> dict[str, Any]:
     """The result dict of :func:`dlkdd.pipeline.evaluate.predict_video` for one posed video (module docstring)."""
-    from dlkdd.pipeline.evaluate import check_finite_outputs, window_starts
+    from dlkdd.pipeline.evaluate import check_finite_outputs, top_labels, window_starts, window_tops
     from dlkdd.pose.sampling import last_start, pose_window, window_stride
 
     kp, mask, frames = posed
@@ -207,19 +207,9 @@ def predict_posed(model: Any, ckpt: dict, cfg: Any, kind: str, path: Any, posed:
         (len(views), int(cc.frames), 33, 4), np.float32)
     logits = model(torch.from_numpy(x).to(device)).float().cpu()
     check_finite_outputs(logits, ckpt.get("_path", "the checkpoint"), [str(path)] * len(logits))
-    probs = logits.softmax(-1)
     k = min(opts.topk, len(classes))
-
-    def top(p: torch.Tensor) -> list[dict[str, Any]]:
-        v, i = p.topk(k)
-        return [{"label": classes[j], "prob": float(q)} for q, j in zip(v.tolist(), i.tolist())]
-
     fps = info.fps or 30.0
-    windows = []
-    if len(starts) > 1:
-        for r, p in zip(starts, probs):
-            windows.append({"start_s": round(r * s / fps, 3), "end_s": round((r * s + span) / fps, 3),
-                            "top": top(p)[:min(k, 3)]})
+    windows = window_tops([r * s for r in starts], span, logits.softmax(-1), classes, k, fps)
     notes = []
     found = int(mask.sum())
     if found == 0:
@@ -236,7 +226,7 @@ def predict_posed(model: Any, ckpt: dict, cfg: Any, kind: str, path: Any, posed:
         log.warning("%s: %s", path, note)
     end_frame = min(frames, starts[-1] * s + span)
     return {"video": str(path), "frames": frames, "fps": fps, "note": note,
-            "top": top(logits.mean(0).softmax(-1)), "windows": windows,
+            "top": top_labels(logits.mean(0).softmax(-1), classes, k), "windows": windows,
             "scored": {"windows": len(starts), "start_s": round(starts[0] * s / fps, 3),
                        "end_s": round(end_frame / fps, 3), "duration_s": round(frames / fps, 3)},
             "pose": {"enhancer": kind, "posed_frames": rows, "person_frames": found, "stride": s}}
