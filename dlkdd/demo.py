@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -132,14 +131,13 @@ def _pose_stage(cfg_path: Path, overrides: list[str], kinds: list[str], out: Pat
     so two processes use both. Each writes its log to ``OUT/pose-<kind>.log``; with ``progress``, the clips
     posed so far (the stores under ``pose_dir``) are logged every 20 s. Returns the seconds taken."""
     from dlkdd.pose.blazepose import POSE_ENV_HINT, PoseEnvError
-    from dlkdd.pose.infer import pose_python
+    from dlkdd.pose.infer import pose_env, pose_python
 
     py = str(pose_python())
     if not Path(py).exists():
         raise PoseEnvError(f"the pose demo needs the pose environment ({py} is missing): `{POSE_ENV_HINT}`, "
                            f"or `make demo` (it creates it), or `make demo-rgb` for the RGB pipeline only")
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(pose_env(), OMP_NUM_THREADS="1")
     sets = [a for o in overrides for a in ("--set", o)]
     t0, procs = time.perf_counter(), {}
     for kind in dict.fromkeys(kinds):

@@ -26,11 +26,9 @@ teacher"):
 """
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
 
-from experiments.study import Run, report, work
+from experiments.study import Run, parse_args, report, work
 
 POSE, MINI, LIGHT = "configs/arid6-pose.yaml", "configs/arid6-mini.yaml", "configs/arid6-light.yaml"
 W8 = ["clip.frames=8"]                                    # the pose preset's stride (4) is the mini preset's
@@ -122,16 +120,7 @@ def plan(arms: list[str], seeds: list[int], out: Path) -> list[Run]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m experiments students", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/students")
-    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--worker", type=int, default=0, help="a name for this worker's log lines")
-    ap.add_argument("--list", action="store_true", help="print the plan and each run's state, run nothing")
-    ap.add_argument("--report", action="store_true", help="run nothing: `dlkdd compare` of the finished runs")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{a.worker} %(message)s", datefmt="%H:%M:%S")
+    a = parse_args("students", __doc__, ARMS, argv, "run nothing: `dlkdd compare` of the finished runs")
     out = Path(a.out)
     runs = plan(a.arms, a.seeds, out)
     finished = [r for r in runs if (out / r.name / r.done_file).exists()]

@@ -294,18 +294,25 @@ def work(runs: list[Run], out: Path) -> None:
     log.info("worker done; failed: %s", sorted(failed) or "none")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m experiments study", description=__doc__,
+def parse_args(name: str, doc: str, arms: list[str], argv: list[str] | None, report_help: str) -> argparse.Namespace:
+    """The options of a resumable study driver (``python -m experiments NAME``): ``--out`` (default
+    ``runs/NAME``), ``--arms``, ``--seeds``, ``--worker``, ``--list``, ``--report``; logging set up per worker."""
+    ap = argparse.ArgumentParser(prog=f"python -m experiments {name}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/study")
-    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--out", default=f"runs/{name}")
+    ap.add_argument("--arms", nargs="+", default=arms, choices=arms)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--worker", type=int, default=0, help="a name for this worker's log lines")
     ap.add_argument("--list", action="store_true", help="print the plan and each run's state, run nothing")
-    ap.add_argument("--report", action="store_true",
-                    help="run nothing: `dlkdd compare` of the finished runs of every arm -> OUT/compare.{txt,json,png}")
+    ap.add_argument("--report", action="store_true", help=report_help)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{a.worker} %(message)s", datefmt="%H:%M:%S")
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args("study", __doc__, ARMS, argv,
+                   "run nothing: `dlkdd compare` of the finished runs of every arm -> OUT/compare.{txt,json,png}")
     out = Path(a.out)
     runs = plan(a.arms, a.seeds, out)
     by_name = {r.name: r for r in runs}

@@ -38,7 +38,8 @@ from dlkdd.errors import DataError, DlkddError, VideoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pose_settings", "pose_videos", "predict_posed", "predict_pose_videos", "pose_python", "main"]
+__all__ = ["pose_settings", "pose_videos", "predict_posed", "predict_pose_videos", "pose_python", "pose_env",
+           "run_pose_python", "main"]
 
 #: the pose environment's python of this checkout (``make pose-env``); DLKDD_POSE_PYTHON overrides it
 POSE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pose" / "bin" / "python"
@@ -47,6 +48,27 @@ POSE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pose" / "bin" / "pyth
 def pose_python() -> Path:
     """The pose environment's python: ``DLKDD_POSE_PYTHON``, else ``.venv-pose/bin/python`` of this checkout."""
     return Path(os.environ.get("DLKDD_POSE_PYTHON") or POSE_PYTHON)
+
+
+def pose_env() -> dict[str, str]:
+    """The environment of a subprocess in the pose environment: this one, with this checkout first on
+    ``PYTHONPATH`` (the pose environment imports this very ``dlkdd``)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+                                                                   os.environ.get("PYTHONPATH", "")) if p))
+
+
+#: stderr lines of mediapipe / TensorFlow Lite start-up noise, skipped when a failure is reported
+_NOISE = ("W0000", "I0000", "INFO:", "WARNING:")
+
+
+def run_pose_python(py: str | os.PathLike, args: Sequence[str]) -> str | None:
+    """Run ``py args...`` (:func:`pose_env`); None when it succeeds, else its last meaningful stderr line (or
+    its exit status) for the caller's one-line error."""
+    r = subprocess.run([str(py), *args], env=pose_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode == 0:
+        return None
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(_NOISE)]
+    return err[-1] if err else f"exit status {r.returncode}"
 
 
 def has_mediapipe() -> bool:
@@ -130,17 +152,13 @@ def _pose_in_env(paths: Sequence[Any], cfg: Any, kind: str) -> list:
     with tempfile.TemporaryDirectory(prefix="dlkdd-posepredict-") as tmp:
         cfg_path, out = Path(tmp) / "config.yaml", Path(tmp) / "poses.npz"
         cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
-        cmd = [str(py), "-m", "dlkdd.pose.infer", "--config", str(cfg_path), "--enhancer", kind, "--out", str(out),
-               *[str(Path(p).resolve()) for p in paths]]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                           os.environ.get("PYTHONPATH", "")]))
+        args = ["-m", "dlkdd.pose.infer", "--config", str(cfg_path), "--enhancer", kind, "--out", str(out),
+                *[str(Path(p).resolve()) for p in paths]]
         log.info("posing %d video(s) (enhancer %s) with %s", len(paths), kind, py)
-        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0 or not out.exists():
-            err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("W0000", "I0000", "INFO:",
-                                                                                           "WARNING:"))]
+        err = run_pose_python(py, args)
+        if err is not None or not out.exists():
             raise PoseEnvError(f"posing failed in the pose environment ({py} -m dlkdd.pose.infer): "
-                               f"{err[-1] if err else f'exit status {r.returncode}'}")
+                               f"{err or 'no output written'}")
         with np.load(out) as z:
             return [VideoError(str(z[f"error{i}"])) if f"error{i}" in z.files else
                     (z[f"kp{i}"].astype(np.float32), z[f"mask{i}"].astype(bool), int(z[f"frames{i}"]))

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +34,7 @@ from dlkdd.predictions import eval_view_spec
 from dlkdd.pose.dataset import CacheWindows, PoseDataset, WindowGrid, load_poses
 from dlkdd.pose.extract import enhancer_of_spec as _enhancer
 from dlkdd.pose.extract import store_dir as _store_dir
-from dlkdd.pose.infer import POSE_PYTHON, pose_python  # the pose environment's python (DLKDD_POSE_PYTHON overrides)
+from dlkdd.pose.infer import POSE_PYTHON, pose_python, run_pose_python  # the pose env (DLKDD_POSE_PYTHON overrides)
 from dlkdd.pose.infer import has_mediapipe as _has_mediapipe
 from dlkdd.pose.skeleton import skeleton_arch
 from dlkdd.pose.store import find_store, pose_spec
@@ -155,12 +153,9 @@ def ensure_store(cfg: Any, manifest: Any, kind: str, progress: bool = True) -> A
             raise CacheError(f"no pose store for these {len(manifest)} clips, and no pose environment to make one "
                              f"({py} is missing): create it with `make pose-env`")
         log.info("posing %d clips (enhancer %s) with %s", len(manifest), kind, py)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                           os.environ.get("PYTHONPATH", "")]))
-        r = subprocess.run([py, *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("W0000", "INFO:", "WARNING:"))]
-            raise CacheError(f"the pose stage failed ({py} -m dlkdd pose): {err[-1] if err else r.returncode}")
+        err = run_pose_python(py, cmd)
+        if err is not None:
+            raise CacheError(f"the pose stage failed ({py} -m dlkdd pose): {err}")
     return find_poses(cfg, manifest, kind, "test")
 
 
